@@ -1,0 +1,55 @@
+//! The whole command-line surface, in one place.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tc-ami",
+    version,
+    about = "Builds Windows AMIs for Taskcluster workers and rolls them out to worker pools",
+    long_about = "Builds Windows AMIs for Taskcluster workers and rolls them out to worker pools.\n\n\
+        Worker types are described by worker-types/<W>.toml in the config directory (-C).\n\
+        AWS credentials and endpoints come from the standard AWS places (AWS_PROFILE, AWS_REGION,\n\
+        AWS_ENDPOINT_URL, ...); Taskcluster from TASKCLUSTER_ROOT_URL, TASKCLUSTER_CLIENT_ID,\n\
+        TASKCLUSTER_ACCESS_TOKEN and TASKCLUSTER_CERTIFICATE."
+)]
+pub struct Cli {
+    /// The config directory holding worker-types/, scripts/ and base-ami.txt.
+    #[arg(
+        short = 'C',
+        long = "config-dir",
+        global = true,
+        default_value = ".",
+        value_name = "DIR"
+    )]
+    pub config_dir: PathBuf,
+
+    /// Print one JSON document on stdout; human text and progress go to stderr.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// More log detail on stderr (-v, -vv); RUST_LOG works too.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the base AMI a build of the worker type would start from.
+    BaseAmi {
+        /// The worker type: worker-types/<W>.toml.
+        #[arg(short = 'w', long = "worker-type", value_name = "W")]
+        worker_type: String,
+    },
+    /// Build an image for the worker type, copy it to its regions, store the password.
+    Build {
+        /// The worker type: worker-types/<W>.toml.
+        #[arg(short = 'w', long = "worker-type", value_name = "W")]
+        worker_type: String,
+    },
+}

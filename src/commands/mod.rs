@@ -1,0 +1,59 @@
+//! One file per command: turn arguments into calls of the pure modules and adapters, print.
+
+use std::path::PathBuf;
+
+use crate::cli::Command;
+use crate::interrupt::{Cancel, Interrupted};
+
+pub mod base_ami;
+pub mod build;
+
+pub struct Ctx {
+    pub config_dir: PathBuf,
+    pub json: bool,
+    pub cancel: Cancel,
+}
+
+impl Ctx {
+    /// Prints the result: the JSON document with --json, else the human text, on stdout.
+    pub fn emit(&self, human: &str, json: &serde_json::Value) {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(json).unwrap_or_default());
+        } else if !human.is_empty() {
+            println!("{human}");
+        }
+    }
+}
+
+pub enum Outcome {
+    /// Finished with this exit code (0, or 2 for "diff found changes").
+    Done(u8),
+    /// Stopped by a signal; the message says what was cleaned up.
+    Interrupted(Interrupted, String),
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Result<u8>> for Outcome {
+    fn from(r: anyhow::Result<u8>) -> Self {
+        match r {
+            Ok(code) => Outcome::Done(code),
+            Err(e) => match e.downcast_ref::<Interrupted>() {
+                Some(i) => Outcome::Interrupted(*i, format!("{e:#}")),
+                None => Outcome::Failed(e),
+            },
+        }
+    }
+}
+
+pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
+    match command {
+        Command::BaseAmi { worker_type } => {
+            // Read-only: an interrupt simply stops it.
+            tokio::select! {
+                r = base_ami::run(ctx, &worker_type) => r.into(),
+                i = ctx.cancel.cancelled() => Outcome::Interrupted(i, format!("{i}")),
+            }
+        }
+        Command::Build { worker_type } => build::run(ctx, &worker_type).await,
+    }
+}

@@ -1,0 +1,19 @@
+//! tc-ami: builds Windows AMIs for Taskcluster workers and rolls them out to worker pools.
+//!
+//! Pure modules (config, base AMI choice, user data, build plan) take data and return data;
+//! adapters (`ec2`, `taskcluster`) talk to the network; `commands` orchestrate and print.
+
+pub mod base_ami;
+pub mod build;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod duration;
+pub mod ec2;
+pub mod interrupt;
+pub mod model;
+pub mod password;
+pub mod progress;
+pub mod taskcluster;
+pub mod user_data;
+pub mod wait;

@@ -1,0 +1,243 @@
+//! The thin Taskcluster adapter (the official `taskcluster` crate): configuration from the
+//! standard environment variables, and errors that say which variable or scope is wrong.
+
+use anyhow::Result;
+use serde_json::Value;
+use taskcluster::{ClientBuilder, Credentials, Secrets};
+
+use crate::password::Secret;
+
+/// Where and as whom tc-ami talks to Taskcluster.
+#[derive(Clone)]
+pub struct TcEnv {
+    /// Without a trailing slash, for messages.
+    pub root_url: String,
+    pub client_id: Option<String>,
+    access_token: Option<Secret>,
+    certificate: Option<String>,
+}
+
+impl std::fmt::Debug for TcEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcEnv")
+            .field("root_url", &self.root_url)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TcConfigError {
+    #[error(
+        "TASKCLUSTER_ROOT_URL is not set: set it to your deployment's root URL, e.g. https://community-tc.services.mozilla.com"
+    )]
+    NoRootUrl,
+    #[error("TASKCLUSTER_ROOT_URL `{0}` is not an http(s) URL")]
+    BadRootUrl(String),
+    #[error(
+        "{0} is not set: Taskcluster credentials need TASKCLUSTER_CLIENT_ID and TASKCLUSTER_ACCESS_TOKEN (and TASKCLUSTER_CERTIFICATE for temporary credentials)"
+    )]
+    MissingCredential(&'static str),
+}
+
+impl TcEnv {
+    /// Reads `TASKCLUSTER_ROOT_URL`, `TASKCLUSTER_CLIENT_ID`, `TASKCLUSTER_ACCESS_TOKEN` and
+    /// `TASKCLUSTER_CERTIFICATE` through `get` (the environment, or a map in tests).
+    pub fn from_vars(
+        get: impl Fn(&str) -> Option<String>,
+        need_credentials: bool,
+    ) -> Result<TcEnv, TcConfigError> {
+        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let root_url = get("TASKCLUSTER_ROOT_URL").ok_or(TcConfigError::NoRootUrl)?;
+        let root_url = root_url.trim().trim_end_matches('/').to_string();
+        if !(root_url.starts_with("http://") || root_url.starts_with("https://"))
+            || root_url.contains(' ')
+        {
+            return Err(TcConfigError::BadRootUrl(root_url));
+        }
+        let client_id = get("TASKCLUSTER_CLIENT_ID");
+        let access_token = get("TASKCLUSTER_ACCESS_TOKEN").map(Secret::new);
+        if need_credentials || client_id.is_some() || access_token.is_some() {
+            if client_id.is_none() {
+                return Err(TcConfigError::MissingCredential("TASKCLUSTER_CLIENT_ID"));
+            }
+            if access_token.is_none() {
+                return Err(TcConfigError::MissingCredential("TASKCLUSTER_ACCESS_TOKEN"));
+            }
+        }
+        Ok(TcEnv {
+            root_url,
+            client_id,
+            access_token,
+            certificate: get("TASKCLUSTER_CERTIFICATE"),
+        })
+    }
+
+    pub fn from_env(need_credentials: bool) -> Result<TcEnv, TcConfigError> {
+        Self::from_vars(|k| std::env::var(k).ok(), need_credentials)
+    }
+
+    fn builder(&self) -> ClientBuilder {
+        // The crate joins service paths onto the root URL: it must end in `/`.
+        let mut b = ClientBuilder::new(format!("{}/", self.root_url));
+        if let (Some(id), Some(token)) = (&self.client_id, &self.access_token) {
+            b = b.credentials(match &self.certificate {
+                Some(cert) => {
+                    Credentials::new_with_certificate(id.as_str(), token.expose(), cert.as_str())
+                }
+                None => Credentials::new(id.as_str(), token.expose()),
+            });
+        }
+        b
+    }
+
+    fn who(&self) -> String {
+        self.client_id
+            .as_deref()
+            .unwrap_or("(no credentials)")
+            .to_string()
+    }
+
+    /// Turns a client error into one line that names the root URL and what to fix.
+    pub fn explain(&self, what: &str, err: anyhow::Error) -> anyhow::Error {
+        let status = taskcluster::err_status_code(&err).map(|s| s.as_u16());
+        // The crate puts the service's message as context on 4xx errors.
+        let service_message = err
+            .chain()
+            .next()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        let message = summarize_service_message(&service_message);
+        let root = &self.root_url;
+        match status {
+            Some(401) => anyhow::anyhow!(
+                "{what}: {root} refused the credentials of client `{}` (401: {message}); check TASKCLUSTER_CLIENT_ID and TASKCLUSTER_ACCESS_TOKEN",
+                self.who()
+            ),
+            Some(403) => anyhow::anyhow!(
+                "{what}: client `{}` lacks scopes at {root} (403: {message})",
+                self.who()
+            ),
+            Some(code) => anyhow::anyhow!("{what}: {root} answered {code}: {message}"),
+            None => anyhow::anyhow!(
+                "{what}: cannot reach Taskcluster at {root}: {}",
+                one_line(&format!("{err:#}"))
+            ),
+        }
+    }
+}
+
+/// The service's messages run over several lines and end with a `---` block of request
+/// details; keep the part a person needs, on one line.
+pub fn summarize_service_message(message: &str) -> String {
+    let head = message.split("\n---").next().unwrap_or(message);
+    one_line(&head.replace("```", ""))
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+pub struct SecretsApi {
+    env: TcEnv,
+    client: Secrets,
+}
+
+impl SecretsApi {
+    pub fn new(env: &TcEnv) -> Result<SecretsApi> {
+        let client = Secrets::new(env.builder())?;
+        Ok(SecretsApi {
+            env: env.clone(),
+            client,
+        })
+    }
+
+    /// Writes `value` to the secret `name`, expiring at `expires`.
+    pub async fn set(
+        &self,
+        name: &str,
+        value: Value,
+        expires: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()> {
+        let payload = serde_json::json!({
+            "secret": value,
+            "expires": expires.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        });
+        self.client
+            .set(name, &payload)
+            .await
+            .map_err(|e| self.env.explain(&format!("storing secret `{name}`"), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(vars: &[(&str, &str)], need: bool) -> Result<TcEnv, TcConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        TcEnv::from_vars(|k| map.get(k).cloned(), need)
+    }
+
+    #[test]
+    fn reads_and_checks_the_variables() {
+        let e = env(
+            &[
+                ("TASKCLUSTER_ROOT_URL", "https://tc.example/"),
+                ("TASKCLUSTER_CLIENT_ID", "me"),
+                ("TASKCLUSTER_ACCESS_TOKEN", "t"),
+            ],
+            true,
+        )
+        .unwrap();
+        assert_eq!(e.root_url, "https://tc.example");
+        assert_eq!(env(&[], false).unwrap_err(), TcConfigError::NoRootUrl);
+        assert_eq!(
+            env(
+                &[
+                    ("TASKCLUSTER_ROOT_URL", "https://x"),
+                    ("TASKCLUSTER_CLIENT_ID", "me")
+                ],
+                false
+            )
+            .unwrap_err(),
+            TcConfigError::MissingCredential("TASKCLUSTER_ACCESS_TOKEN")
+        );
+        assert_eq!(
+            env(&[("TASKCLUSTER_ROOT_URL", "https://x")], true).unwrap_err(),
+            TcConfigError::MissingCredential("TASKCLUSTER_CLIENT_ID")
+        );
+        assert!(env(&[("TASKCLUSTER_ROOT_URL", "https://x")], false).is_ok());
+        assert!(matches!(
+            env(&[("TASKCLUSTER_ROOT_URL", "tc.example")], false),
+            Err(TcConfigError::BadRootUrl(_))
+        ));
+    }
+
+    #[test]
+    fn debug_hides_the_token() {
+        let e = env(
+            &[
+                ("TASKCLUSTER_ROOT_URL", "https://x"),
+                ("TASKCLUSTER_CLIENT_ID", "me"),
+                ("TASKCLUSTER_ACCESS_TOKEN", "s3cr3t-token"),
+            ],
+            true,
+        )
+        .unwrap();
+        assert!(!format!("{e:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn service_messages_become_one_line() {
+        let m = "Client ID me does not have sufficient scopes and is missing the following scopes:\n\n```\n{\n  \"AnyOf\": [\"secrets:set:x\"]\n}\n```\n\nThis request requires ...\n\n---\n\n* method:     set\n* errorCode:  InsufficientScopes";
+        let s = summarize_service_message(m);
+        assert!(!s.contains('\n'));
+        assert!(s.contains("secrets:set:x"));
+        assert!(!s.contains("errorCode"));
+    }
+}

@@ -1,0 +1,124 @@
+//! Waiting on AWS: one call per poll, a poll every second, so a state change is noticed within
+//! about a second (the AWS CLI polls every 15 s, the SDK's waiters back off to two minutes).
+//! An interrupt ends the wait at once.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::duration::format_duration;
+use crate::interrupt::Cancel;
+
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+#[error("{what} did not happen within {}", format_duration(*.limit))]
+pub struct TimedOut {
+    pub what: String,
+    pub limit: Duration,
+}
+
+/// Calls `check` now and then every `interval` until it returns `Some`, an error, the
+/// deadline passes, or an interrupt arrives.
+pub async fn poll_until<T, F, Fut>(
+    cancel: &Cancel,
+    what: &str,
+    started: Instant,
+    limit: Duration,
+    interval: Duration,
+    mut check: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = started + limit;
+    loop {
+        cancel.check()?;
+        if let Some(done) = check().await? {
+            return Ok(done);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(TimedOut {
+                what: what.to_string(),
+                limit,
+            }
+            .into());
+        }
+        let next = (now + interval).min(deadline);
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            i = cancel.cancelled() => return Err(i.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test(start_paused = true)]
+    async fn polls_until_done() {
+        let calls = AtomicU32::new(0);
+        let got = poll_until(
+            &Cancel::new(),
+            "x",
+            Instant::now(),
+            Duration::from_secs(60),
+            POLL_INTERVAL,
+            || async {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                Ok((n == 3).then_some(n))
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(got, 3);
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn times_out() {
+        let started = Instant::now();
+        let err = poll_until(
+            &Cancel::new(),
+            "the instance to stop",
+            started,
+            Duration::from_secs(5),
+            POLL_INTERVAL,
+            || async { Ok(None::<()>) },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the instance to stop did not happen within 5s"
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn interrupt_ends_the_wait() {
+        let cancel = Cancel::new();
+        let c2 = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            c2.cancel(crate::interrupt::SIGTERM);
+        });
+        let err = poll_until(
+            &cancel,
+            "x",
+            Instant::now(),
+            Duration::from_secs(60),
+            POLL_INTERVAL,
+            || async { Ok(None::<()>) },
+        )
+        .await
+        .unwrap_err();
+        let i = err.downcast_ref::<crate::interrupt::Interrupted>().unwrap();
+        assert_eq!(i.exit_code(), 143);
+    }
+}
