@@ -75,7 +75,7 @@ where
                 let endpoint = std::env::var("AWS_ENDPOINT_URL")
                     .map(|e| format!(" at {e} (AWS_ENDPOINT_URL)"))
                     .unwrap_or_default();
-                format!("cannot reach EC2{endpoint}: {}", one_line(&text))
+                format!("cannot reach EC2{endpoint}: {}", root_cause(&err))
             } else {
                 one_line(&text)
             };
@@ -88,6 +88,15 @@ where
         code,
         message,
     })
+}
+
+/// The innermost error: "Connection refused (os error 111)" rather than the SDK's nesting.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut e = err;
+    while let Some(next) = e.source() {
+        e = next;
+    }
+    one_line(&e.to_string())
 }
 
 fn one_line(text: &str) -> String {

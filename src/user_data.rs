@@ -5,9 +5,10 @@ use sha2::{Digest, Sha256};
 /// EC2 refuses user data over 16 KB (before base64 encoding).
 pub const MAX_USER_DATA_BYTES: usize = 16 * 1024;
 
-/// Wraps a PowerShell script the way EC2Config/EC2Launch expect it on Windows.
+/// Wraps a PowerShell script the way EC2Config/EC2Launch expect it on Windows: the script
+/// byte for byte between the tags, nothing added.
 pub fn wrap_powershell(script: &str) -> String {
-    format!("<powershell>\n{script}\n</powershell>")
+    format!("<powershell>{script}</powershell>")
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]

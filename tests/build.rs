@@ -1,0 +1,463 @@
+//! `base-ami` and `build` run as a user would, against moto with the guest simulator and the
+//! Taskcluster emulator.
+
+mod support;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use support::*;
+
+/// The seed's newest available `Windows_Server-2016-English-Full-Base-*` owned by Amazon
+/// (sandbox/seed/windows-amis.json; a newer one is pending and a newer look-alike is owned by
+/// someone else).
+const BASE_ID: &str = "ami-debb7b63493b4360c";
+const BASE_NAME: &str = "Windows_Server-2016-English-Full-Base-2024.04.10";
+const SECRET_PREFIX: &str = "project/servo/windows-administrator/w";
+
+fn user_data_sha256() -> String {
+    let script = std::fs::read_to_string(repo_root().join("scripts/first-boot.ps1")).unwrap();
+    let data = format!("<powershell>{script}</powershell>");
+    Sha256::digest(data.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn tag<'a>(resource: &'a Value, key: &str) -> &'a str {
+    resource["tags"][key].as_str().unwrap_or_default()
+}
+
+/// The password the simulated Windows made for the build instance.
+fn guest_password(ec2: &Ec2) -> String {
+    let instances = ec2.all("instances");
+    assert_eq!(instances.len(), 1, "one build instance: {instances:?}");
+    instances[0].1["password"]
+        .as_str()
+        .expect("password")
+        .to_string()
+}
+
+fn create_calls(ec2: &Ec2) -> u64 {
+    let stats = ec2.stats();
+    [
+        "CreateKeyPair",
+        "CreateSecurityGroup",
+        "RunInstances",
+        "CreateImage",
+    ]
+    .iter()
+    .map(|a| stats["requests"][a].as_u64().unwrap_or(0))
+    .sum()
+}
+
+#[test]
+fn base_ami_is_the_newest_available_match() {
+    let ec2 = Ec2::start(json!({}));
+    let cfg = Config::new();
+    cfg.worker_type("w", "proj-servo/win2016", "");
+    let run = TcAmi::new(&ec2, None, &cfg).run(&["base-ami", "-w", "w"]);
+    run.assert_code(0);
+    assert!(run.stdout.contains(BASE_ID), "{}", run.stdout);
+    assert!(run.stdout.contains(BASE_NAME), "{}", run.stdout);
+    assert!(run.stdout.contains("2024-04-10"), "{}", run.stdout);
+
+    let run = TcAmi::new(&ec2, None, &cfg).run(&["--json", "base-ami", "-w", "w"]);
+    run.assert_code(0);
+    let doc = run.json();
+    assert_eq!(doc["image"]["id"], BASE_ID);
+    assert_eq!(doc["region"], "us-west-2");
+    assert_eq!(doc["pattern"], "Windows_Server-2016-English-Full-Base-*");
+}
+
+#[test]
+fn base_ami_pattern_that_matches_nothing_is_an_error() {
+    let ec2 = Ec2::start(json!({}));
+    let cfg = Config::new();
+    cfg.worker_type(
+        "w",
+        "proj-servo/win2016",
+        "base_ami_pattern = \"Windows_Server-1999-*\"",
+    );
+    let run = TcAmi::new(&ec2, None, &cfg).run(&["base-ami", "-w", "w"]);
+    run.assert_code(1);
+    let err = run.error_line();
+    assert!(
+        err.contains(
+            "no available Windows image named `Windows_Server-1999-*` owned by amazon in us-west-2"
+        ),
+        "{err}"
+    );
+    assert_eq!(run.stderr.lines().count(), 1, "one line: {}", run.stderr);
+}
+
+#[test]
+fn build_makes_tagged_images_in_every_region_and_stores_the_password() {
+    let ec2 = Ec2::start(json!({}));
+    let tc = Tc::start(json!([]));
+    let cfg = Config::new();
+    cfg.worker_type(
+        "w",
+        "proj-servo/win2016",
+        &format!("regions = [\"us-east-1\"]\npassword_secret_prefix = \"{SECRET_PREFIX}\""),
+    );
+    let run = TcAmi::new(&ec2, Some(&tc), &cfg).run(&["--json", "build", "-w", "w"]);
+    run.assert_code(0);
+    let doc = run.json();
+    let west = doc["images"]["us-west-2"]
+        .as_str()
+        .expect("us-west-2 image")
+        .to_string();
+    let east = doc["images"]["us-east-1"]
+        .as_str()
+        .expect("us-east-1 image")
+        .to_string();
+    assert_eq!(doc["base_image"]["id"], BASE_ID);
+    assert_eq!(doc["password"]["stored_in"], "secret");
+    assert_eq!(doc["password"]["secret"], format!("{SECRET_PREFIX}/{west}"));
+    let build_id = doc["build_id"].as_str().unwrap();
+
+    // The images: available, tagged, in both regions; the copy names its source.
+    let images = ec2.all("images");
+    assert_eq!(images.len(), 2, "{images:#?}");
+    for (region, image) in &images {
+        assert_eq!(image["state"], "available");
+        assert_eq!(tag(image, "tc-ami:build-id"), build_id);
+        assert_eq!(tag(image, "tc-ami:worker-type"), "w");
+        assert_eq!(tag(image, "tc-ami:base-image-id"), BASE_ID);
+        assert_eq!(tag(image, "tc-ami:base-image-name"), BASE_NAME);
+        assert_eq!(tag(image, "tc-ami:user-data-sha256"), user_data_sha256());
+        assert_eq!(tag(image, "tc-ami:version"), env!("CARGO_PKG_VERSION"));
+        let want = if region == "us-west-2" { &west } else { &east };
+        assert_eq!(image["id"].as_str(), Some(want.as_str()));
+    }
+    let (_, copy) = images.iter().find(|(r, _)| r == "us-east-1").unwrap();
+    assert_eq!(tag(copy, "tc-ami:source-image-id"), west);
+    // Snapshots are tagged with the build too (so a sweep can find them).
+    for (_, snap) in ec2
+        .all("snapshots")
+        .iter()
+        .filter(|(_, s)| s["seeded"] != true)
+    {
+        assert_eq!(tag(snap, "tc-ami:build-id"), build_id, "{snap}");
+    }
+
+    // The build's temporary resources are gone; the instance was launched as asked.
+    let instances = ec2.all("instances");
+    assert_eq!(instances.len(), 1);
+    let instance = &instances[0].1;
+    assert_eq!(instance["state"], "terminated");
+    assert_eq!(instance["user_data_ok"], true, "{instance}");
+    assert_eq!(instance["image_id"], BASE_ID);
+    assert_eq!(instance["instance_type"], "c5.xlarge");
+    assert_eq!(tag(instance, "tc-ami:build-id"), build_id);
+    assert!(ec2.all("key_pairs").is_empty());
+    assert!(
+        ec2.all("security_groups")
+            .iter()
+            .all(|(_, g)| g["default"] == true)
+    );
+
+    // The password is in the secret, and nowhere in the output.
+    let password = guest_password(&ec2);
+    let secrets = &tc.state()["secrets"];
+    let secret = &secrets[format!("{SECRET_PREFIX}/{west}")]["secret"];
+    assert_eq!(secret["password"], password.as_str(), "{secrets}");
+    assert_eq!(secret["username"], "Administrator");
+    assert_eq!(secret["images"]["us-east-1"], east.as_str());
+    run.assert_hides(&password).assert_hides(ADMIN_TOKEN);
+}
+
+#[test]
+fn build_without_a_secret_prints_the_password_once_on_stderr() {
+    let ec2 = Ec2::start(json!({}));
+    let cfg = Config::new();
+    cfg.worker_type("w", "proj-servo/win2016", "");
+    let run = TcAmi::new(&ec2, None, &cfg).run(&["--json", "build", "-w", "w"]);
+    run.assert_code(0);
+    let password = guest_password(&ec2);
+    assert_eq!(run.stderr.matches(&password).count(), 1, "{}", run.stderr);
+    assert!(!run.stdout.contains(&password));
+    assert_eq!(run.json()["password"]["stored_in"], "printed");
+    ec2.assert_nothing_left_but_images();
+}
+
+#[test]
+fn a_guest_that_never_stops_times_out_and_leaves_nothing() {
+    let ec2 = Ec2::start(json!({"guest": {"mode": "never"}}));
+    let cfg = Config::new();
+    cfg.worker_type("w", "proj-servo/win2016", "build_timeout = \"4s\"");
+    let run = TcAmi::new(&ec2, None, &cfg).run(&["build", "-w", "w"]);
+    run.assert_code(1);
+    let err = run.error_line();
+    assert!(
+        err.contains("build failed while waiting for first-boot.ps1 to shut the instance down"),
+        "{err}"
+    );
+    assert!(err.contains("did not happen within 4s"), "{err}");
+    assert!(!err.contains("LEFT BEHIND"), "{err}");
+    ec2.assert_nothing_left();
+}
+
+#[test]
+fn a_script_the_guest_does_not_run_times_out() {
+    // The user data must be the wrapped first-boot.ps1; a different script never shuts down.
+    let ec2 = Ec2::start(json!({}));
+    let cfg = Config::new();
+    cfg.worker_type("w", "proj-servo/win2016", "build_timeout = \"3s\"");
+    cfg.write(
+        "scripts/first-boot.ps1",
+        "Write-Host 'not the script the guest expects'\r\nshutdown /s\r\n",
+    );
+    let run = TcAmi::new(&ec2, None, &cfg).run(&["build", "-w", "w"]);
+    run.assert_code(1);
+    assert!(
+        run.error_line().contains("did not happen within 3s"),
+        "{}",
+        run.stderr
+    );
+    ec2.assert_nothing_left();
+}
+
+#[test]
+fn a_guest_that_terminates_itself_fails_the_build_cleanly() {
+    let ec2 = Ec2::start(json!({"guest": {"mode": "terminate"}}));
+    let cfg = Config::new();
+    cfg.worker_type("w", "proj-servo/win2016", "");
+    let run = TcAmi::new(&ec2, None, &cfg).run(&["build", "-w", "w"]);
+    run.assert_code(1);
+    let err = run.error_line();
+    assert!(
+        err.contains("build failed while waiting for first-boot.ps1 to shut the instance down"),
+        "{err}"
+    );
+    assert!(err.contains("terminated"), "{err}");
+    ec2.assert_nothing_left();
+}
+
+#[test]
+fn a_failed_image_is_removed_with_everything_else() {
+    let ec2 = Ec2::start(json!({"image_fail": true}));
+    let cfg = Config::new();
+    cfg.worker_type("w", "proj-servo/win2016", "");
+    let run = TcAmi::new(&ec2, None, &cfg).run(&["build", "-w", "w"]);
+    run.assert_code(1);
+    assert!(
+        run.error_line()
+            .contains("build failed while waiting for the image to be available"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.error_line().contains("failed"), "{}", run.stderr);
+    ec2.assert_nothing_left();
+}
+
+#[test]
+fn a_failed_copy_removes_the_copies_and_the_source() {
+    let ec2 = Ec2::start(json!({"copy_fail": true}));
+    let cfg = Config::new();
+    cfg.worker_type(
+        "w",
+        "proj-servo/win2016",
+        "regions = [\"us-east-1\", \"eu-central-1\"]",
+    );
+    let run = TcAmi::new(&ec2, None, &cfg).run(&["build", "-w", "w"]);
+    run.assert_code(1);
+    assert!(
+        run.error_line()
+            .contains("build failed while copying the image to other regions"),
+        "{}",
+        run.stderr
+    );
+    ec2.assert_nothing_left();
+}
+
+#[test]
+fn a_refused_secret_fails_the_build_and_removes_the_images() {
+    let ec2 = Ec2::start(json!({}));
+    let tc = Tc::start(json!([]));
+    let cfg = Config::new();
+    cfg.worker_type(
+        "w",
+        "proj-servo/win2016",
+        &format!("password_secret_prefix = \"{SECRET_PREFIX}\""),
+    );
+    let run = TcAmi::new(&ec2, Some(&tc), &cfg)
+        .env("TASKCLUSTER_ACCESS_TOKEN", "wrong-token")
+        .run(&["build", "-w", "w"]);
+    run.assert_code(1);
+    let err = run.error_line();
+    assert!(
+        err.contains("build failed while storing the administrator password"),
+        "{err}"
+    );
+    assert!(err.contains("401"), "{err}");
+    assert!(err.contains("TASKCLUSTER_ACCESS_TOKEN"), "{err}");
+    run.assert_hides(&guest_password(&ec2))
+        .assert_hides("wrong-token");
+    ec2.assert_nothing_left();
+}
+
+#[test]
+fn read_only_scopes_fail_the_build_with_the_missing_scope() {
+    let ec2 = Ec2::start(json!({}));
+    let tc = Tc::start(json!([]));
+    let cfg = Config::new();
+    cfg.worker_type(
+        "w",
+        "proj-servo/win2016",
+        &format!("password_secret_prefix = \"{SECRET_PREFIX}\""),
+    );
+    let run = TcAmi::new(&ec2, Some(&tc), &cfg)
+        .env("TASKCLUSTER_CLIENT_ID", READONLY_ID)
+        .env("TASKCLUSTER_ACCESS_TOKEN", READONLY_TOKEN)
+        .run(&["build", "-w", "w"]);
+    run.assert_code(1);
+    let err = run.error_line();
+    assert!(err.contains("403"), "{err}");
+    assert!(
+        err.contains(&format!("secrets:set:{SECRET_PREFIX}/ami-")),
+        "{err}"
+    );
+    ec2.assert_nothing_left();
+}
+
+#[test]
+fn problems_found_before_launch_create_nothing() {
+    let ec2 = Ec2::start(json!({}));
+    let cfg = Config::new();
+    let cases: Vec<(&str, &str, Vec<(&str, &str)>)> = vec![
+        // (worker type extra lines, expected message, env to remove)
+        (
+            "first_boot_script = \"scripts/missing.ps1\"",
+            "cannot read the first-boot script",
+            vec![],
+        ),
+        (
+            "first_boot_script = \"scripts/big.ps1\"",
+            "over EC2's limit of 16384 bytes",
+            vec![],
+        ),
+        (
+            "password_secret_prefix = \"p/w\"",
+            "TASKCLUSTER_ROOT_URL is not set",
+            vec![],
+        ),
+        (
+            "base_ami_pattern = \"Nothing-*\"",
+            "no available Windows image named `Nothing-*`",
+            vec![],
+        ),
+        (
+            "instance_typo = \"x\"",
+            "unknown key `instance_typo`",
+            vec![],
+        ),
+    ];
+    cfg.write("scripts/big.ps1", &"#".repeat(17_000));
+    for (extra, want, _) in cases {
+        cfg.worker_type("w", "proj-servo/win2016", extra);
+        let run = TcAmi::new(&ec2, None, &cfg).run(&["build", "-w", "w"]);
+        run.assert_code(1);
+        assert!(run.error_line().contains(want), "{extra}: {}", run.stderr);
+        assert_eq!(create_calls(&ec2), 0, "{extra}: created something");
+    }
+    let run = TcAmi::new(&ec2, None, &cfg).run(&["build", "-w", "nope"]);
+    run.assert_code(1);
+    assert!(
+        run.error_line().contains("unknown worker type `nope`"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.error_line().contains("known worker types: w"),
+        "{}",
+        run.stderr
+    );
+    ec2.assert_nothing_left();
+}
+
+fn interrupted_at(config: Value, extra: &str, marker: &str, signal: &str, code: i32) {
+    let ec2 = Ec2::start(config);
+    let cfg = Config::new();
+    cfg.worker_type("w", "proj-servo/win2016", extra);
+    let run = TcAmi::new(&ec2, None, &cfg).interrupt_at(&["build", "-w", "w"], marker, signal);
+    run.assert_code(code);
+    assert!(
+        run.error_line().contains("interrupted by"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("removing everything this build created"),
+        "{}",
+        run.stderr
+    );
+    ec2.assert_nothing_left();
+}
+
+#[test]
+fn sigint_while_waiting_for_the_instance_to_run() {
+    interrupted_at(
+        json!({"instance_boot_seconds": 60}),
+        "",
+        "waiting for the instance to run",
+        "INT",
+        130,
+    );
+}
+
+#[test]
+fn sigint_while_waiting_for_the_password() {
+    interrupted_at(
+        json!({"password_delay_seconds": 60}),
+        "",
+        "waiting for the Windows password",
+        "INT",
+        130,
+    );
+}
+
+#[test]
+fn sigint_while_waiting_for_the_shutdown() {
+    interrupted_at(
+        json!({"guest": {"shutdown_after_seconds": 60}}),
+        "",
+        "waiting for first-boot.ps1",
+        "INT",
+        130,
+    );
+}
+
+#[test]
+fn sigterm_while_waiting_for_the_shutdown() {
+    interrupted_at(
+        json!({"guest": {"shutdown_after_seconds": 60}}),
+        "",
+        "waiting for first-boot.ps1",
+        "TERM",
+        143,
+    );
+}
+
+#[test]
+fn sigint_while_waiting_for_the_image() {
+    interrupted_at(
+        json!({"image_pending_seconds": 60}),
+        "",
+        "waiting for the image to be available",
+        "INT",
+        130,
+    );
+}
+
+#[test]
+fn sigint_while_copies_are_pending() {
+    interrupted_at(
+        json!({"copy_pending_seconds": 60}),
+        "regions = [\"us-east-1\", \"eu-central-1\"]",
+        "copying the image",
+        "INT",
+        130,
+    );
+}

@@ -1,0 +1,513 @@
+//! The test harness: the stand-ins (moto's EC2 with the guest simulator, the Taskcluster
+//! emulator) started on free 127.0.0.1 ports, a config directory per test, and the tc-ami
+//! binary run against them with a clean environment.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The sandbox's Python, installed by scripts/ensure-venv on first use.
+pub fn python() -> PathBuf {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        let out = Command::new(repo_root().join("scripts/ensure-venv"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/ensure-venv");
+        assert!(out.status.success(), "scripts/ensure-venv failed");
+        PathBuf::from(String::from_utf8(out.stdout).expect("utf-8").trim())
+    })
+    .clone()
+}
+
+/// A server process of ours that prints `READY <url>` and is killed on drop.
+pub struct Server {
+    child: Child,
+    pub url: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(script: &str, args: &[String]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("server.log");
+        let mut child = Command::new(python())
+            .arg(repo_root().join(script))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read READY line");
+        let Some(url) = line.trim().strip_prefix("READY ") else {
+            let _ = child.kill();
+            panic!(
+                "{script} did not start: {line:?}; log: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        };
+        Server {
+            url: url.to_string(),
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        http_json("GET", &format!("{}{path}", self.url), None).1
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> Value {
+        let (status, v) = http_json("POST", &format!("{}{path}", self.url), Some(body));
+        assert!(status < 300, "POST {path}: {status} {v}");
+        v
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A tiny HTTP/1.0 JSON client for the control endpoints (no auth, loopback only).
+pub fn http_json(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
+    let rest = url.strip_prefix("http://").expect("http url");
+    let (hostport, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
+    let mut stream = TcpStream::connect(hostport).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// moto's EC2 with the guest simulator (sandbox/ec2_sandbox.py).
+pub struct Ec2 {
+    pub server: Server,
+}
+
+impl Ec2 {
+    /// `config` is deep-merged into the sandbox defaults; `first_boot_script` defaults to the
+    /// project's script, so the guest checks the user data against it.
+    pub fn start(config: Value) -> Ec2 {
+        let mut cfg = json!({
+            "first_boot_script": repo_root().join("scripts/first-boot.ps1"),
+            "instance_boot_seconds": 0.3,
+            "password_delay_seconds": 0.3,
+            "guest": {"mode": "stop", "shutdown_after_seconds": 0.8},
+            "image_pending_seconds": 0.5,
+            "copy_pending_seconds": 0.5,
+            "instance_stop_seconds": 0.2,
+            "instance_terminate_seconds": 0.2,
+        });
+        merge(&mut cfg, config);
+        let server = Server::start(
+            "sandbox/ec2_sandbox.py",
+            &[
+                "--port".into(),
+                "0".into(),
+                "--config".into(),
+                cfg.to_string(),
+                "--parent-pid".into(),
+                std::process::id().to_string(),
+            ],
+        );
+        Ec2 { server }
+    }
+
+    pub fn state(&self) -> Value {
+        self.server.get("/_sandbox/state")
+    }
+
+    pub fn stats(&self) -> Value {
+        self.server.get("/_sandbox/stats")
+    }
+
+    pub fn configure(&self, config: Value) {
+        self.server.post("/_sandbox/config", config);
+    }
+
+    /// Every resource of a region list of kind (`instances`, `images`, …) in every region.
+    pub fn all(&self, kind: &str) -> Vec<(String, Value)> {
+        let state = self.state();
+        let mut out = Vec::new();
+        if let Some(regions) = state["regions"].as_object() {
+            for (region, r) in regions {
+                for item in r[kind].as_array().into_iter().flatten() {
+                    out.push((region.clone(), item.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// What a build could have left: instances not terminated, key pairs, security groups
+    /// but the defaults, volumes, and (with `images`) our images and snapshots.
+    pub fn leftovers(&self, images: bool) -> Vec<String> {
+        let state = self.state();
+        let mut left = Vec::new();
+        let list = |r: &Value, kind: &str| r[kind].as_array().cloned().unwrap_or_default();
+        for (region, r) in state["regions"].as_object().into_iter().flatten() {
+            for i in list(r, "instances") {
+                if i["state"] != "terminated" {
+                    left.push(format!("{region} instance {} {}", i["id"], i["state"]));
+                }
+            }
+            for k in list(r, "key_pairs") {
+                left.push(format!("{region} key pair {}", k["name"]));
+            }
+            for g in list(r, "security_groups") {
+                if g["default"] != true {
+                    left.push(format!("{region} security group {}", g["name"]));
+                }
+            }
+            for v in list(r, "volumes") {
+                if v["state"] != "deleted" {
+                    left.push(format!("{region} volume {} {}", v["id"], v["state"]));
+                }
+            }
+            if images {
+                for i in list(r, "images") {
+                    if i["seeded"] != true {
+                        left.push(format!("{region} image {} {}", i["id"], i["state"]));
+                    }
+                }
+                for s in list(r, "snapshots") {
+                    if s["seeded"] != true {
+                        left.push(format!("{region} snapshot {}", s["id"]));
+                    }
+                }
+            }
+        }
+        left
+    }
+
+    /// Nothing a build created is left in moto.
+    pub fn assert_nothing_left(&self) {
+        let left = self.leftovers(true);
+        assert!(left.is_empty(), "left behind in moto: {left:#?}");
+    }
+
+    /// Only the images (and their snapshots) a successful build made are left.
+    pub fn assert_nothing_left_but_images(&self) {
+        let left = self.leftovers(false);
+        assert!(left.is_empty(), "left behind in moto: {left:#?}");
+    }
+}
+
+/// The Taskcluster emulator (sandbox/tc_emulator.py) with the given seed.
+pub struct Tc {
+    pub server: Server,
+    _seed: tempfile::NamedTempFile,
+}
+
+pub const ADMIN_ID: &str = "tc-ami-admin";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdefghijklmnopqrs";
+pub const READONLY_ID: &str = "tc-ami-readonly";
+pub const READONLY_TOKEN: &str = "test-readonly-token-0123456789abcdefghijklmn";
+
+impl Tc {
+    pub fn start(pools: Value) -> Tc {
+        let seed = json!({
+            "clients": [
+                {"clientId": ADMIN_ID, "accessToken": ADMIN_TOKEN, "scopes": ["worker-manager:*", "secrets:*"]},
+                {"clientId": READONLY_ID, "accessToken": READONLY_TOKEN, "scopes": ["worker-manager:get-worker-pool:*", "worker-manager:list-worker-pools"]},
+            ],
+            "providers": {"aws": {"setup": "ok"}},
+            "workerPools": pools,
+            "secrets": {},
+        });
+        let mut file = tempfile::NamedTempFile::new().expect("seed file");
+        file.write_all(seed.to_string().as_bytes())
+            .expect("write seed");
+        let server = Server::start(
+            "sandbox/tc_emulator.py",
+            &[
+                "--port".into(),
+                "0".into(),
+                "--seed".into(),
+                file.path().display().to_string(),
+                "--quiet".into(),
+            ],
+        );
+        Tc {
+            server,
+            _seed: file,
+        }
+    }
+
+    pub fn state(&self) -> Value {
+        self.server.get("/_emulator/state")
+    }
+}
+
+pub fn merge(a: &mut Value, b: Value) {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+/// A config directory (worker-types/, scripts/, base-ami.txt) for one test.
+pub struct Config {
+    pub dir: tempfile::TempDir,
+}
+
+impl Config {
+    /// The project's base-ami.txt and first-boot.ps1, and no worker type yet.
+    pub fn new() -> Config {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("worker-types")).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("scripts")).expect("mkdir");
+        std::fs::copy(
+            repo_root().join("base-ami.txt"),
+            dir.path().join("base-ami.txt"),
+        )
+        .expect("copy");
+        std::fs::copy(
+            repo_root().join("scripts/first-boot.ps1"),
+            dir.path().join("scripts/first-boot.ps1"),
+        )
+        .expect("copy");
+        Config { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    }
+
+    /// A worker type with short timeouts for tests; `extra` lines are appended and replace
+    /// the defaults they name.
+    pub fn worker_type(&self, name: &str, pool: &str, extra: &str) {
+        let defaults = [
+            ("build_region", "\"us-west-2\""),
+            ("instance_type", "\"c5.xlarge\""),
+            ("root_volume_gb", "60"),
+            ("build_timeout", "\"30s\""),
+            ("image_timeout", "\"30s\""),
+        ];
+        let mut text = format!("worker_pool_id = \"{pool}\"\n");
+        for (key, value) in defaults {
+            if !extra
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{key} ")))
+            {
+                text.push_str(&format!("{key} = {value}\n"));
+            }
+        }
+        text.push_str(extra);
+        text.push('\n');
+        self.write(&format!("worker-types/{name}.toml"), &text);
+    }
+}
+
+/// A tc-ami invocation against the stand-ins, with nothing from the caller's environment.
+pub struct TcAmi {
+    pub cmd: Command,
+    pub home: tempfile::TempDir,
+}
+
+impl TcAmi {
+    pub fn new(ec2: &Ec2, tc: Option<&Tc>, config: &Config) -> TcAmi {
+        let home = tempfile::tempdir().expect("home");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tc-ami"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", home.path())
+            .env("AWS_ENDPOINT_URL", &ec2.server.url)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-west-2")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("NO_COLOR", "1")
+            .arg("-C")
+            .arg(config.path())
+            .stdin(Stdio::null());
+        if let Some(tc) = tc {
+            cmd.env("TASKCLUSTER_ROOT_URL", &tc.server.url)
+                .env("TASKCLUSTER_CLIENT_ID", ADMIN_ID)
+                .env("TASKCLUSTER_ACCESS_TOKEN", ADMIN_TOKEN);
+        }
+        TcAmi { cmd, home }
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.cmd.env(k, v);
+        self
+    }
+
+    pub fn env_remove(mut self, k: &str) -> Self {
+        self.cmd.env_remove(k);
+        self
+    }
+
+    pub fn run(mut self, args: &[&str]) -> Run {
+        let out: Output = self.cmd.args(args).output().expect("run tc-ami");
+        Run::from(out)
+    }
+
+    /// Starts tc-ami, waits until its stderr shows `marker`, sends `signal`, and waits for it.
+    pub fn interrupt_at(mut self, args: &[&str], marker: &str, signal: &str) -> Run {
+        let mut child = self
+            .cmd
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tc-ami");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let reader = {
+            let stderr = stderr.clone();
+            let pipe = child.stderr.take().expect("stderr");
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut s = stderr.lock().expect("lock");
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !stderr.lock().expect("lock").contains(marker) {
+            if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+                let _ = child.kill();
+                panic!(
+                    "tc-ami never reached {marker:?}; stderr:\n{}",
+                    stderr.lock().expect("lock")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Let the stage's first poll go out, so the signal lands in the wait itself.
+        std::thread::sleep(Duration::from_millis(300));
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let mut stdout = String::new();
+        child
+            .stdout
+            .take()
+            .expect("stdout")
+            .read_to_string(&mut stdout)
+            .expect("read stdout");
+        let status = child.wait().expect("wait");
+        reader.join().expect("reader");
+        let stderr = stderr.lock().expect("lock").clone();
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout,
+            stderr,
+        }
+    }
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {}\nstderr: {}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// The last line tc-ami wrote to stderr: its error message.
+    pub fn error_line(&self) -> String {
+        self.stderr
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("tc-ami:"))
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "exit code; stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Neither stdout nor stderr contains `secret`.
+    pub fn assert_hides(&self, secret: &str) -> &Self {
+        assert!(!secret.is_empty());
+        assert!(
+            !self.stdout.contains(secret),
+            "secret in stdout: {}",
+            self.stdout
+        );
+        assert!(
+            !self.stderr.contains(secret),
+            "secret in stderr: {}",
+            self.stderr
+        );
+        self
+    }
+}
