@@ -325,8 +325,8 @@ fn read_only_scopes_fail_the_build_with_the_missing_scope() {
 fn problems_found_before_launch_create_nothing() {
     let ec2 = Ec2::start(json!({}));
     let cfg = Config::new();
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>)> = vec![
-        // (worker type extra lines, expected message, env to remove)
+    let cases = [
+        // (worker type extra lines, expected message)
         (
             "first_boot_script = \"scripts/missing.ps1\"",
             "cannot read the first-boot script",
@@ -354,7 +354,7 @@ fn problems_found_before_launch_create_nothing() {
         ),
     ];
     cfg.write("scripts/big.ps1", &"#".repeat(17_000));
-    for (extra, want, _) in cases {
+    for (extra, want) in cases {
         cfg.worker_type("w", "proj-servo/win2016", extra);
         let run = TcAmi::new(&ec2, None, &cfg).run(&["build", "-w", "w"]);
         run.assert_code(1);
