@@ -330,28 +330,20 @@ fn problems_found_before_launch_create_nothing() {
         (
             "first_boot_script = \"scripts/missing.ps1\"",
             "cannot read the first-boot script",
-            vec![],
         ),
         (
             "first_boot_script = \"scripts/big.ps1\"",
             "over EC2's limit of 16384 bytes",
-            vec![],
         ),
         (
             "password_secret_prefix = \"p/w\"",
             "TASKCLUSTER_ROOT_URL is not set",
-            vec![],
         ),
         (
             "base_ami_pattern = \"Nothing-*\"",
             "no available Windows image named `Nothing-*`",
-            vec![],
         ),
-        (
-            "instance_typo = \"x\"",
-            "unknown key `instance_typo`",
-            vec![],
-        ),
+        ("instance_typo = \"x\"", "unknown key `instance_typo`"),
     ];
     cfg.write("scripts/big.ps1", &"#".repeat(17_000));
     for (extra, want) in cases {
