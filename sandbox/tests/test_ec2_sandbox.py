@@ -1,0 +1,544 @@
+"""Tests of the EC2 sandbox (sandbox/ec2_sandbox.py), driven with boto3 the way
+tc-ami drives EC2.
+
+    .venv/bin/python -m pytest sandbox/tests/test_ec2_sandbox.py -q
+
+One sandbox process serves the whole module; each test starts with
+POST /_sandbox/reset and short (sub-second) delays.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Callable
+
+import boto3
+import pytest
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCRIPT = os.path.join(os.path.dirname(HERE), "ec2_sandbox.py")
+
+PATTERN = "Windows_Server-2016-English-Full-Base-*"
+NEWEST_AVAILABLE = "Windows_Server-2016-English-Full-Base-2024.04.10"
+NEWEST_PENDING = "Windows_Server-2016-English-Full-Base-2024.05.15"
+AMAZON = "801119661308"
+BUILD_TAG = "tc-ami:build-id"
+SCRIPT_TEXT = "Write-Host 'first boot'\r\n# install things\r\nStop-Computer -Force\r\n"
+
+# Delays used by the tests (seconds).
+FAST = {
+    "instance_boot_seconds": 0.3,
+    "password_delay_seconds": 0.3,
+    "guest": {"mode": "stop", "shutdown_after_seconds": 0.8},
+    "image_pending_seconds": 0.4,
+    "copy_pending_seconds": 0.4,
+    "instance_stop_seconds": 0.2,
+    "instance_terminate_seconds": 0.2,
+}
+TOLERANCE = 0.1  # transitions must happen within ~100 ms of their scheduled time
+
+
+class Sandbox:
+    def __init__(self, url: str, proc: subprocess.Popen, log_path: str):
+        self.url = url
+        self.proc = proc
+        self.log_path = log_path
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def get(self, path: str) -> Any:
+        status, body = self.call("GET", path)
+        assert status == 200, body
+        return body
+
+    def post(self, path: str, body: Any = None) -> Any:
+        status, out = self.call("POST", path, body if body is not None else {})
+        assert status == 200, out
+        return out
+
+    def state(self, **q: str) -> dict[str, Any]:
+        qs = "&".join(f"{k}={v}" for k, v in q.items())
+        return self.get("/_sandbox/state" + (f"?{qs}" if qs else ""))
+
+    def ec2(self, region: str = "us-west-2", retries: int | None = None) -> Any:
+        cfg = BotoConfig(retries={"total_max_attempts": retries, "mode": "standard"}) if retries else None
+        return boto3.client(
+            "ec2",
+            region_name=region,
+            endpoint_url=self.url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=cfg,
+        )
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: Any) -> Any:
+    os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+    log_path = str(tmp_path_factory.mktemp("ec2-sandbox") / "stderr.log")
+    with open(log_path, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, SCRIPT, "--port", "0", "--config", json.dumps(FAST)],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+    line: list[str] = []
+    reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(30)
+    if not line or not line[0].startswith("READY "):
+        proc.kill()
+        raise AssertionError(f"no READY line: {line!r}\n{open(log_path).read()}")
+    first = line[0]
+    assert first.endswith("\n") and first.count("\n") == 1
+    url = first.split()[1]
+    assert url.startswith("http://127.0.0.1:") and int(url.rsplit(":", 1)[1]) > 0
+    sb = Sandbox(url, proc, log_path)
+    yield sb
+    proc.terminate()
+    try:
+        rc = proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    rest = proc.stdout.read()
+    assert rc == 0, open(log_path).read()[-3000:]
+    assert rest == "", f"stdout must hold only the READY line, got {rest!r}"
+
+
+@pytest.fixture
+def sb(sandbox: Sandbox) -> Sandbox:
+    sandbox.post("/_sandbox/reset")
+    return sandbox
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
+    end = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what or pred}")
+        time.sleep(0.02)
+
+
+def instance(ec2: Any, iid: str) -> dict[str, Any]:
+    return ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+
+
+def image(ec2: Any, ami: str) -> dict[str, Any]:
+    return ec2.describe_images(ImageIds=[ami])["Images"][0]
+
+
+def base_ami(ec2: Any) -> dict[str, Any]:
+    """The chooser tc-ami needs: newest available Amazon image matching the pattern."""
+    imgs = ec2.describe_images(
+        Owners=["amazon"],
+        Filters=[{"Name": "name", "Values": [PATTERN]}, {"Name": "state", "Values": ["available"]}],
+    )["Images"]
+    return max(imgs, key=lambda i: i["CreationDate"])
+
+
+def launch(ec2: Any, key_name: str, sg_id: str | None = None, user_data: str | None = None, build_id: str = "b1", **kw: Any) -> str:
+    args: dict[str, Any] = dict(
+        ImageId=base_ami(ec2)["ImageId"],
+        MinCount=1,
+        MaxCount=1,
+        InstanceType="m5.large",
+        KeyName=key_name,
+        UserData=user_data if user_data is not None else f"<powershell>{SCRIPT_TEXT}</powershell>",
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": BUILD_TAG, "Value": build_id}]}],
+    )
+    if sg_id:
+        args["SecurityGroupIds"] = [sg_id]
+    args.update(kw)
+    return ec2.run_instances(**args)["Instances"][0]["InstanceId"]
+
+
+def sim_instance(sb: Sandbox, iid: str, region: str = "us-west-2") -> dict[str, Any]:
+    return next(i for i in sb.state()["regions"][region]["instances"] if i["id"] == iid)
+
+
+def events_of(sb: Sandbox, rid: str) -> list[dict[str, Any]]:
+    return [e for e in sb.state()["events"] if e["id"] == rid]
+
+
+def decrypt(private_pem: bytes, password_data: str) -> str:
+    key = serialization.load_pem_private_key(private_pem, password=None)
+    return key.decrypt(base64.b64decode(password_data), padding.PKCS1v15()).decode()
+
+
+# ----------------------------------------------------------------------------
+
+
+def test_ready_and_control_api(sb: Sandbox) -> None:
+    assert sb.get("/_sandbox/health") == {"ok": True}
+    cfg = sb.get("/_sandbox/config")
+    assert cfg["guest"] == {"mode": "stop", "shutdown_after_seconds": 0.8}
+    assert cfg["first_boot_script"] is None and cfg["faults"]["rate"] == 0
+    new = sb.post("/_sandbox/config", {"guest": {"mode": "never"}})
+    assert new["guest"] == {"mode": "never", "shutdown_after_seconds": 0.8}  # deep merge
+    assert sb.call("POST", "/_sandbox/config", {"guest": {"mood": "x"}})[0] == 400
+    assert sb.call("POST", "/_sandbox/config", {"guest": {"mode": "sleep"}})[0] == 400
+    assert sb.call("POST", "/_sandbox/config", {"faults": {"rate": 2}})[0] == 400
+    assert sb.call("POST", "/_sandbox/config", {"first_boot_script": "/nonexistent/x.ps1"})[0] == 400
+    assert sb.call("GET", "/_sandbox/nope")[0] == 404
+    assert sb.call("GET", "/_sandbox/reset")[0] == 405
+    # reset restores the start-up config
+    assert sb.post("/_sandbox/reset")["config"]["guest"]["mode"] == "stop"
+
+
+def test_seed_images(sb: Sandbox) -> None:
+    for region in ("us-west-2", "us-east-1", "eu-central-1"):
+        ec2 = sb.ec2(region)
+        matching = ec2.describe_images(Owners=["amazon"], Filters=[{"Name": "name", "Values": [PATTERN]}])["Images"]
+        by_name = {i["Name"]: i for i in matching}
+        assert all(i["OwnerId"] == AMAZON and i["Platform"] == "windows" for i in matching)
+        assert len(matching) == 5, sorted(by_name)
+        assert by_name[NEWEST_PENDING]["State"] == "pending"
+        newest = max(matching, key=lambda i: i["CreationDate"])
+        assert newest["Name"] == NEWEST_PENDING  # the newest one is not available yet
+        chosen = base_ami(ec2)
+        assert chosen["Name"] == NEWEST_AVAILABLE
+        assert chosen["CreationDate"] == "2024-04-10T08:13:37.000Z"
+        dates = sorted(i["CreationDate"] for i in matching if i["State"] == "available")
+        assert len(set(dates)) == 4 and dates[-1] == chosen["CreationDate"]
+        # images that must not match the pattern exist, some newer than the chosen one
+        amazon = ec2.describe_images(Owners=["amazon"])["Images"]
+        others = [i for i in amazon if not i["Name"].startswith("Windows_Server-2016-English-Full-Base-")]
+        names = {i["Name"] for i in others}
+        assert any(n.startswith("Windows_Server-2016-English-Core-Base-") for n in names)
+        assert any(n.startswith("Windows_Server-2019-English-Full-Base-") for n in names)
+        assert any(n.startswith("Windows_Server-2016-German-Full-Base-") for n in names)
+        assert any(i["CreationDate"] > chosen["CreationDate"] for i in others)
+        linux = [i for i in amazon if "Platform" not in i]
+        assert linux, "Amazon Linux seed image"
+        # a look-alike with a matching name exists, but not from Amazon
+        all_matching = ec2.describe_images(Filters=[{"Name": "name", "Values": [PATTERN]}])["Images"]
+        lookalike = [i for i in all_matching if i["OwnerId"] != AMAZON]
+        assert len(lookalike) == 1 and "ImageOwnerAlias" not in lookalike[0]
+        # ids look like real ones
+        assert all(len(i["ImageId"]) == 21 and i["ImageId"].startswith("ami-") for i in amazon)
+    # the dump leaves seed images out unless asked
+    assert sb.state()["regions"] == {}
+    seeded = sb.state(seeded="1", all_regions="1")["regions"]["us-west-2"]["images"]
+    assert seeded and all(i["seeded"] for i in seeded)
+
+
+def test_whole_build_lifecycle(sb: Sandbox) -> None:
+    ec2 = sb.ec2("us-west-2")
+    ec2_east = sb.ec2("us-east-1")
+    kp = ec2.create_key_pair(KeyName="tc-ami-b1", TagSpecifications=[{"ResourceType": "key-pair", "Tags": [{"Key": BUILD_TAG, "Value": "b1"}]}])
+    sg = ec2.create_security_group(GroupName="tc-ami-b1", Description="tc-ami build b1")["GroupId"]
+    t0 = time.time()
+    iid = launch(ec2, "tc-ami-b1", sg)
+
+    # pending for instance_boot_seconds, then running
+    assert instance(ec2, iid)["State"]["Name"] == "pending"
+    assert ec2.get_password_data(InstanceId=iid)["PasswordData"] == ""
+    wait_for(lambda: instance(ec2, iid)["State"]["Name"] == "running", what="running")
+    ev = events_of(sb, iid)
+    assert [(e["from"], e["to"]) for e in ev[:2]] == [(None, "pending"), ("pending", "running")]
+    assert abs((ev[1]["t"] - ev[0]["t"]) - FAST["instance_boot_seconds"]) < TOLERANCE
+
+    # password data: empty, then decryptable with the key pair's private key
+    pw = wait_for(lambda: ec2.get_password_data(InstanceId=iid)["PasswordData"], what="password data")
+    plain = decrypt(kp["KeyMaterial"].encode(), pw)
+    st = sim_instance(sb, iid)
+    assert plain == st["password"] and len(plain) >= 30 and plain.isprintable()
+    assert st["user_data_ok"] is True and st["user_data_error"] is None
+    assert st["tags"][BUILD_TAG] == "b1" and st["security_group_ids"] == [sg] and st["key_name"] == "tc-ami-b1"
+
+    # the guest stops itself, as Windows does after first-boot.ps1's shutdown
+    wait_for(lambda: instance(ec2, iid)["State"]["Name"] == "stopping", what="stopping")
+    wait_for(lambda: instance(ec2, iid)["State"]["Name"] == "stopped", what="stopped")
+    desc = instance(ec2, iid)
+    assert desc["StateReason"] == {
+        "Code": "Client.InstanceInitiatedShutdown",
+        "Message": "Client.InstanceInitiatedShutdown: Instance initiated shutdown",
+    }
+    ev = events_of(sb, iid)
+    stopping = next(e for e in ev if e["to"] == "stopping")
+    running = next(e for e in ev if e["to"] == "running")
+    assert abs((stopping["t"] - running["t"]) - FAST["guest"]["shutdown_after_seconds"]) < TOLERANCE
+    assert stopping["cause"] == "guest-shutdown"
+    # the password stays retrievable after the stop
+    assert ec2.get_password_data(InstanceId=iid)["PasswordData"] == pw
+
+    # image: pending, then available
+    ami = ec2.create_image(
+        InstanceId=iid,
+        Name="tc-ami-b1",
+        TagSpecifications=[{"ResourceType": "image", "Tags": [{"Key": BUILD_TAG, "Value": "b1"}]}],
+    )["ImageId"]
+    assert image(ec2, ami)["State"] == "pending"
+    with pytest.raises(ClientError) as e:  # EC2 image names are unique per region
+        ec2.create_image(InstanceId=iid, Name="tc-ami-b1")
+    assert e.value.response["Error"]["Code"] == "InvalidAMIName.Duplicate"
+    with pytest.raises(ClientError) as e:  # cannot copy before available
+        ec2_east.copy_image(SourceImageId=ami, SourceRegion="us-west-2", Name="tc-ami-b1")
+    assert e.value.response["Error"]["Code"] == "IncorrectState"
+    wait_for(lambda: image(ec2, ami)["State"] == "available", what="image available")
+    snap = image(ec2, ami)["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+    snapshot = ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]
+    assert snapshot["State"] == "completed"
+    assert snapshot["VolumeId"] == instance(ec2, iid)["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+
+    # copy to another region: pending, then available there (only)
+    copy = ec2_east.copy_image(
+        SourceImageId=ami,
+        SourceRegion="us-west-2",
+        Name="tc-ami-b1",
+        TagSpecifications=[{"ResourceType": "image", "Tags": [{"Key": BUILD_TAG, "Value": "b1"}]}],
+    )["ImageId"]
+    c = image(ec2_east, copy)
+    assert c["State"] == "pending" and c["Tags"] == [{"Key": BUILD_TAG, "Value": "b1"}]
+    wait_for(lambda: image(ec2_east, copy)["State"] == "available", what="copy available")
+    ev = events_of(sb, copy)
+    assert [(e["from"], e["to"]) for e in ev] == [(None, "pending"), ("pending", "available")]
+    assert abs((ev[1]["t"] - ev[0]["t"]) - FAST["copy_pending_seconds"]) < TOLERANCE
+    copy_snap = image(ec2_east, copy)["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+
+    # cleanup, as tc-ami does it
+    with pytest.raises(ClientError) as e:  # the stopped instance still uses the group
+        ec2.delete_security_group(GroupId=sg)
+    assert e.value.response["Error"]["Code"] == "DependencyViolation"
+    ec2.terminate_instances(InstanceIds=[iid])
+    assert instance(ec2, iid)["State"]["Name"] == "shutting-down"
+    wait_for(lambda: instance(ec2, iid)["State"]["Name"] == "terminated", what="terminated")
+    ec2.delete_security_group(GroupId=sg)
+    ec2.delete_key_pair(KeyName="tc-ami-b1")
+    with pytest.raises(ClientError) as e:
+        ec2.delete_snapshot(SnapshotId=snap)
+    assert e.value.response["Error"]["Code"] == "InvalidSnapshot.InUse"
+    ec2.deregister_image(ImageId=ami)
+    ec2.delete_snapshot(SnapshotId=snap)
+    ec2_east.deregister_image(ImageId=copy)
+    ec2_east.delete_snapshot(SnapshotId=copy_snap)
+
+    # nothing the build made is left
+    regions = sb.state()["regions"]
+    for region, r in regions.items():
+        assert all(i["state"] == "terminated" for i in r["instances"]), region
+        assert r["key_pairs"] == [] and r["images"] == [] and r["snapshots"] == [] and r["volumes"] == [], (region, r)
+        assert all(g["default"] for g in r["security_groups"]), region
+    assert time.time() - t0 < 10
+
+
+def test_imported_key_pair_password(sb: Sandbox) -> None:
+    ec2 = sb.ec2("eu-central-1")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    ec2.import_key_pair(KeyName="imported", PublicKeyMaterial=pub)
+    sb.post("/_sandbox/config", {"password_data_crlf": True})
+    iid = launch(ec2, "imported")
+    ec2.delete_key_pair(KeyName="imported")  # the key was handed to the guest at launch
+    pw = wait_for(lambda: ec2.get_password_data(InstanceId=iid)["PasswordData"], what="password data")
+    assert pw.strip() != pw  # surrounded by CRLF when asked
+    plain = key.decrypt(base64.b64decode(pw.strip()), padding.PKCS1v15()).decode()
+    assert plain == sim_instance(sb, iid, "eu-central-1")["password"]
+
+
+def test_bad_user_data_never_stops(sb: Sandbox) -> None:
+    ec2 = sb.ec2()
+    ec2.create_key_pair(KeyName="k")
+    script = os.path.join(os.path.dirname(sb.log_path), "first-boot.ps1")
+    with open(script, "w", newline="") as f:
+        f.write(SCRIPT_TEXT)
+    sb.post("/_sandbox/config", {"first_boot_script": script})
+    good = launch(ec2, "k")
+    no_wrap = launch(ec2, "k", user_data=SCRIPT_TEXT)
+    trailing = launch(ec2, "k", user_data=f"<powershell>{SCRIPT_TEXT}</powershell>\n")
+    lf = launch(ec2, "k", user_data=f"<powershell>{SCRIPT_TEXT.replace(chr(13), '')}</powershell>")
+    twice = launch(ec2, "k", user_data=base64.b64encode(f"<powershell>{SCRIPT_TEXT}</powershell>".encode()).decode())
+    wait_for(lambda: instance(ec2, good)["State"]["Name"] == "stopped", what="good instance stopped")
+    time.sleep(0.2)
+    st = {i["id"]: i for i in sb.state()["regions"]["us-west-2"]["instances"]}
+    assert st[good]["user_data_ok"] is True
+    for iid, words in ((no_wrap, "must start with"), (trailing, "must end with"), (lf, "line endings differ"), (twice, "base64-encoded twice")):
+        assert instance(ec2, iid)["State"]["Name"] == "running", iid
+        assert st[iid]["user_data_ok"] is False and words in st[iid]["user_data_error"], st[iid]["user_data_error"]
+        assert st[iid]["password"]  # Windows still sets the password
+    # user data over 16 KB is refused, as EC2 does
+    with pytest.raises(ClientError) as e:
+        launch(ec2, "k", user_data="<powershell>" + "#" * 17000 + "</powershell>")
+    assert e.value.response["Error"]["Code"] == "InvalidParameterValue"
+
+
+def test_guest_modes(sb: Sandbox) -> None:
+    ec2 = sb.ec2()
+    ec2.create_key_pair(KeyName="k")
+    sb.post("/_sandbox/config", {"guest": {"mode": "never"}})
+    never = launch(ec2, "k")
+    wait_for(lambda: instance(ec2, never)["State"]["Name"] == "running")
+    sb.post("/_sandbox/config", {"guest": {"mode": "terminate"}})
+    term = launch(ec2, "k")
+    sb.post("/_sandbox/config", {"guest": {"mode": "stop"}})
+    behaviour = launch(ec2, "k", InstanceInitiatedShutdownBehavior="terminate")
+    wait_for(lambda: instance(ec2, term)["State"]["Name"] == "terminated", what="terminate mode")
+    wait_for(lambda: instance(ec2, behaviour)["State"]["Name"] == "terminated", what="shutdown behaviour terminate")
+    for iid in (term, behaviour):
+        assert instance(ec2, iid)["StateReason"]["Code"] == "Client.InstanceInitiatedShutdown"
+        assert [e["to"] for e in events_of(sb, iid) if e["kind"] == "instance"] == ["pending", "running", "shutting-down", "terminated"]
+    # `never` was launched first: its shutdown time has long passed
+    assert instance(ec2, never)["State"]["Name"] == "running"
+    # an API stop of a tc-ami instance takes instance_stop_seconds, reason UserInitiatedShutdown
+    ec2.stop_instances(InstanceIds=[never])
+    assert instance(ec2, never)["State"]["Name"] == "stopping"
+    wait_for(lambda: instance(ec2, never)["State"]["Name"] == "stopped")
+    assert instance(ec2, never)["StateReason"]["Code"] == "Client.UserInitiatedShutdown"
+
+
+def test_image_and_copy_failures(sb: Sandbox) -> None:
+    ec2 = sb.ec2()
+    sb.post("/_sandbox/config", {"guest": {"shutdown_after_seconds": 0.1}, "image_fail": True, "copy_fail": True})
+    ec2.create_key_pair(KeyName="k")
+    iid = launch(ec2, "k")
+    wait_for(lambda: instance(ec2, iid)["State"]["Name"] == "stopped")
+    bad = ec2.create_image(InstanceId=iid, Name="img-1")["ImageId"]
+    assert sb.get("/_sandbox/config")["image_fail"] is False  # one-shot
+    good = ec2.create_image(InstanceId=iid, Name="img-2")["ImageId"]
+    wait_for(lambda: image(ec2, bad)["State"] == "failed", what="failed image")
+    assert image(ec2, bad)["StateReason"]["Code"] == "Server.InternalError"
+    wait_for(lambda: image(ec2, good)["State"] == "available")
+    east = sb.ec2("us-east-1")
+    bad_copy = east.copy_image(SourceImageId=good, SourceRegion="us-west-2", Name="img-2")["ImageId"]
+    good_copy = east.copy_image(SourceImageId=good, SourceRegion="us-west-2", Name="img-2-b")["ImageId"]
+    wait_for(lambda: image(east, bad_copy)["State"] == "failed", what="failed copy")
+    wait_for(lambda: image(east, good_copy)["State"] == "available")
+
+
+def test_run_instances_validation(sb: Sandbox) -> None:
+    ec2 = sb.ec2()
+    ec2.create_key_pair(KeyName="k")
+    pending = ec2.describe_images(Owners=["amazon"], Filters=[{"Name": "name", "Values": [NEWEST_PENDING]}])["Images"][0]
+    cases = [
+        (dict(ImageId=pending["ImageId"]), "InvalidAMIID.Unavailable"),
+        (dict(ImageId="ami-0123456789abcdef0"), "InvalidAMIID.NotFound"),
+        (dict(InstanceType="m99.huge"), "InvalidInstanceType.NotFound"),
+        (dict(KeyName="no-such-key"), "InvalidKeyPair.NotFound"),
+    ]
+    for override, code in cases:
+        args = dict(ImageId=base_ami(ec2)["ImageId"], MinCount=1, MaxCount=1, InstanceType="m5.large", KeyName="k")
+        args.update(override)
+        with pytest.raises(ClientError) as e:
+            ec2.run_instances(**args)
+        assert e.value.response["Error"]["Code"] == code, override
+    assert sb.state()["regions"]["us-west-2"]["instances"] == []
+
+
+def test_faults(sb: Sandbox) -> None:
+    ec2 = sb.ec2(retries=1)  # no SDK retries: see every injected error
+    sb.post("/_sandbox/config", {"faults": {"rate": 1.0, "kinds": ["throttle"]}})
+    with pytest.raises(ClientError) as e:
+        ec2.create_key_pair(KeyName="k")
+    assert e.value.response["Error"] == {"Code": "RequestLimitExceeded", "Message": "Request limit exceeded."}
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    sb.post("/_sandbox/config", {"faults": {"kinds": ["500"]}})
+    with pytest.raises(ClientError) as e:
+        ec2.create_security_group(GroupName="g", Description="d")
+    assert e.value.response["Error"]["Code"] == "InternalError"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+    # no side effect
+    sb.post("/_sandbox/config", {"faults": {"rate": 0}})
+    assert ec2.describe_key_pairs()["KeyPairs"] == []
+    assert [g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"]] == ["default"]
+    stats = sb.get("/_sandbox/stats")
+    assert stats["faulted"] == {"CreateKeyPair": 1, "CreateSecurityGroup": 1}
+    # `next` fails exactly the next N requests of the listed actions
+    sb.post("/_sandbox/config", {"faults": {"next": 2, "actions": ["CreateKeyPair"], "kinds": ["throttle", "500"]}})
+    ec2.describe_images(Owners=["amazon"])  # not listed: passes
+    codes = []
+    for _ in range(3):
+        try:
+            ec2.create_key_pair(KeyName="k")
+            codes.append("ok")
+        except ClientError as err:
+            codes.append(err.response["Error"]["Code"])
+    assert codes == ["RequestLimitExceeded", "InternalError", "ok"]
+    assert sb.get("/_sandbox/config")["faults"]["next"] == 0
+    # the SDK's own retries get through a throttle
+    sb.post("/_sandbox/config", {"faults": {"next": 1, "actions": None}})
+    assert sb.ec2().describe_key_pairs()["KeyPairs"][0]["KeyName"] == "k"
+
+
+def test_stats(sb: Sandbox) -> None:
+    ec2 = sb.ec2("us-east-1")
+    for _ in range(3):
+        ec2.describe_images(Owners=["amazon"])
+    ec2.describe_instances()
+    sb.get("/_sandbox/state")  # control calls are not counted
+    stats = sb.get("/_sandbox/stats")
+    assert stats["requests"] == {"DescribeImages": 3, "DescribeInstances": 1}
+    assert stats["total"] == 4 and stats["faulted"] == {} and stats["by_region"] == {"us-east-1": 4}
+    assert sb.post("/_sandbox/stats/reset")["total"] == 0
+
+
+def test_seed_image_at_run_time(sb: Sandbox) -> None:
+    out = sb.post(
+        "/_sandbox/seed-image",
+        {"region": "all", "name": "Windows_Server-2016-English-Full-Base-2024.06.12", "creation_date": "2024-06-12T07:00:00.000Z"},
+    )
+    assert out["image_id"].startswith("ami-") and len(out["image_id"]) == 21
+    for region in ("us-west-2", "eu-central-1"):
+        chosen = base_ami(sb.ec2(region))
+        assert chosen["ImageId"] == out["image_id"] and chosen["OwnerId"] == AMAZON
+        assert chosen["ImageOwnerAlias"] == "amazon" and chosen["Platform"] == "windows"
+    one = sb.post("/_sandbox/seed-image", {"region": "us-east-1", "name": "Windows_Server-2016-English-Full-Base-2024.07.10", "creation_date": "2024-07-10T07:00:00Z"})
+    assert base_ami(sb.ec2("us-east-1"))["ImageId"] == one["image_id"]
+    assert base_ami(sb.ec2("us-west-2"))["ImageId"] == out["image_id"]
+    assert sb.call("POST", "/_sandbox/seed-image", {"name": "x"})[0] == 400
+    sb.post("/_sandbox/reset")
+    assert base_ami(sb.ec2("us-west-2"))["Name"] == NEWEST_AVAILABLE
+
+
+def test_reset_keep_config_and_moto_reset(sb: Sandbox) -> None:
+    sb.post("/_sandbox/config", {"guest": {"mode": "never"}})
+    assert sb.post("/_sandbox/reset", {"keep_config": True})["config"]["guest"]["mode"] == "never"
+    ec2 = sb.ec2()
+    ec2.create_key_pair(KeyName="k")
+    launch(ec2, "k")
+    assert sb.state()["events"]
+    # moto's own reset endpoint also clears the simulator
+    assert sb.call("POST", "/moto-api/reset")[0] == 200
+    st = sb.state()
+    assert st["regions"] == {} and st["events"] == [] and st["scheduled"] == []
+
+
+def test_process_options(tmp_path: Any) -> None:
+    bad = subprocess.run([sys.executable, SCRIPT, "--config", '{"guest": {"mode": "sleep"}}'], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and bad.stdout == "" and "guest.mode" in bad.stderr
+    # --parent-pid: the sandbox goes away with its parent
+    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2.5)"])
+    proc = subprocess.Popen(
+        [sys.executable, SCRIPT, "--parent-pid", str(parent.pid)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert proc.stdout.readline().startswith("READY http://127.0.0.1:")
+        parent.wait(10)
+        assert proc.wait(10) == 0
+    finally:
+        proc.kill()
+        parent.kill()
