@@ -47,8 +47,8 @@ mod tests {
     #[test]
     fn wraps() {
         assert_eq!(
-            wrap_powershell("shutdown /s"),
-            "<powershell>\nshutdown /s\n</powershell>"
+            wrap_powershell("shutdown /s\r\n"),
+            "<powershell>shutdown /s\r\n</powershell>"
         );
     }
 
