@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Emulator of the Taskcluster worker-manager and secrets services, for tests and the sandbox.
+
+    python sandbox/tc_emulator.py [--port 0] --seed sandbox/seed/taskcluster.json
+
+Serves on 127.0.0.1 (port 0 = a free port), prints exactly one line `READY <rootUrl>` on
+stdout once it accepts connections, logs to stderr, exits cleanly on SIGTERM/SIGINT.
+APIs: <rootUrl>/api/worker-manager/v1/..., <rootUrl>/api/secrets/v1/...; control API under
+<rootUrl>/_emulator/. See sandbox/TASKCLUSTER.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from tc_emulator_lib.server import GENERATED_DIR, Emulator, SeedError, serve  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="Taskcluster worker-manager and secrets emulator (sandbox only).")
+    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default 0: any free port)")
+    p.add_argument("--seed", required=True, help="seed file: clients, providers, workerPools, secrets")
+    p.add_argument("--schemas", default=GENERATED_DIR,
+                   help="directory with the official generated schemas and references (default: the vendored copy)")
+    p.add_argument("--quiet", action="store_true", help="log only warnings and errors")
+    args = p.parse_args(argv)
+
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING if args.quiet else logging.INFO,
+                        format="tc-emulator: %(message)s")
+    log = logging.getLogger("tc-emulator")
+    try:
+        emulator = Emulator(args.seed, args.schemas, log)
+    except SeedError as e:
+        print(f"tc-emulator: {e}", file=sys.stderr)
+        return 2
+    try:
+        srv = serve(emulator, args.port)
+    except OSError as e:
+        print(f"tc-emulator: cannot listen on 127.0.0.1:{args.port}: {e.strerror}", file=sys.stderr)
+        return 1
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True)
+    thread.start()
+    log.info("serving %s (seed %s)", emulator.root_url, emulator.seed_path)
+    print(f"READY {emulator.root_url}", flush=True)
+    while not stop.wait(3600):
+        pass
+    log.info("stopping")
+    srv.shutdown()
+    srv.server_close()
+    thread.join(5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Scopes as taskcluster-lib-scopes and lib-api's ScopeExpressionTemplate handle them."""
+
+from __future__ import annotations
+
+import re
+
+_VALID_SCOPE = re.compile(r"^[\x20-\x7e]*$")
+
+
+def valid_scope(s) -> bool:
+    return isinstance(s, str) and bool(_VALID_SCOPE.match(s))
+
+
+def _satisfies_scope(scopeset, scope: str) -> bool:
+    for s in scopeset:
+        if s == scope or (s.endswith("*") and scope.startswith(s[:-1])):
+            return True
+    return False
+
+
+def satisfies(scopeset, expr) -> bool:
+    if isinstance(expr, str):
+        return _satisfies_scope(scopeset, expr)
+    if "AllOf" in expr:
+        return all(satisfies(scopeset, e) for e in expr["AllOf"])
+    if "AnyOf" in expr:
+        return any(satisfies(scopeset, e) for e in expr["AnyOf"])
+    raise ValueError(f"bad scope expression {expr!r}")
+
+
+def remove_given_scopes(scopeset, expr):
+    """The part of `expr` the scopes do not satisfy (None when satisfied)."""
+    if isinstance(expr, str):
+        return None if _satisfies_scope(scopeset, expr) else expr
+    if "AllOf" in expr:
+        rest = [r for r in (remove_given_scopes(scopeset, e) for e in expr["AllOf"]) if r is not None]
+        if not rest:
+            return None
+        return rest[0] if len(rest) == 1 else {"AllOf": rest}
+    if "AnyOf" in expr:
+        rest = [remove_given_scopes(scopeset, e) for e in expr["AnyOf"]]
+        if any(r is None for r in rest):
+            return None
+        return rest[0] if len(rest) == 1 else {"AnyOf": rest}
+    raise ValueError(f"bad scope expression {expr!r}")
+
+
+_PARAM = re.compile(r"<([^>]+)>")
+
+
+def template_params(expr) -> set[str]:
+    """Parameter names used by a scope expression template."""
+    if isinstance(expr, str):
+        return set(_PARAM.findall(expr))
+    out: set[str] = set()
+    for e in expr.get("AllOf", expr.get("AnyOf", [])):
+        out |= template_params(e)
+    return out
+
+
+def render(expr, params: dict):
+    """Substitute `<param>` in every scope of the template."""
+    if isinstance(expr, str):
+        def sub(m):
+            v = params.get(m.group(1))
+            if not isinstance(v, str):
+                raise ValueError(f"scope parameter {m.group(1)} missing or not a string")
+            return v
+        return _PARAM.sub(sub, expr)
+    key = "AllOf" if "AllOf" in expr else "AnyOf"
+    return {key: [render(e, params) for e in expr[key]]}
