@@ -52,4 +52,35 @@ pub enum Command {
         #[arg(short = 'w', long = "worker-type", value_name = "W")]
         worker_type: String,
     },
+    /// Review mode: the change deploy would push, as a unified diff.
+    /// Exit 0: nothing to change; 2: changes; 1: error.
+    Diff {
+        /// The worker type: worker-types/<W>.toml.
+        #[arg(short = 'w', long = "worker-type", value_name = "W")]
+        worker_type: String,
+        /// The image to deploy: AMI (the build region's; its copies are found by tag) or
+        /// REGION=AMI, repeatable. Default: the newest image tc-ami built for W per region.
+        #[arg(long = "image", value_name = "AMI|REGION=AMI")]
+        images: Vec<String>,
+        /// Lines of context around each change.
+        #[arg(short = 'U', long = "unified", value_name = "N", default_value_t = crate::diff::DEFAULT_CONTEXT)]
+        unified: usize,
+    },
+    /// Put images into the worker pool: builds first without --image, shows the diff, asks,
+    /// pushes, verifies.
+    Deploy {
+        /// The worker type: worker-types/<W>.toml.
+        #[arg(short = 'w', long = "worker-type", value_name = "W")]
+        worker_type: String,
+        /// The image to deploy: AMI (the build region's; its copies are found by tag) or
+        /// REGION=AMI, repeatable. Without it, tc-ami builds one first.
+        #[arg(long = "image", value_name = "AMI|REGION=AMI")]
+        images: Vec<String>,
+        /// Do everything but the push.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
 }

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use serde_json::Value;
-use taskcluster::{ClientBuilder, Credentials, Secrets};
+use taskcluster::{ClientBuilder, Credentials, Secrets, WorkerManager};
 
 use crate::password::Secret;
 
@@ -167,6 +167,64 @@ impl SecretsApi {
             .set(name, &payload)
             .await
             .map_err(|e| self.env.explain(&format!("storing secret `{name}`"), e))
+    }
+}
+
+/// The worker-manager service: get and update worker pools.
+pub struct WorkerManagerApi {
+    env: TcEnv,
+    client: WorkerManager,
+}
+
+impl WorkerManagerApi {
+    pub fn new(env: &TcEnv) -> Result<WorkerManagerApi> {
+        let client = WorkerManager::new(env.builder())?;
+        Ok(WorkerManagerApi {
+            env: env.clone(),
+            client,
+        })
+    }
+
+    pub fn root_url(&self) -> &str {
+        &self.env.root_url
+    }
+
+    /// The pool as the service returns it.
+    pub async fn get_pool(&self, pool_id: &str) -> Result<Value> {
+        match self.client.workerPool(pool_id).await {
+            Ok(v) if v.is_object() => Ok(v),
+            Ok(v) => anyhow::bail!(
+                "fetching worker pool {pool_id}: {} answered with a JSON {} instead of a worker pool",
+                self.env.root_url,
+                json_kind(&v)
+            ),
+            Err(e) if taskcluster::err_status_code(&e).map(|s| s.as_u16()) == Some(404) => {
+                anyhow::bail!(
+                    "worker pool {pool_id} does not exist at {} (404); check worker_pool_id, or create the pool first",
+                    self.env.root_url
+                )
+            }
+            Err(e) => Err(self.env.explain(&format!("fetching worker pool {pool_id}"), e)),
+        }
+    }
+
+    /// Replaces the pool's definition with `payload`.
+    pub async fn update_pool(&self, pool_id: &str, payload: &Value) -> Result<Value> {
+        self.client
+            .updateWorkerPool(pool_id, payload)
+            .await
+            .map_err(|e| self.env.explain(&format!("updating worker pool {pool_id}"), e))
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
     }
 }
 

@@ -7,6 +7,9 @@ use crate::interrupt::{Cancel, Interrupted};
 
 pub mod base_ami;
 pub mod build;
+pub mod change;
+pub mod deploy;
+pub mod diff;
 
 pub struct Ctx {
     pub config_dir: PathBuf,
@@ -37,10 +40,16 @@ impl From<anyhow::Result<u8>> for Outcome {
     fn from(r: anyhow::Result<u8>) -> Self {
         match r {
             Ok(code) => Outcome::Done(code),
-            Err(e) => match e.downcast_ref::<Interrupted>() {
-                Some(i) => Outcome::Interrupted(*i, format!("{e:#}")),
-                None => Outcome::Failed(e),
-            },
+            Err(e) => {
+                let interrupted = e.downcast_ref::<Interrupted>().copied().or_else(|| {
+                    e.downcast_ref::<crate::build::BuildFailed>()
+                        .and_then(|b| b.interrupted())
+                });
+                match interrupted {
+                    Some(i) => Outcome::Interrupted(i, format!("{e:#}")),
+                    None => Outcome::Failed(e),
+                }
+            }
         }
     }
 }
@@ -54,6 +63,24 @@ pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
                 i = ctx.cancel.cancelled() => Outcome::Interrupted(i, format!("{i}")),
             }
         }
-        Command::Build { worker_type } => build::run(ctx, &worker_type).await,
+        Command::Build { worker_type } => build::run(ctx, &worker_type).await.into(),
+        Command::Diff {
+            worker_type,
+            images,
+            unified,
+        } => {
+            tokio::select! {
+                r = diff::run(ctx, &worker_type, &images, unified) => r.into(),
+                i = ctx.cancel.cancelled() => Outcome::Interrupted(i, format!("{i}")),
+            }
+        }
+        Command::Deploy {
+            worker_type,
+            images,
+            dry_run,
+            yes,
+        } => deploy::run(ctx, &worker_type, &images, dry_run, yes)
+            .await
+            .into(),
     }
 }

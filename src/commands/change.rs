@@ -1,0 +1,217 @@
+//! What `diff`, `deploy` (and later `rollback` and `promote`) share: finding the images, the
+//! change to the pool, showing it, asking, pushing and verifying.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::{Result, anyhow, bail};
+use futures::future::try_join_all;
+use serde_json::{Value, json};
+
+use crate::base_ami::choose_base_ami;
+use crate::build::{TAG_SOURCE_IMAGE_ID, TAG_WORKER_TYPE};
+use crate::commands::Ctx;
+use crate::config::WorkerType;
+use crate::diff::{json_patch, unified_diff, use_color};
+use crate::ec2::{Ec2, has_code};
+use crate::image_arg::ImageArgs;
+use crate::pool::{Patched, definition, new_deployment_id, patch_pool, update_payload, verify_pushed};
+use crate::taskcluster::WorkerManagerApi;
+
+/// The change to one pool, computed against the live definition.
+pub struct Change {
+    pub pool_id: String,
+    pub root_url: String,
+    /// The definition as fetched, without server-only fields.
+    pub before: Value,
+    pub patched: Patched,
+    pub images: BTreeMap<String, String>,
+}
+
+impl Change {
+    pub fn new(pool_id: &str, root_url: &str, live: &Value, images: BTreeMap<String, String>) -> Result<Change> {
+        let before = definition(live);
+        let now = chrono::Utc::now();
+        let patched = patch_pool(pool_id, &before, &images, |image| new_deployment_id(image, now))?;
+        Ok(Change {
+            pool_id: pool_id.to_string(),
+            root_url: root_url.to_string(),
+            before,
+            patched,
+            images,
+        })
+    }
+
+    pub fn diff_text(&self, context: usize, color: bool) -> String {
+        let body = unified_diff(&self.before, &self.patched.after, &self.pool_id, context, color);
+        if body.is_empty() {
+            return body;
+        }
+        format!(
+            "diff tc-ami {}/api/worker-manager/v1/worker-pool/{}\n{body}",
+            self.root_url, self.pool_id
+        )
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "workerPoolId": self.pool_id,
+            "rootUrl": self.root_url,
+            "changed": self.patched.changed,
+            "images": self.images,
+            "deploymentId": self.patched.deployment_id,
+            "patch": json_patch(&self.before, &self.patched.after),
+            "before": self.before,
+            "after": self.patched.after,
+        })
+    }
+
+    pub fn images_text(&self) -> String {
+        self.images.iter().map(|(r, i)| format!("{r} {i}")).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Prints the diff: on stdout, or on stderr when stdout carries the JSON document.
+    pub fn show(&self, ctx: &Ctx, context: usize) {
+        let no_color = std::env::var("NO_COLOR").ok();
+        if ctx.json {
+            let text = self.diff_text(context, use_color(std::io::stderr().is_terminal(), no_color.as_deref()));
+            eprint!("{text}");
+        } else {
+            let text = self.diff_text(context, use_color(std::io::stdout().is_terminal(), no_color.as_deref()));
+            print!("{text}");
+        }
+    }
+}
+
+/// The images to deploy, per pool region, from `--image` arguments.
+pub async fn resolve_images(ec2: &Ec2, wt: &WorkerType, pool_id: &str, regions: &[String], args: &ImageArgs) -> Result<BTreeMap<String, String>> {
+    let mut images = BTreeMap::new();
+    for (region, ami) in &args.by_region {
+        if !regions.contains(region) {
+            bail!(
+                "--image {region}={ami}: worker pool {pool_id} has no launch configs in {region} (its regions: {})",
+                regions.join(", ")
+            );
+        }
+        images.insert(region.clone(), ami.clone());
+    }
+    if let Some(source) = &args.source {
+        let found = ec2.describe_images(&wt.build_region, std::slice::from_ref(source)).await;
+        match found {
+            Ok(list) if !list.is_empty() => {}
+            Err(e) if !has_code(&e, &["InvalidAMIID.NotFound", "InvalidAMIID.Malformed"]) => return Err(e),
+            _ => bail!(
+                "image {source} does not exist in {} (the build region of {}); for an image of another region write --image REGION={source}",
+                wt.build_region,
+                wt.name
+            ),
+        }
+        if regions.contains(&wt.build_region) {
+            images.entry(wt.build_region.clone()).or_insert_with(|| source.clone());
+        }
+        // Its copies, made by `build`, in the pool's other regions.
+        let missing: Vec<&String> = regions.iter().filter(|r| !images.contains_key(*r)).collect();
+        let copies = try_join_all(missing.iter().map(|r| async move {
+            let found = ec2.find_own_images_by_tag(r, TAG_SOURCE_IMAGE_ID, source).await?;
+            Ok::<_, anyhow::Error>(((*r).clone(), choose_base_ami(&found, "*").map(|i| i.id.clone())))
+        }))
+        .await?;
+        for (region, copy) in copies {
+            match copy {
+                Some(id) => {
+                    images.insert(region, id);
+                }
+                None => bail!(
+                    "image {source} has no copy in {region}, where worker pool {pool_id} has launch configs; copy it there or pass --image {region}=AMI"
+                ),
+            }
+        }
+    }
+    Ok(images)
+}
+
+/// The newest available image tc-ami built for `wt` in each region.
+pub async fn newest_built_images(ec2: &Ec2, wt: &WorkerType, regions: &[String]) -> Result<BTreeMap<String, String>> {
+    let found = try_join_all(regions.iter().map(|r| async move {
+        let images = ec2.find_own_images_by_tag(r, TAG_WORKER_TYPE, &wt.name).await?;
+        Ok::<_, anyhow::Error>((r.clone(), choose_base_ami(&images, "*").map(|i| i.id.clone())))
+    }))
+    .await?;
+    let mut out = BTreeMap::new();
+    for (region, image) in found {
+        match image {
+            Some(id) => {
+                out.insert(region, id);
+            }
+            None => bail!(
+                "no image built by tc-ami for {} in {region}: run `tc-ami build -w {}`, or name images with --image",
+                wt.name,
+                wt.name
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// Every image exists and is available in its region (all regions asked at once).
+pub async fn check_available(ec2: &Ec2, images: &BTreeMap<String, String>) -> Result<()> {
+    try_join_all(images.iter().map(|(region, id)| async move {
+        let found = match ec2.describe_images(region, std::slice::from_ref(id)).await {
+            Ok(list) => list.into_iter().next(),
+            Err(e) if has_code(&e, &["InvalidAMIID.NotFound", "InvalidAMIID.Unavailable", "InvalidAMIID.Malformed"]) => None,
+            Err(e) => return Err(e),
+        };
+        match found {
+            None => Err(anyhow!("image {id} does not exist in {region} (deregistered, or in another region)")),
+            Some(i) if !i.is_available() => Err(anyhow!("image {id} in {region} is {}, not available", i.state)),
+            Some(_) => Ok(()),
+        }
+    }))
+    .await?;
+    Ok(())
+}
+
+/// Refuses to change anything without `--yes` or a person at a terminal who says yes.
+pub fn refuse_without_terminal(yes: bool, what: &str) -> Result<()> {
+    if yes || std::io::stdin().is_terminal() {
+        return Ok(());
+    }
+    bail!("refusing to {what} without confirmation: stdin is not a terminal; pass --yes to go ahead, or --dry-run to only look")
+}
+
+/// Asks on the terminal (unless `yes`).
+pub fn confirm(yes: bool, question: &str) -> Result<()> {
+    refuse_without_terminal(yes, question)?;
+    if yes {
+        return Ok(());
+    }
+    eprint!("{question}? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        bail!("nothing pushed: the answer was not yes")
+    }
+}
+
+/// Pushes the change: checks that the pool is still what the diff was computed against
+/// (someone else's change is never overwritten), updates it, fetches it again and checks
+/// it holds what was pushed. Returns the pool as the service now has it.
+pub async fn push(wm: &WorkerManagerApi, change: &Change) -> Result<Value> {
+    let pool_id = &change.pool_id;
+    let now = wm.get_pool(pool_id).await?;
+    if definition(&now) != change.before {
+        bail!(
+            "worker pool {pool_id} changed at {} after the diff was computed (lastModified {}); nothing was pushed: run the command again to review the new change",
+            change.root_url,
+            now["lastModified"].as_str().unwrap_or("unknown")
+        );
+    }
+    wm.update_pool(pool_id, &update_payload(&change.patched.after)).await?;
+    let after = wm.get_pool(pool_id).await?;
+    verify_pushed(&change.patched.after, &after)
+        .map_err(|e| anyhow!("pushed to {pool_id}, but the pool does not hold what was pushed: {e}"))?;
+    Ok(after)
+}
