@@ -23,7 +23,10 @@ impl ImageArgs {
 /// `ami-` and 8 or 17 lowercase hex digits, as EC2 makes them.
 pub fn valid_ami_id(id: &str) -> bool {
     id.strip_prefix("ami-").is_some_and(|hex| {
-        (hex.len() == 8 || hex.len() == 17) && hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        (hex.len() == 8 || hex.len() == 17)
+            && hex
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
     })
 }
 
@@ -35,15 +38,25 @@ pub fn parse_image_args(args: &[String]) -> Result<ImageArgs, String> {
             None => (None, arg.trim()),
         };
         if !valid_ami_id(ami) {
-            return Err(format!("--image {arg}: `{ami}` is not an AMI id (ami- and 8 or 17 hex digits)"));
+            return Err(format!(
+                "--image {arg}: `{ami}` is not an AMI id (ami- and 8 or 17 hex digits)"
+            ));
         }
         match region {
             Some(r) if !valid_region(r) => {
-                return Err(format!("--image {arg}: `{r}` is not a region name (like us-east-1)"));
+                return Err(format!(
+                    "--image {arg}: `{r}` is not a region name (like us-east-1)"
+                ));
             }
             Some(r) => {
-                if out.by_region.insert(r.to_string(), ami.to_string()).is_some() {
-                    return Err(format!("--image {arg}: a second image for {r}; give one per region"));
+                if out
+                    .by_region
+                    .insert(r.to_string(), ami.to_string())
+                    .is_some()
+                {
+                    return Err(format!(
+                        "--image {arg}: a second image for {r}; give one per region"
+                    ));
                 }
             }
             None => {
@@ -86,9 +99,25 @@ mod tests {
 
     #[test]
     fn refuses_bad_ones() {
-        assert!(parse(&["ami-xyz"]).unwrap_err().contains("`ami-xyz` is not an AMI id"));
-        assert!(parse(&["Mars=ami-0123abcd"]).unwrap_err().contains("`Mars` is not a region name"));
-        assert!(parse(&["us-east-1=ami-0123abcd", "us-east-1=ami-0123abce"]).unwrap_err().contains("a second image for us-east-1"));
-        assert!(parse(&["ami-0123abcd", "ami-0123abce"]).unwrap_err().contains("a second image without a region"));
+        assert!(
+            parse(&["ami-xyz"])
+                .unwrap_err()
+                .contains("`ami-xyz` is not an AMI id")
+        );
+        assert!(
+            parse(&["Mars=ami-0123abcd"])
+                .unwrap_err()
+                .contains("`Mars` is not a region name")
+        );
+        assert!(
+            parse(&["us-east-1=ami-0123abcd", "us-east-1=ami-0123abce"])
+                .unwrap_err()
+                .contains("a second image for us-east-1")
+        );
+        assert!(
+            parse(&["ami-0123abcd", "ami-0123abce"])
+                .unwrap_err()
+                .contains("a second image without a region")
+        );
     }
 }

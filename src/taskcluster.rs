@@ -204,7 +204,9 @@ impl WorkerManagerApi {
                     self.env.root_url
                 )
             }
-            Err(e) => Err(self.env.explain(&format!("fetching worker pool {pool_id}"), e)),
+            Err(e) => Err(self
+                .env
+                .explain(&format!("fetching worker pool {pool_id}"), e)),
         }
     }
 
@@ -213,7 +215,10 @@ impl WorkerManagerApi {
         self.client
             .updateWorkerPool(pool_id, payload)
             .await
-            .map_err(|e| self.env.explain(&format!("updating worker pool {pool_id}"), e))
+            .map_err(|e| {
+                self.env
+                    .explain(&format!("updating worker pool {pool_id}"), e)
+            })
     }
 }
 

@@ -15,7 +15,11 @@ use crate::user_data::user_data_for;
 pub async fn run(ctx: &Ctx, worker_type: &str) -> Result<u8> {
     let wt = load_worker_type(&ctx.config_dir, worker_type)?;
     let report = build_images(ctx, &wt).await?;
-    let human: Vec<String> = report.images.iter().map(|(region, id)| format!("{region}\t{id}")).collect();
+    let human: Vec<String> = report
+        .images
+        .iter()
+        .map(|(region, id)| format!("{region}\t{id}"))
+        .collect();
     let json = serde_json::to_value(&report)?;
     ctx.emit(&human.join("\n"), &json);
     Ok(0)
@@ -27,7 +31,10 @@ pub async fn build_images(ctx: &Ctx, wt: &WorkerType) -> Result<BuildReport> {
     // Everything that can be checked before creating anything is checked first.
     let script_path = wt.first_boot_script.display().to_string();
     let script = std::fs::read_to_string(&wt.first_boot_script).with_context(|| {
-        format!("cannot read the first-boot script {script_path} (first_boot_script in {})", wt.file.display())
+        format!(
+            "cannot read the first-boot script {script_path} (first_boot_script in {})",
+            wt.file.display()
+        )
     })?;
     let user_data = user_data_for(&script, &script_path)?;
     let secrets = match wt.password {
@@ -36,7 +43,10 @@ pub async fn build_images(ctx: &Ctx, wt: &WorkerType) -> Result<BuildReport> {
     };
     let ec2 = Ec2::load().await;
     let progress = Progress::new();
-    progress.stage(&format!("finding the base image `{}` in {}", wt.base_ami_pattern, wt.build_region));
+    progress.stage(&format!(
+        "finding the base image `{}` in {}",
+        wt.base_ami_pattern, wt.build_region
+    ));
     let base = tokio::select! {
         r = find_base_image(&ec2, wt) => r?,
         i = ctx.cancel.cancelled() => return Err(i.into()),
@@ -46,7 +56,11 @@ pub async fn build_images(ctx: &Ctx, wt: &WorkerType) -> Result<BuildReport> {
     let now = chrono::Utc::now();
     let build_id = new_build_id(now, rand::thread_rng().r#gen());
     let plan = plan_build(wt, &base, user_data, now, &build_id);
-    progress.note(&format!("build {build_id} of {} in {}", wt.name, wt.all_regions().join(", ")));
+    progress.note(&format!(
+        "build {build_id} of {} in {}",
+        wt.name,
+        wt.all_regions().join(", ")
+    ));
 
     let report = run_build(&ec2, secrets.as_ref(), &plan, &ctx.cancel, &progress).await?;
     match &report.password {
@@ -58,7 +72,11 @@ pub async fn build_images(ctx: &Ctx, wt: &WorkerType) -> Result<BuildReport> {
                 // Asked for: the worker type names no secret. Shown once, on stderr.
                 eprintln!(
                     "administrator password of {} (shown once; set password_secret_prefix to store it instead): {}",
-                    report.images.get(&report.region).map(String::as_str).unwrap_or("the image"),
+                    report
+                        .images
+                        .get(&report.region)
+                        .map(String::as_str)
+                        .unwrap_or("the image"),
                     p.expose()
                 );
             }

@@ -15,7 +15,9 @@ use crate::config::WorkerType;
 use crate::diff::{json_patch, unified_diff, use_color};
 use crate::ec2::{Ec2, has_code};
 use crate::image_arg::ImageArgs;
-use crate::pool::{Patched, definition, new_deployment_id, patch_pool, update_payload, verify_pushed};
+use crate::pool::{
+    Patched, definition, new_deployment_id, patch_pool, update_payload, verify_pushed,
+};
 use crate::taskcluster::WorkerManagerApi;
 
 /// The change to one pool, computed against the live definition.
@@ -29,10 +31,17 @@ pub struct Change {
 }
 
 impl Change {
-    pub fn new(pool_id: &str, root_url: &str, live: &Value, images: BTreeMap<String, String>) -> Result<Change> {
+    pub fn new(
+        pool_id: &str,
+        root_url: &str,
+        live: &Value,
+        images: BTreeMap<String, String>,
+    ) -> Result<Change> {
         let before = definition(live);
         let now = chrono::Utc::now();
-        let patched = patch_pool(pool_id, &before, &images, |image| new_deployment_id(image, now))?;
+        let patched = patch_pool(pool_id, &before, &images, |image| {
+            new_deployment_id(image, now)
+        })?;
         Ok(Change {
             pool_id: pool_id.to_string(),
             root_url: root_url.to_string(),
@@ -43,7 +52,13 @@ impl Change {
     }
 
     pub fn diff_text(&self, context: usize, color: bool) -> String {
-        let body = unified_diff(&self.before, &self.patched.after, &self.pool_id, context, color);
+        let body = unified_diff(
+            &self.before,
+            &self.patched.after,
+            &self.pool_id,
+            context,
+            color,
+        );
         if body.is_empty() {
             return body;
         }
@@ -67,24 +82,40 @@ impl Change {
     }
 
     pub fn images_text(&self) -> String {
-        self.images.iter().map(|(r, i)| format!("{r} {i}")).collect::<Vec<_>>().join(", ")
+        self.images
+            .iter()
+            .map(|(r, i)| format!("{r} {i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Prints the diff: on stdout, or on stderr when stdout carries the JSON document.
     pub fn show(&self, ctx: &Ctx, context: usize) {
         let no_color = std::env::var("NO_COLOR").ok();
         if ctx.json {
-            let text = self.diff_text(context, use_color(std::io::stderr().is_terminal(), no_color.as_deref()));
+            let text = self.diff_text(
+                context,
+                use_color(std::io::stderr().is_terminal(), no_color.as_deref()),
+            );
             eprint!("{text}");
         } else {
-            let text = self.diff_text(context, use_color(std::io::stdout().is_terminal(), no_color.as_deref()));
+            let text = self.diff_text(
+                context,
+                use_color(std::io::stdout().is_terminal(), no_color.as_deref()),
+            );
             print!("{text}");
         }
     }
 }
 
 /// The images to deploy, per pool region, from `--image` arguments.
-pub async fn resolve_images(ec2: &Ec2, wt: &WorkerType, pool_id: &str, regions: &[String], args: &ImageArgs) -> Result<BTreeMap<String, String>> {
+pub async fn resolve_images(
+    ec2: &Ec2,
+    wt: &WorkerType,
+    pool_id: &str,
+    regions: &[String],
+    args: &ImageArgs,
+) -> Result<BTreeMap<String, String>> {
     let mut images = BTreeMap::new();
     for (region, ami) in &args.by_region {
         if !regions.contains(region) {
@@ -96,10 +127,14 @@ pub async fn resolve_images(ec2: &Ec2, wt: &WorkerType, pool_id: &str, regions: 
         images.insert(region.clone(), ami.clone());
     }
     if let Some(source) = &args.source {
-        let found = ec2.describe_images(&wt.build_region, std::slice::from_ref(source)).await;
+        let found = ec2
+            .describe_images(&wt.build_region, std::slice::from_ref(source))
+            .await;
         match found {
             Ok(list) if !list.is_empty() => {}
-            Err(e) if !has_code(&e, &["InvalidAMIID.NotFound", "InvalidAMIID.Malformed"]) => return Err(e),
+            Err(e) if !has_code(&e, &["InvalidAMIID.NotFound", "InvalidAMIID.Malformed"]) => {
+                return Err(e);
+            }
             _ => bail!(
                 "image {source} does not exist in {} (the build region of {}); for an image of another region write --image REGION={source}",
                 wt.build_region,
@@ -107,13 +142,23 @@ pub async fn resolve_images(ec2: &Ec2, wt: &WorkerType, pool_id: &str, regions: 
             ),
         }
         if regions.contains(&wt.build_region) {
-            images.entry(wt.build_region.clone()).or_insert_with(|| source.clone());
+            images
+                .entry(wt.build_region.clone())
+                .or_insert_with(|| source.clone());
         }
         // Its copies, made by `build`, in the pool's other regions.
-        let missing: Vec<&String> = regions.iter().filter(|r| !images.contains_key(*r)).collect();
+        let missing: Vec<&String> = regions
+            .iter()
+            .filter(|r| !images.contains_key(*r))
+            .collect();
         let copies = try_join_all(missing.iter().map(|r| async move {
-            let found = ec2.find_own_images_by_tag(r, TAG_SOURCE_IMAGE_ID, source).await?;
-            Ok::<_, anyhow::Error>(((*r).clone(), choose_base_ami(&found, "*").map(|i| i.id.clone())))
+            let found = ec2
+                .find_own_images_by_tag(r, TAG_SOURCE_IMAGE_ID, source)
+                .await?;
+            Ok::<_, anyhow::Error>((
+                (*r).clone(),
+                choose_base_ami(&found, "*").map(|i| i.id.clone()),
+            ))
         }))
         .await?;
         for (region, copy) in copies {
@@ -131,10 +176,19 @@ pub async fn resolve_images(ec2: &Ec2, wt: &WorkerType, pool_id: &str, regions: 
 }
 
 /// The newest available image tc-ami built for `wt` in each region.
-pub async fn newest_built_images(ec2: &Ec2, wt: &WorkerType, regions: &[String]) -> Result<BTreeMap<String, String>> {
+pub async fn newest_built_images(
+    ec2: &Ec2,
+    wt: &WorkerType,
+    regions: &[String],
+) -> Result<BTreeMap<String, String>> {
     let found = try_join_all(regions.iter().map(|r| async move {
-        let images = ec2.find_own_images_by_tag(r, TAG_WORKER_TYPE, &wt.name).await?;
-        Ok::<_, anyhow::Error>((r.clone(), choose_base_ami(&images, "*").map(|i| i.id.clone())))
+        let images = ec2
+            .find_own_images_by_tag(r, TAG_WORKER_TYPE, &wt.name)
+            .await?;
+        Ok::<_, anyhow::Error>((
+            r.clone(),
+            choose_base_ami(&images, "*").map(|i| i.id.clone()),
+        ))
     }))
     .await?;
     let mut out = BTreeMap::new();
@@ -158,12 +212,28 @@ pub async fn check_available(ec2: &Ec2, images: &BTreeMap<String, String>) -> Re
     try_join_all(images.iter().map(|(region, id)| async move {
         let found = match ec2.describe_images(region, std::slice::from_ref(id)).await {
             Ok(list) => list.into_iter().next(),
-            Err(e) if has_code(&e, &["InvalidAMIID.NotFound", "InvalidAMIID.Unavailable", "InvalidAMIID.Malformed"]) => None,
+            Err(e)
+                if has_code(
+                    &e,
+                    &[
+                        "InvalidAMIID.NotFound",
+                        "InvalidAMIID.Unavailable",
+                        "InvalidAMIID.Malformed",
+                    ],
+                ) =>
+            {
+                None
+            }
             Err(e) => return Err(e),
         };
         match found {
-            None => Err(anyhow!("image {id} does not exist in {region} (deregistered, or in another region)")),
-            Some(i) if !i.is_available() => Err(anyhow!("image {id} in {region} is {}, not available", i.state)),
+            None => Err(anyhow!(
+                "image {id} does not exist in {region} (deregistered, or in another region)"
+            )),
+            Some(i) if !i.is_available() => Err(anyhow!(
+                "image {id} in {region} is {}, not available",
+                i.state
+            )),
             Some(_) => Ok(()),
         }
     }))
@@ -176,7 +246,9 @@ pub fn refuse_without_terminal(yes: bool, what: &str) -> Result<()> {
     if yes || std::io::stdin().is_terminal() {
         return Ok(());
     }
-    bail!("refusing to {what} without confirmation: stdin is not a terminal; pass --yes to go ahead, or --dry-run to only look")
+    bail!(
+        "refusing to {what} without confirmation: stdin is not a terminal; pass --yes to go ahead, or --dry-run to only look"
+    )
 }
 
 /// Asks on the terminal (unless `yes`).
@@ -209,9 +281,11 @@ pub async fn push(wm: &WorkerManagerApi, change: &Change) -> Result<Value> {
             now["lastModified"].as_str().unwrap_or("unknown")
         );
     }
-    wm.update_pool(pool_id, &update_payload(&change.patched.after)).await?;
+    wm.update_pool(pool_id, &update_payload(&change.patched.after))
+        .await?;
     let after = wm.get_pool(pool_id).await?;
-    verify_pushed(&change.patched.after, &after)
-        .map_err(|e| anyhow!("pushed to {pool_id}, but the pool does not hold what was pushed: {e}"))?;
+    verify_pushed(&change.patched.after, &after).map_err(|e| {
+        anyhow!("pushed to {pool_id}, but the pool does not hold what was pushed: {e}")
+    })?;
     Ok(after)
 }

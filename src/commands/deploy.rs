@@ -4,7 +4,9 @@
 use anyhow::{Result, anyhow, bail};
 
 use crate::commands::Ctx;
-use crate::commands::change::{Change, check_available, confirm, push, refuse_without_terminal, resolve_images};
+use crate::commands::change::{
+    Change, check_available, confirm, push, refuse_without_terminal, resolve_images,
+};
 use crate::config::load_worker_type;
 use crate::diff::DEFAULT_CONTEXT;
 use crate::ec2::Ec2;
@@ -12,7 +14,13 @@ use crate::image_arg::parse_image_args;
 use crate::pool::{definition, pool_regions};
 use crate::taskcluster::{TcEnv, WorkerManagerApi};
 
-pub async fn run(ctx: &Ctx, worker_type: &str, images: &[String], dry_run: bool, yes: bool) -> Result<u8> {
+pub async fn run(
+    ctx: &Ctx,
+    worker_type: &str,
+    images: &[String],
+    dry_run: bool,
+    yes: bool,
+) -> Result<u8> {
     let wt = load_worker_type(&ctx.config_dir, worker_type)?;
     let args = parse_image_args(images).map_err(|e| anyhow!(e))?;
     let env = TcEnv::from_env(true)?;
@@ -34,14 +42,20 @@ pub async fn run(ctx: &Ctx, worker_type: &str, images: &[String], dry_run: bool,
             );
         }
         if !dry_run {
-            refuse_without_terminal(yes, &format!("build and deploy to worker pool {}", wt.worker_pool_id))?;
+            refuse_without_terminal(
+                yes,
+                &format!("build and deploy to worker pool {}", wt.worker_pool_id),
+            )?;
         }
         let report = crate::commands::build::build_images(ctx, &wt).await?;
         // The build took a while: compare against the pool as it is now.
         let live = wm.get_pool(&wt.worker_pool_id).await?;
         (report.images, live)
     } else {
-        (resolve_images(&ec2, &wt, &wt.worker_pool_id, &regions, &args).await?, live)
+        (
+            resolve_images(&ec2, &wt, &wt.worker_pool_id, &regions, &args).await?,
+            live,
+        )
     };
     check_available(&ec2, &images).await?;
     let change = Change::new(&wt.worker_pool_id, wm.root_url(), &live, images)?;
@@ -49,13 +63,23 @@ pub async fn run(ctx: &Ctx, worker_type: &str, images: &[String], dry_run: bool,
 
     let mut report = change.to_json();
     let pushed = if !change.patched.changed {
-        eprintln!("worker pool {} is up to date: {}; nothing to push", change.pool_id, change.images_text());
+        eprintln!(
+            "worker pool {} is up to date: {}; nothing to push",
+            change.pool_id,
+            change.images_text()
+        );
         false
     } else if dry_run {
         eprintln!("dry run: nothing pushed to worker pool {}", change.pool_id);
         false
     } else {
-        confirm(yes, &format!("Push this change to worker pool {} at {}", change.pool_id, change.root_url))?;
+        confirm(
+            yes,
+            &format!(
+                "Push this change to worker pool {} at {}",
+                change.pool_id, change.root_url
+            ),
+        )?;
         push(&wm, &change).await?;
         eprintln!(
             "deployed to worker pool {}: {}{}",

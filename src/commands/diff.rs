@@ -33,7 +33,11 @@ pub async fn run(ctx: &Ctx, worker_type: &str, images: &[String], context: usize
     if change.patched.changed {
         Ok(2)
     } else {
-        eprintln!("worker pool {} is up to date: {}", change.pool_id, change.images_text());
+        eprintln!(
+            "worker pool {} is up to date: {}",
+            change.pool_id,
+            change.images_text()
+        );
         Ok(0)
     }
 }
