@@ -355,7 +355,8 @@ fn bad_deploys_change_nothing_and_say_why() {
     let east = images["us-east-1"].as_str().unwrap().to_string();
     w.cfg.worker_type("nopool", "proj-servo/does-not-exist", "");
     let url = w.tc.server.url.clone();
-    let cases: Vec<(Vec<String>, Vec<(&str, &str)>, String)> = vec![
+    type Case<'a> = (Vec<String>, Vec<(&'a str, &'a str)>, String);
+    let cases: Vec<Case> = vec![
         (
             vec!["-w".into(), "nopool".into(), "--image".into(), west.clone()],
             vec![],
