@@ -48,7 +48,7 @@ pub fn has_code(err: &anyhow::Error, codes: &[&str]) -> bool {
         .is_some_and(|e| codes.iter().any(|c| e.code_is(c)))
 }
 
-fn sdk_error<E, R>(operation: &'static str, region: &str, err: SdkError<E, R>) -> anyhow::Error
+pub(crate) fn sdk_error<E, R>(operation: &'static str, region: &str, err: SdkError<E, R>) -> anyhow::Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
@@ -105,27 +105,27 @@ fn one_line(text: &str) -> String {
 
 pub type Tags = Vec<(String, String)>;
 
-fn tag_spec(resource: ResourceType, tags: &Tags) -> TagSpecification {
+pub(crate) fn tag_spec(resource: ResourceType, tags: &Tags) -> TagSpecification {
     TagSpecification::builder()
         .resource_type(resource)
         .set_tags(Some(to_sdk_tags(tags)))
         .build()
 }
 
-fn to_sdk_tags(tags: &Tags) -> Vec<Tag> {
+pub(crate) fn to_sdk_tags(tags: &Tags) -> Vec<Tag> {
     tags.iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect()
 }
 
-fn filter(name: &str, values: &[&str]) -> Filter {
+pub(crate) fn filter(name: &str, values: &[&str]) -> Filter {
     Filter::builder()
         .name(name)
         .set_values(Some(values.iter().map(|v| v.to_string()).collect()))
         .build()
 }
 
-fn tags_map(tags: &[Tag]) -> BTreeMap<String, String> {
+pub(crate) fn tags_map(tags: &[Tag]) -> BTreeMap<String, String> {
     tags.iter()
         .filter_map(|t| {
             Some((
@@ -136,7 +136,7 @@ fn tags_map(tags: &[Tag]) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn image_from_sdk(i: &aws_sdk_ec2::types::Image) -> Image {
+pub(crate) fn image_from_sdk(i: &aws_sdk_ec2::types::Image) -> Image {
     Image {
         id: i.image_id().unwrap_or_default().to_string(),
         name: i.name().unwrap_or_default().to_string(),
