@@ -463,15 +463,22 @@ async fn pipeline(b: &Builder<'_>) -> Result<PipelineOutput> {
     let image_started = Instant::now();
 
     b.enter(Stage::WaitImage)?;
-    let image = wait_available(b, region, &image_id, image_started).await?;
+    let image = wait_available(
+        ec2,
+        b.cancel,
+        region,
+        &image_id,
+        image_started,
+        plan.image_timeout,
+    )
+    .await?;
     ec2.create_tags(region, &image.snapshot_ids, &plan.image_tags)
         .await?;
 
     let mut images = BTreeMap::from([(region.to_string(), image_id.clone())]);
     if !plan.copy_regions.is_empty() {
         b.enter(Stage::CopyImage)?;
-        let copies = copy_everywhere(b, &image_id).await?;
-        images.extend(copies);
+        images.extend(copy_everywhere(b, &image_id).await?);
     }
 
     if !plan.share_with_accounts.is_empty() {
@@ -522,21 +529,24 @@ fn instance_gone(i: &crate::model::Instance) -> String {
     )
 }
 
-async fn wait_available(
-    b: &Builder<'_>,
+/// Waits until the image is available (an error if it fails).
+pub async fn wait_available(
+    ec2: &Ec2,
+    cancel: &Cancel,
     region: &str,
     image_id: &str,
     started: Instant,
+    timeout: Duration,
 ) -> Result<Image> {
     let ids = vec![image_id.to_string()];
     poll_until(
-        b.cancel,
+        cancel,
         &format!("image {image_id} in {region} to be available"),
         started,
-        b.plan.image_timeout,
+        timeout,
         POLL_INTERVAL,
         || async {
-            let found = b.ec2.describe_images(region, &ids).await;
+            let found = ec2.describe_images(region, &ids).await;
             let image = match found {
                 Ok(images) => images.into_iter().next(),
                 Err(e) if has_code(&e, &["InvalidAMIID.NotFound"]) => None,
@@ -568,35 +578,81 @@ async fn wait_available(
 
 /// Copies the image to every other region at once and waits for all of them: the wall time
 /// is the slowest copy's, not the sum.
-async fn copy_everywhere(b: &Builder<'_>, image_id: &str) -> Result<Vec<(String, String)>> {
+async fn copy_everywhere(b: &Builder<'_>, image_id: &str) -> Result<BTreeMap<String, String>> {
     let plan = b.plan;
+    let copy = ImageCopy {
+        source_region: &plan.region,
+        image_id,
+        name: &plan.image_name,
+        description: &plan.description,
+        tags: &plan.image_tags,
+        token_prefix: &plan.build_id,
+        timeout: plan.image_timeout,
+    };
+    copy_image_to(
+        b.ec2,
+        b.cancel,
+        b.progress,
+        &copy,
+        &plan.copy_regions,
+        &|dest, id| {
+            b.record(|c| {
+                c.images.retain(|(r, i)| !(r == dest && i.is_none()));
+                c.images.push((dest.to_string(), id.map(str::to_string)));
+            })
+        },
+    )
+    .await
+}
+
+/// What [`copy_image_to`] copies.
+pub struct ImageCopy<'a> {
+    pub source_region: &'a str,
+    pub image_id: &'a str,
+    pub name: &'a str,
+    pub description: &'a str,
+    /// The source's tags, given to each copy (CopyImage does not copy them), plus
+    /// `tc-ami:source-image-id`.
+    pub tags: &'a Tags,
+    /// Idempotency tokens are `<token_prefix>-<region>`.
+    pub token_prefix: &'a str,
+    pub timeout: Duration,
+}
+
+/// Copies an image to `dests` at once, tags the copies and their snapshots, and waits for all
+/// of them. `record(region, id)` hears of each copy before it is requested (id None) and as
+/// soon as its id is known, so that a caller can remove them whatever happens.
+pub async fn copy_image_to(
+    ec2: &Ec2,
+    cancel: &Cancel,
+    progress: &Progress,
+    copy: &ImageCopy<'_>,
+    dests: &[String],
+    record: &(dyn Fn(&str, Option<&str>) + Sync),
+) -> Result<BTreeMap<String, String>> {
     let started = Instant::now();
-    let copies = join_all(plan.copy_regions.iter().map(|dest| async move {
-        b.record(|c| c.images.push((dest.clone(), None)));
-        let copy_id = b
-            .ec2
+    let mut tags = copy.tags.clone();
+    tags.retain(|(k, _)| k != TAG_SOURCE_IMAGE_ID && !k.starts_with("aws:"));
+    tags.push((TAG_SOURCE_IMAGE_ID.into(), copy.image_id.to_string()));
+    let tags = &tags;
+    let copies = join_all(dests.iter().map(|dest| async move {
+        record(dest, None);
+        let copy_id = ec2
             .copy_image(
                 dest,
-                &plan.region,
-                image_id,
-                &plan.image_name,
-                &plan.description,
-                &format!("{}-{dest}", plan.build_id),
+                copy.source_region,
+                copy.image_id,
+                copy.name,
+                copy.description,
+                &format!("{}-{dest}", copy.token_prefix),
             )
             .await?;
-        b.record(|c| {
-            c.images.retain(|(r, id)| !(r == dest && id.is_none()));
-            c.images.push((dest.clone(), Some(copy_id.clone())));
-        });
-        // CopyImage does not copy tags; tag the copy like the source, naming the source.
-        let mut tags = plan.image_tags.clone();
-        tags.push((TAG_SOURCE_IMAGE_ID.into(), image_id.to_string()));
-        b.ec2
-            .create_tags(dest, std::slice::from_ref(&copy_id), &tags)
+        record(dest, Some(&copy_id));
+        ec2.create_tags(dest, std::slice::from_ref(&copy_id), tags)
             .await?;
-        b.progress.note(&format!("copy {copy_id} in {dest}"));
-        let copy = wait_available(b, dest, &copy_id, started).await?;
-        b.ec2.create_tags(dest, &copy.snapshot_ids, &tags).await?;
+        progress.note(&format!("copy {copy_id} in {dest}"));
+        let image = wait_available(ec2, cancel, dest, &copy_id, started, copy.timeout).await?;
+        ec2.create_tags(dest, &image.snapshot_ids, tags).await?;
         Ok::<_, anyhow::Error>((dest.clone(), copy_id))
     }))
     .await;

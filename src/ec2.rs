@@ -48,7 +48,11 @@ pub fn has_code(err: &anyhow::Error, codes: &[&str]) -> bool {
         .is_some_and(|e| codes.iter().any(|c| e.code_is(c)))
 }
 
-pub(crate) fn sdk_error<E, R>(operation: &'static str, region: &str, err: SdkError<E, R>) -> anyhow::Error
+pub(crate) fn sdk_error<E, R>(
+    operation: &'static str,
+    region: &str,
+    err: SdkError<E, R>,
+) -> anyhow::Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,

@@ -11,6 +11,7 @@ pub mod config;
 pub mod diff;
 pub mod duration;
 pub mod ec2;
+pub mod history;
 pub mod image_arg;
 pub mod interrupt;
 pub mod model;

@@ -152,6 +152,15 @@ impl SecretsApi {
         })
     }
 
+    /// The secret's value, or None when there is no such secret (or it expired).
+    pub async fn get(&self, name: &str) -> Result<Option<Value>> {
+        match self.client.get(name).await {
+            Ok(v) => Ok(Some(v.get("secret").cloned().unwrap_or(Value::Null))),
+            Err(e) if taskcluster::err_status_code(&e).map(|s| s.as_u16()) == Some(404) => Ok(None),
+            Err(e) => Err(self.env.explain(&format!("reading secret `{name}`"), e)),
+        }
+    }
+
     /// Writes `value` to the secret `name`, expiring at `expires`.
     pub async fn set(
         &self,

@@ -285,8 +285,9 @@ fn a_read_only_client_can_review_but_not_push() {
         err.contains("client `tc-ami-readonly` lacks scopes"),
         "{err}"
     );
+    // It may not record the deployment, so it does not push.
     assert!(
-        err.contains("worker-manager:manage-worker-pool:proj-servo/win2016"),
+        err.contains("secrets:get:tc-ami/deployments/proj-servo/win2016"),
         "{err}"
     );
     assert!(err.contains(&w.tc.server.url), "names the root URL: {err}");
@@ -387,16 +388,6 @@ fn bad_deploys_change_nothing_and_say_why() {
                 "-w".into(),
                 "w".into(),
                 "--image".into(),
-                format!("us-west-2={west}"),
-            ],
-            vec![],
-            "has launch configs in us-east-1 but no image was given for it".into(),
-        ),
-        (
-            vec![
-                "-w".into(),
-                "w".into(),
-                "--image".into(),
                 format!("us-west-2={PENDING_AMI}"),
                 "--image".into(),
                 format!("us-east-1={east}"),
@@ -455,4 +446,52 @@ fn bad_deploys_change_nothing_and_say_why() {
         );
     }
     assert_eq!(w.updates(), 0);
+}
+
+#[test]
+fn diff_names_a_region_without_an_image() {
+    let w = World::new();
+    // A base image of the seed: no copy of it exists in us-east-1.
+    let run = w.tc_ami().run(&[
+        "diff",
+        "-w",
+        "w",
+        "--image",
+        "us-west-2=ami-debb7b63493b4360c",
+    ]);
+    run.assert_code(1);
+    assert!(
+        run.error_line().contains("has launch configs in us-east-1 but no image was given for it; pass --image us-east-1=AMI"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn deploy_copies_an_image_to_the_regions_that_lack_it() {
+    let w = World::new();
+    // Built for us-west-2 only; the pool also runs in us-east-1.
+    w.cfg.worker_type("west", POOL, "");
+    let run = w.tc_ami().run(&["--json", "build", "-w", "west"]);
+    run.assert_code(0);
+    let west = run.json()["images"]["us-west-2"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let run = w
+        .tc_ami()
+        .run(&["--json", "deploy", "-w", "west", "--image", &west, "--yes"]);
+    run.assert_code(0);
+    let east = run.json()["images"]["us-east-1"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let images = w.ec2.all("images");
+    let (_, copy) = images
+        .iter()
+        .find(|(r, i)| r == "us-east-1" && i["id"] == east.as_str())
+        .expect("the copy");
+    assert_eq!(copy["state"], "available");
+    assert_eq!(copy["tags"]["tc-ami:source-image-id"], west.as_str());
+    assert!(w.pool().0.iter().any(|lc| image_of(lc) == east));
 }

@@ -9,16 +9,18 @@ use futures::future::try_join_all;
 use serde_json::{Value, json};
 
 use crate::base_ami::choose_base_ami;
-use crate::build::{TAG_SOURCE_IMAGE_ID, TAG_WORKER_TYPE};
+use crate::build::{ImageCopy, TAG_BUILD_ID, TAG_WORKER_TYPE, copy_image_to, remove_image};
 use crate::commands::Ctx;
 use crate::config::WorkerType;
 use crate::diff::{json_patch, unified_diff, use_color};
 use crate::ec2::{Ec2, has_code};
+use crate::history::{self, Deployment, History, Kind};
 use crate::image_arg::ImageArgs;
 use crate::pool::{
     Patched, definition, new_deployment_id, patch_pool, update_payload, verify_pushed,
 };
-use crate::taskcluster::WorkerManagerApi;
+use crate::progress::Progress;
+use crate::taskcluster::{SecretsApi, WorkerManagerApi};
 
 /// The change to one pool, computed against the live definition.
 pub struct Change {
@@ -126,6 +128,8 @@ pub async fn resolve_images(
         }
         images.insert(region.clone(), ami.clone());
     }
+    let mut named: Option<(String, String)> =
+        images.iter().next().map(|(r, i)| (r.clone(), i.clone()));
     if let Some(source) = &args.source {
         let found = ec2
             .describe_images(&wt.build_region, std::slice::from_ref(source))
@@ -146,33 +150,142 @@ pub async fn resolve_images(
                 .entry(wt.build_region.clone())
                 .or_insert_with(|| source.clone());
         }
-        // Its copies, made by `build`, in the pool's other regions.
-        let missing: Vec<&String> = regions
-            .iter()
-            .filter(|r| !images.contains_key(*r))
-            .collect();
-        let copies = try_join_all(missing.iter().map(|r| async move {
-            let found = ec2
-                .find_own_images_by_tag(r, TAG_SOURCE_IMAGE_ID, source)
-                .await?;
-            Ok::<_, anyhow::Error>((
-                (*r).clone(),
-                choose_base_ami(&found, "*").map(|i| i.id.clone()),
-            ))
-        }))
-        .await?;
-        for (region, copy) in copies {
-            match copy {
-                Some(id) => {
-                    images.insert(region, id);
-                }
-                None => bail!(
-                    "image {source} has no copy in {region}, where worker pool {pool_id} has launch configs; copy it there or pass --image {region}=AMI"
-                ),
-            }
+        named = Some((wt.build_region.clone(), source.clone()));
+    }
+    // In the pool's other regions, the copies of the given image: a build's copies, and those
+    // deploy made, carry the source's name. Regions without one stay missing: deploy copies
+    // the image there ([`copy_missing`]); diff says which region lacks one.
+    let missing: Vec<&String> = regions
+        .iter()
+        .filter(|r| !images.contains_key(*r))
+        .collect();
+    if let (Some((region, id)), false) = (named, missing.is_empty()) {
+        let name = match ec2
+            .describe_images(&region, std::slice::from_ref(&id))
+            .await
+        {
+            Ok(list) => list.into_iter().next().map(|i| i.name),
+            Err(e) if has_code(&e, &["InvalidAMIID.NotFound", "InvalidAMIID.Malformed"]) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(name) = name {
+            let copies = try_join_all(missing.iter().map(|r| async {
+                let found = ec2.find_own_images_by_name(r, &name).await?;
+                Ok::<_, anyhow::Error>((
+                    (*r).clone(),
+                    choose_base_ami(&found, "*").map(|i| i.id.clone()),
+                ))
+            }))
+            .await?;
+            images.extend(copies.into_iter().filter_map(|(r, c)| c.map(|c| (r, c))));
         }
     }
     Ok(images)
+}
+
+/// Copies an image to the `regions` that have none in `images` (all at once), and adds the
+/// copies to `images`. The source is the build region's image if there is one. On failure or
+/// interrupt, the copies already started are removed. With `dry_run`, copies nothing and
+/// returns the regions that would get a copy.
+pub async fn copy_missing(
+    ctx: &Ctx,
+    ec2: &Ec2,
+    wt: &WorkerType,
+    images: &mut BTreeMap<String, String>,
+    regions: &[String],
+    dry_run: bool,
+) -> Result<Vec<String>> {
+    let missing: Vec<String> = regions
+        .iter()
+        .filter(|r| !images.contains_key(*r))
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        return Ok(missing);
+    }
+    let (source_region, source_id) = images
+        .get_key_value(&wt.build_region)
+        .or_else(|| images.iter().next())
+        .map(|(r, i)| (r.clone(), i.clone()))
+        .ok_or_else(|| anyhow!("no image to copy to {}", missing.join(", ")))?;
+    if dry_run {
+        return Ok(missing);
+    }
+    let source = ec2
+        .describe_images(&source_region, std::slice::from_ref(&source_id))
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("image {source_id} does not exist in {source_region}"))?;
+    let tags: Vec<(String, String)> = source.tags.clone().into_iter().collect();
+    let description = format!("{} copied from {source_region} by tc-ami", source.name);
+    let token = format!("{source_id}-{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+    let copy = ImageCopy {
+        source_region: &source_region,
+        image_id: &source_id,
+        name: &source.name,
+        description: &description,
+        tags: &tags,
+        token_prefix: &token,
+        timeout: wt.image_timeout,
+    };
+    let progress = Progress::new();
+    progress.stage(&format!(
+        "copying {source_id} from {source_region} to {}",
+        missing.join(", ")
+    ));
+    let started = std::sync::Mutex::new(Vec::<(String, String)>::new());
+    let result = copy_image_to(
+        ec2,
+        &ctx.cancel,
+        &progress,
+        &copy,
+        &missing,
+        &|region, id| {
+            if let Some(id) = id {
+                started
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((region.to_string(), id.to_string()));
+            }
+        },
+    )
+    .await;
+    progress.finish();
+    match result {
+        Ok(copies) => {
+            images.extend(copies);
+            Ok(missing)
+        }
+        Err(e) => {
+            let build_id = source.tags.get(TAG_BUILD_ID).cloned().unwrap_or_default();
+            let started = started.into_inner().unwrap_or_else(|e| e.into_inner());
+            let mut left = Vec::new();
+            for (region, id) in &started {
+                if let Err(err) = remove_image(ec2, region, id, &build_id).await {
+                    left.push(format!("image {id} in {region} ({err:#})"));
+                }
+            }
+            let removed = if started.is_empty() {
+                String::new()
+            } else if left.is_empty() {
+                format!(
+                    "; removed the copies it started ({})",
+                    started
+                        .iter()
+                        .map(|(_, i)| i.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            } else {
+                format!("; LEFT BEHIND, remove by hand: {}", left.join(", "))
+            };
+            Err(e.context(format!(
+                "copying {source_id} to {}{removed}",
+                missing.join(", ")
+            )))
+        }
+    }
 }
 
 /// The newest available image tc-ami built for `wt` in each region.
@@ -288,4 +401,100 @@ pub async fn push(wm: &WorkerManagerApi, change: &Change) -> Result<Value> {
         anyhow!("pushed to {pool_id}, but the pool does not hold what was pushed: {e}")
     })?;
     Ok(after)
+}
+
+/// What the history records about a change, besides its images.
+pub struct RecordAs {
+    pub kind: Kind,
+    pub worker_type: String,
+    pub undoes: Option<u64>,
+    pub undoes_outside_change: bool,
+    pub from: Option<String>,
+}
+
+/// The end of deploy, rollback and promote: shows the change, then (unless nothing changes or
+/// `dry_run`) asks, pushes, verifies and appends the deployment to the pool's history.
+/// `history` is the pool's history as loaded (None: load it now, after the confirmation).
+/// Prints the JSON document with --json. Returns whether it pushed.
+#[allow(clippy::too_many_arguments)]
+pub async fn review_and_push(
+    ctx: &Ctx,
+    wm: &WorkerManagerApi,
+    secrets: &SecretsApi,
+    who: &str,
+    change: &Change,
+    history: Option<History>,
+    record: RecordAs,
+    dry_run: bool,
+    yes: bool,
+) -> Result<bool> {
+    change.show(ctx, crate::diff::DEFAULT_CONTEXT);
+    let mut report = change.to_json();
+    let pushed = if !change.patched.changed {
+        eprintln!(
+            "worker pool {} is up to date: {}; nothing to push",
+            change.pool_id,
+            change.images_text()
+        );
+        false
+    } else if dry_run {
+        eprintln!("dry run: nothing pushed to worker pool {}", change.pool_id);
+        false
+    } else {
+        confirm(
+            yes,
+            &format!(
+                "Push this change to worker pool {} at {}",
+                change.pool_id, change.root_url
+            ),
+        )?;
+        // Read before the push: a client that cannot record the deployment does not push.
+        let history = match history {
+            Some(h) => h,
+            None => history::load(secrets, &change.pool_id).await?,
+        };
+        push(wm, change).await?;
+        let deployment = Deployment {
+            seq: history.next_seq(),
+            time: chrono::Utc::now(),
+            who: who.to_string(),
+            kind: record.kind,
+            worker_type: record.worker_type,
+            before: crate::pool::live_images(&change.before),
+            after: change.images.clone(),
+            deployment_id: change.patched.deployment_id.clone(),
+            undoes: record.undoes,
+            undoes_outside_change: record.undoes_outside_change,
+            from: record.from,
+        };
+        history::append(secrets, &change.pool_id, history, deployment).await.map_err(|e| {
+            anyhow!(
+                "pushed to worker pool {}, but the deployment could not be recorded in the secret {}: {e:#}",
+                change.pool_id,
+                history::secret_name(&change.pool_id)
+            )
+        })?;
+        eprintln!(
+            "{} to worker pool {}: {}{}",
+            match record.kind {
+                Kind::Deploy => "deployed",
+                Kind::Rollback => "rolled back",
+                Kind::Promote => "promoted",
+            },
+            change.pool_id,
+            change.images_text(),
+            change
+                .patched
+                .deployment_id
+                .as_deref()
+                .map(|d| format!(" (deploymentId {d})"))
+                .unwrap_or_default()
+        );
+        true
+    };
+    report["pushed"] = Value::Bool(pushed);
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(pushed)
 }

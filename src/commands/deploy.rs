@@ -5,14 +5,15 @@ use anyhow::{Result, anyhow, bail};
 
 use crate::commands::Ctx;
 use crate::commands::change::{
-    Change, check_available, confirm, push, refuse_without_terminal, resolve_images,
+    Change, RecordAs, check_available, copy_missing, refuse_without_terminal, resolve_images,
+    review_and_push,
 };
 use crate::config::load_worker_type;
-use crate::diff::DEFAULT_CONTEXT;
 use crate::ec2::Ec2;
+use crate::history::Kind;
 use crate::image_arg::parse_image_args;
 use crate::pool::{definition, pool_regions};
-use crate::taskcluster::{TcEnv, WorkerManagerApi};
+use crate::taskcluster::{SecretsApi, TcEnv, WorkerManagerApi};
 
 pub async fn run(
     ctx: &Ctx,
@@ -52,51 +53,31 @@ pub async fn run(
         let live = wm.get_pool(&wt.worker_pool_id).await?;
         (report.images, live)
     } else {
-        (
-            resolve_images(&ec2, &wt, &wt.worker_pool_id, &regions, &args).await?,
-            live,
-        )
+        let mut images = resolve_images(&ec2, &wt, &wt.worker_pool_id, &regions, &args).await?;
+        let copied = copy_missing(ctx, &ec2, &wt, &mut images, &regions, dry_run).await?;
+        if dry_run && !copied.is_empty() {
+            eprintln!(
+                "dry run: the image would first be copied to {}; nothing copied or pushed",
+                copied.join(", ")
+            );
+            return Ok(0);
+        }
+        (images, live)
     };
     check_available(&ec2, &images).await?;
     let change = Change::new(&wt.worker_pool_id, wm.root_url(), &live, images)?;
-    change.show(ctx, DEFAULT_CONTEXT);
-
-    let mut report = change.to_json();
-    let pushed = if !change.patched.changed {
-        eprintln!(
-            "worker pool {} is up to date: {}; nothing to push",
-            change.pool_id,
-            change.images_text()
-        );
-        false
-    } else if dry_run {
-        eprintln!("dry run: nothing pushed to worker pool {}", change.pool_id);
-        false
-    } else {
-        confirm(
-            yes,
-            &format!(
-                "Push this change to worker pool {} at {}",
-                change.pool_id, change.root_url
-            ),
-        )?;
-        push(&wm, &change).await?;
-        eprintln!(
-            "deployed to worker pool {}: {}{}",
-            change.pool_id,
-            change.images_text(),
-            change
-                .patched
-                .deployment_id
-                .as_deref()
-                .map(|d| format!(" (deploymentId {d})"))
-                .unwrap_or_default()
-        );
-        true
+    let secrets = SecretsApi::new(&env)?;
+    let record = RecordAs {
+        kind: Kind::Deploy,
+        worker_type: wt.name.clone(),
+        undoes: None,
+        undoes_outside_change: false,
+        from: None,
     };
-    report["pushed"] = serde_json::Value::Bool(pushed);
-    if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    }
+    let who = env.client_id.clone().unwrap_or_default();
+    review_and_push(
+        ctx, &wm, &secrets, &who, &change, None, record, dry_run, yes,
+    )
+    .await?;
     Ok(0)
 }

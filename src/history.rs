@@ -1,0 +1,376 @@
+//! Deployment history: every deploy, rollback and promote of a pool, kept in the Taskcluster
+//! secret `tc-ami/deployments/<worker pool id>` so that anyone with the same credentials can
+//! see it and roll back from any machine (see the README's "Deployment history").
+//!
+//! The record is a list; what is live and what a rollback puts back are found by replaying
+//! it (pure, below). A change made outside tc-ami is noticed by comparing the live pool with
+//! the last record, and does not break the chain.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::taskcluster::SecretsApi;
+
+/// Region → AMI.
+pub type Images = BTreeMap<String, String>;
+
+/// How many records the secret keeps (the oldest go first).
+pub const MAX_RECORDS: usize = 200;
+const FORMAT: u64 = 1;
+
+pub fn secret_name(pool_id: &str) -> String {
+    format!("tc-ami/deployments/{pool_id}")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Deploy,
+    Rollback,
+    Promote,
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Deploy => "deploy",
+            Kind::Rollback => "rollback",
+            Kind::Promote => "promote",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    /// Increasing number, unique within the pool's history.
+    pub seq: u64,
+    pub time: DateTime<Utc>,
+    /// The Taskcluster clientId that made it.
+    pub who: String,
+    pub kind: Kind,
+    pub worker_type: String,
+    pub before: Images,
+    pub after: Images,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_id: Option<String>,
+    /// A rollback: the seq of the deployment it undid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undoes: Option<u64>,
+    /// A rollback that undid a change made outside tc-ami.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub undoes_outside_change: bool,
+    /// A promote: the worker type whose live images were promoted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct History {
+    /// Oldest first.
+    pub records: Vec<Deployment>,
+}
+
+impl History {
+    pub fn from_secret(value: &Value) -> Result<History, String> {
+        let deployments = value
+            .get("deployments")
+            .ok_or("it has no `deployments` list")?;
+        let records: Vec<Deployment> = serde_json::from_value(deployments.clone())
+            .map_err(|e| format!("its deployments do not parse: {e}"))?;
+        Ok(History { records })
+    }
+
+    pub fn to_secret(&self, pool_id: &str) -> Value {
+        let keep = self.records.len().saturating_sub(MAX_RECORDS);
+        serde_json::json!({
+            "format": FORMAT,
+            "workerPoolId": pool_id,
+            "deployments": self.records[keep..],
+        })
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.records
+            .iter()
+            .map(|r| r.seq)
+            .max()
+            .map_or(1, |m| m + 1)
+    }
+
+    /// The deployments in effect, oldest first: each rollback takes back the one it undid.
+    pub fn effective(&self) -> Vec<&Deployment> {
+        let mut stack: Vec<&Deployment> = Vec::new();
+        for r in &self.records {
+            match (r.kind, r.undoes) {
+                (Kind::Rollback, Some(seq)) => {
+                    if let Some(pos) = stack.iter().rposition(|d| d.seq == seq) {
+                        stack.truncate(pos);
+                    }
+                }
+                (Kind::Rollback, None) if r.undoes_outside_change => {}
+                _ => stack.push(r),
+            }
+        }
+        stack
+    }
+
+    /// The seq of the record that describes what is live: the newest, when the live images are
+    /// the ones it put there (else the pool was changed outside tc-ami since).
+    pub fn live_seq(&self, live: &Images) -> Option<u64> {
+        self.records
+            .last()
+            .filter(|r| r.after == *live)
+            .map(|r| r.seq)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollbackPlan {
+    pub target: Images,
+    /// The deployment undone (None: a change made outside tc-ami is undone).
+    pub undoes: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RollbackError {
+    #[error(
+        "no deployment of worker pool {0} recorded by tc-ami: nothing to roll back to; use `rollback --to AMI`"
+    )]
+    NoHistory(String),
+    #[error(
+        "worker pool {0} is back at its first recorded deployment: there is nothing earlier to roll back to; use `rollback --to AMI`"
+    )]
+    NothingEarlier(String),
+}
+
+/// What a rollback puts back: the images live before the last deployment in effect. When the
+/// live images are not what tc-ami last put there (a change by hand), the images tc-ami last
+/// put there. A second rollback goes one further back, never back and forth.
+pub fn plan_rollback(
+    pool_id: &str,
+    history: &History,
+    live: &Images,
+) -> Result<RollbackPlan, RollbackError> {
+    let effective = history.effective();
+    let Some(top) = effective.last() else {
+        return Err(if history.records.is_empty() {
+            RollbackError::NoHistory(pool_id.to_string())
+        } else {
+            RollbackError::NothingEarlier(pool_id.to_string())
+        });
+    };
+    // What tc-ami last put in place: the newest record's images, whatever its kind.
+    let in_place = history.records.last().map_or(&top.after, |r| &r.after);
+    if in_place != live {
+        return Ok(RollbackPlan {
+            target: in_place.clone(),
+            undoes: None,
+        });
+    }
+    Ok(RollbackPlan {
+        target: top.before.clone(),
+        undoes: Some(top.seq),
+    })
+}
+
+/// The rollback target of a pool (for cleanup: those images must be kept). None when the
+/// history has nothing to roll back to.
+pub async fn rollback_target(
+    secrets: &SecretsApi,
+    pool_id: &str,
+    live: &Images,
+) -> Result<Option<Images>> {
+    let history = load(secrets, pool_id).await?;
+    Ok(plan_rollback(pool_id, &history, live)
+        .ok()
+        .map(|p| p.target))
+}
+
+pub async fn load(secrets: &SecretsApi, pool_id: &str) -> Result<History> {
+    let name = secret_name(pool_id);
+    match secrets.get(&name).await? {
+        None => Ok(History::default()),
+        Some(v) => History::from_secret(&v).map_err(|e| {
+            anyhow::anyhow!(
+                "the deployment history in the Taskcluster secret {name} is unreadable: {e}"
+            )
+        }),
+    }
+}
+
+/// Appends `record` and writes the history back.
+pub async fn append(
+    secrets: &SecretsApi,
+    pool_id: &str,
+    mut history: History,
+    record: Deployment,
+) -> Result<()> {
+    history.records.push(record);
+    let expires = Utc::now() + chrono::Duration::days(3650);
+    secrets
+        .set(&secret_name(pool_id), history.to_secret(pool_id), expires)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn images(pairs: &[(&str, &str)]) -> Images {
+        pairs
+            .iter()
+            .map(|(r, i)| (r.to_string(), i.to_string()))
+            .collect()
+    }
+
+    fn rec(seq: u64, kind: Kind, before: &str, after: &str, undoes: Option<u64>) -> Deployment {
+        Deployment {
+            seq,
+            time: DateTime::from_timestamp(1_700_000_000 + seq as i64, 0).unwrap(),
+            who: "me".into(),
+            kind,
+            worker_type: "w".into(),
+            before: images(&[("us-west-2", before)]),
+            after: images(&[("us-west-2", after)]),
+            deployment_id: Some(format!("{after}-x")),
+            undoes,
+            undoes_outside_change: false,
+            from: None,
+        }
+    }
+
+    fn live(ami: &str) -> Images {
+        images(&[("us-west-2", ami)])
+    }
+
+    #[test]
+    fn rollback_goes_back_then_further_back() {
+        // seed S; deploy A; deploy B.
+        let mut h = History {
+            records: vec![
+                rec(1, Kind::Deploy, "S", "A", None),
+                rec(2, Kind::Deploy, "A", "B", None),
+            ],
+        };
+        let p = plan_rollback("p", &h, &live("B")).unwrap();
+        assert_eq!(
+            p,
+            RollbackPlan {
+                target: live("A"),
+                undoes: Some(2)
+            }
+        );
+        h.records.push(rec(3, Kind::Rollback, "B", "A", Some(2)));
+        assert_eq!(h.live_seq(&live("A")), Some(3));
+        // A second rollback goes to S, not back to B.
+        let p = plan_rollback("p", &h, &live("A")).unwrap();
+        assert_eq!(
+            p,
+            RollbackPlan {
+                target: live("S"),
+                undoes: Some(1)
+            }
+        );
+        h.records.push(rec(4, Kind::Rollback, "A", "S", Some(1)));
+        assert_eq!(
+            plan_rollback("p", &h, &live("S")),
+            Err(RollbackError::NothingEarlier("p".into()))
+        );
+        // Deploying again starts a new chain.
+        h.records.push(rec(5, Kind::Deploy, "S", "C", None));
+        assert_eq!(
+            plan_rollback("p", &h, &live("C")).unwrap().target,
+            live("S")
+        );
+    }
+
+    #[test]
+    fn a_change_by_hand_is_undone_first_and_does_not_break_the_chain() {
+        let mut h = History {
+            records: vec![
+                rec(1, Kind::Deploy, "S", "A", None),
+                rec(2, Kind::Deploy, "A", "B", None),
+            ],
+        };
+        // Someone put M live by hand.
+        assert_eq!(h.live_seq(&live("M")), None);
+        let p = plan_rollback("p", &h, &live("M")).unwrap();
+        assert_eq!(
+            p,
+            RollbackPlan {
+                target: live("B"),
+                undoes: None
+            }
+        );
+        let mut r = rec(3, Kind::Rollback, "M", "B", None);
+        r.undoes_outside_change = true;
+        h.records.push(r);
+        assert_eq!(h.live_seq(&live("B")), Some(3));
+        // Then the chain continues: B → A.
+        assert_eq!(
+            plan_rollback("p", &h, &live("B")).unwrap().target,
+            live("A")
+        );
+    }
+
+    #[test]
+    fn a_deploy_after_a_change_by_hand_rolls_back_to_it() {
+        let h = History {
+            records: vec![
+                rec(1, Kind::Deploy, "S", "A", None),
+                rec(2, Kind::Deploy, "M", "B", None),
+            ],
+        };
+        assert_eq!(
+            plan_rollback("p", &h, &live("B")).unwrap().target,
+            live("M")
+        );
+    }
+
+    #[test]
+    fn no_history() {
+        assert_eq!(
+            plan_rollback("p", &History::default(), &live("A")),
+            Err(RollbackError::NoHistory("p".into()))
+        );
+    }
+
+    #[test]
+    fn promote_and_explicit_rollbacks_are_new_states() {
+        let mut h = History {
+            records: vec![rec(1, Kind::Deploy, "S", "A", None)],
+        };
+        let mut p = rec(2, Kind::Promote, "A", "P", None);
+        p.from = Some("staging".into());
+        h.records.push(p);
+        // rollback --to X: a rollback that undoes nothing in particular, recorded as a new state.
+        h.records.push(rec(3, Kind::Rollback, "P", "X", None));
+        assert_eq!(
+            h.effective().iter().map(|d| d.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert_eq!(
+            plan_rollback("p", &h, &live("X")).unwrap().target,
+            live("P")
+        );
+    }
+
+    #[test]
+    fn round_trips_through_the_secret_and_caps_its_length() {
+        let h = History {
+            records: (1..=(MAX_RECORDS as u64 + 5))
+                .map(|i| rec(i, Kind::Deploy, "a", "b", None))
+                .collect(),
+        };
+        let v = h.to_secret("p/w");
+        let back = History::from_secret(&v).unwrap();
+        assert_eq!(back.records.len(), MAX_RECORDS);
+        assert_eq!(back.records[0].seq, 6);
+        assert_eq!(back.next_seq(), MAX_RECORDS as u64 + 6);
+        assert!(History::from_secret(&serde_json::json!({"x": 1})).is_err());
+    }
+}
