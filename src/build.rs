@@ -384,7 +384,10 @@ async fn pipeline(b: &Builder<'_>) -> Result<PipelineOutput> {
         POLL_INTERVAL,
         || async {
             match ec2.describe_instance(region, &instance_id).await? {
-                Some(i) if i.state == "running" => Ok(Some(())),
+                // A quick guest may already be shutting down by the first poll: it ran.
+                Some(i) if matches!(i.state.as_str(), "running" | "stopping" | "stopped") => {
+                    Ok(Some(()))
+                }
                 Some(i) if i.state == "pending" => Ok(None),
                 None => Ok(None),
                 Some(i) => bail!(instance_gone(&i)),
@@ -411,7 +414,7 @@ async fn pipeline(b: &Builder<'_>) -> Result<PipelineOutput> {
                 }
                 if check_state
                     && let Some(i) = ec2.describe_instance(region, instance_id).await?
-                    && i.state != "running"
+                    && !matches!(i.state.as_str(), "running" | "stopping")
                 {
                     bail!(
                         "{} before Windows made the administrator password",

@@ -83,4 +83,65 @@ pub enum Command {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+    /// Put back the images that were live before the last deploy, with a new deployment id.
+    Rollback {
+        /// The worker type: worker-types/<W>.toml.
+        #[arg(short = 'w', long = "worker-type", value_name = "W")]
+        worker_type: String,
+        /// Roll back to this image instead (AMI of the build region, or REGION=AMI).
+        #[arg(long, value_name = "AMI")]
+        to: Option<String>,
+        /// Do everything but the push.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// The deployments of the worker type's pool: when, who, images per region.
+    History {
+        /// The worker type: worker-types/<W>.toml.
+        #[arg(short = 'w', long = "worker-type", value_name = "W")]
+        worker_type: String,
+    },
+    /// Deploy W1's live images to W2 (staging to production).
+    Promote {
+        /// The worker type whose live images are promoted (staging).
+        #[arg(long, value_name = "W1")]
+        from: String,
+        /// The worker type they are deployed to (production).
+        #[arg(long, value_name = "W2")]
+        to: String,
+        /// Do everything but the copies and the push.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// The live images per region, their age, the last deployment, and whether a newer base
+    /// AMI exists.
+    Status {
+        /// One worker type; default: all of worker-types/.
+        #[arg(short = 'w', long = "worker-type", value_name = "W")]
+        worker_type: Option<String>,
+    },
+    /// Deregister tc-ami's old images and delete their snapshots in every region, and remove
+    /// what interrupted builds left (instances, security groups, key pairs, snapshots).
+    /// Never deleted: images live in a pool of any worker type, rollback targets, the N newest
+    /// per worker type and region, anything that may belong to a build in progress.
+    Cleanup {
+        /// One worker type; default: every worker-types/*.toml.
+        #[arg(short = 'w', long = "worker-type", value_name = "W")]
+        worker_type: Option<String>,
+        /// How many of the newest available images to keep per worker type and region.
+        #[arg(long, value_name = "N", default_value_t = crate::cleanup::DEFAULT_KEEP)]
+        keep: usize,
+        /// Show the plan, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
 }

@@ -5,12 +5,14 @@
 
 pub mod base_ami;
 pub mod build;
+pub mod cleanup;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod diff;
 pub mod duration;
 pub mod ec2;
+pub mod ec2_inventory;
 pub mod history;
 pub mod image_arg;
 pub mod interrupt;

@@ -2,84 +2,11 @@
 
 mod support;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use support::*;
 
-const POOL: &str = "proj-servo/win2016";
 /// A Windows base image of the seed that is still pending (sandbox/seed/windows-amis.json).
 const PENDING_AMI: &str = "ami-bbc33a8682d2d1a1d";
-
-/// The sandbox's realistic pools (two regions, two launch configs per region for win2016).
-fn seed_pools() -> Value {
-    let text = std::fs::read_to_string(repo_root().join("sandbox/seed/taskcluster.json")).unwrap();
-    let seed: Value = serde_json::from_str(&text).unwrap();
-    seed["workerPools"].clone()
-}
-
-struct World {
-    ec2: Ec2,
-    tc: Tc,
-    cfg: Config,
-}
-
-impl World {
-    fn new() -> World {
-        let ec2 = Ec2::start(json!({}));
-        let tc = Tc::start(seed_pools());
-        let cfg = Config::new();
-        cfg.worker_type("w", POOL, "regions = [\"us-east-1\"]");
-        World { ec2, tc, cfg }
-    }
-
-    fn tc_ami(&self) -> TcAmi {
-        TcAmi::new(&self.ec2, Some(&self.tc), &self.cfg)
-    }
-
-    /// Builds an image; returns region → id.
-    fn build(&self) -> Value {
-        let run = self.tc_ami().run(&["--json", "build", "-w", "w"]);
-        run.assert_code(0);
-        run.json()["images"].clone()
-    }
-
-    /// The pool as the emulator holds it: active launch configs, and all of them.
-    fn pool(&self) -> (Vec<Value>, Vec<Value>) {
-        let state = self.tc.state();
-        let lcs = state["workerPools"][POOL]["launchConfigs"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let active = lcs
-            .iter()
-            .filter(|l| l["isArchived"] == false)
-            .cloned()
-            .collect();
-        (active, lcs)
-    }
-
-    fn updates(&self) -> usize {
-        self.tc.state()["requests"]
-            .as_array()
-            .map(|r| {
-                r.iter()
-                    .filter(|x| x["apiMethod"] == "updateWorkerPool")
-                    .count()
-            })
-            .unwrap_or(0)
-    }
-}
-
-fn image_of(lc: &Value) -> &str {
-    lc["configuration"]["launchConfig"]["ImageId"]
-        .as_str()
-        .unwrap()
-}
-
-fn deployment_id_of(lc: &Value) -> &str {
-    lc["configuration"]["workerConfig"]["genericWorker"]["config"]["deploymentId"]
-        .as_str()
-        .unwrap()
-}
 
 #[test]
 fn deploy_builds_then_puts_the_images_in_every_launch_config() {

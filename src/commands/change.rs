@@ -456,7 +456,7 @@ pub async fn review_and_push(
         push(wm, change).await?;
         let deployment = Deployment {
             seq: history.next_seq(),
-            time: chrono::Utc::now(),
+            time: chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 0),
             who: who.to_string(),
             kind: record.kind,
             worker_type: record.worker_type,

@@ -8,8 +8,13 @@ use crate::interrupt::{Cancel, Interrupted};
 pub mod base_ami;
 pub mod build;
 pub mod change;
+pub mod cleanup;
 pub mod deploy;
 pub mod diff;
+pub mod history;
+pub mod promote;
+pub mod rollback;
+pub mod status;
 
 pub struct Ctx {
     pub config_dir: PathBuf,
@@ -82,5 +87,39 @@ pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
         } => deploy::run(ctx, &worker_type, &images, dry_run, yes)
             .await
             .into(),
+        Command::Rollback {
+            worker_type,
+            to,
+            dry_run,
+            yes,
+        } => rollback::run(ctx, &worker_type, to.as_deref(), dry_run, yes)
+            .await
+            .into(),
+        Command::History { worker_type } => read_only(ctx, history::run(ctx, &worker_type)).await,
+        Command::Promote {
+            from,
+            to,
+            dry_run,
+            yes,
+        } => promote::run(ctx, &from, &to, dry_run, yes).await.into(),
+        Command::Status { worker_type } => {
+            read_only(ctx, status::run(ctx, worker_type.as_deref())).await
+        }
+        Command::Cleanup {
+            worker_type,
+            keep,
+            dry_run,
+            yes,
+        } => cleanup::run(ctx, worker_type.as_deref(), keep, dry_run, yes)
+            .await
+            .into(),
+    }
+}
+
+/// Runs a command that changes nothing: an interrupt simply stops it.
+async fn read_only(ctx: &Ctx, f: impl std::future::Future<Output = anyhow::Result<u8>>) -> Outcome {
+    tokio::select! {
+        r = f => r.into(),
+        i = ctx.cancel.cancelled() => Outcome::Interrupted(i, format!("{i}")),
     }
 }

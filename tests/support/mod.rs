@@ -160,6 +160,16 @@ impl Ec2 {
         self.server.get("/_sandbox/stats")
     }
 
+    /// Deregisters an image behind tc-ami's back, as another operator would (boto3).
+    pub fn deregister(&self, region: &str, image_id: &str) {
+        let status = Command::new(python())
+            .args(["-c", "import boto3, sys; boto3.client('ec2', region_name=sys.argv[2], endpoint_url=sys.argv[1], aws_access_key_id='x', aws_secret_access_key='x').deregister_image(ImageId=sys.argv[3])"])
+            .args([&self.server.url, region, image_id])
+            .status()
+            .expect("run boto3");
+        assert!(status.success(), "deregister {image_id}");
+    }
+
     pub fn configure(&self, config: Value) {
         self.server.post("/_sandbox/config", config);
     }
@@ -510,4 +520,82 @@ impl Run {
         );
         self
     }
+}
+
+pub const POOL: &str = "proj-servo/win2016";
+
+/// The sandbox's realistic pools (two regions, two launch configs per region for win2016).
+pub fn seed_pools() -> Value {
+    let text = std::fs::read_to_string(repo_root().join("sandbox/seed/taskcluster.json")).unwrap();
+    let seed: Value = serde_json::from_str(&text).unwrap();
+    seed["workerPools"].clone()
+}
+
+pub struct World {
+    pub ec2: Ec2,
+    pub tc: Tc,
+    pub cfg: Config,
+}
+
+impl World {
+    /// moto, the emulator with the sandbox's pools, and the worker type `w` for
+    /// proj-servo/win2016 built in us-west-2 and copied to us-east-1.
+    pub fn new() -> World {
+        let ec2 = Ec2::start(json!({}));
+        let tc = Tc::start(seed_pools());
+        let cfg = Config::new();
+        cfg.worker_type("w", POOL, "regions = [\"us-east-1\"]");
+        World { ec2, tc, cfg }
+    }
+
+    pub fn tc_ami(&self) -> TcAmi {
+        TcAmi::new(&self.ec2, Some(&self.tc), &self.cfg)
+    }
+
+    /// Builds an image; returns region → id.
+    pub fn build(&self) -> Value {
+        let run = self.tc_ami().run(&["--json", "build", "-w", "w"]);
+        run.assert_code(0);
+        run.json()["images"].clone()
+    }
+
+    /// The pool as the emulator holds it: active launch configs, and all of them.
+    pub fn pool(&self) -> (Vec<Value>, Vec<Value>) {
+        let state = self.tc.state();
+        let lcs = state["workerPools"][POOL]["launchConfigs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let active = lcs
+            .iter()
+            .filter(|l| l["isArchived"] == false)
+            .cloned()
+            .collect();
+        (active, lcs)
+    }
+
+    pub fn updates(&self) -> usize {
+        self.tc.state()["requests"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .filter(|x| x["apiMethod"] == "updateWorkerPool")
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// An emulator launch config row's ImageId.
+pub fn image_of(lc: &Value) -> &str {
+    lc["configuration"]["launchConfig"]["ImageId"]
+        .as_str()
+        .unwrap()
+}
+
+/// An emulator launch config row's deploymentId.
+pub fn deployment_id_of(lc: &Value) -> &str {
+    lc["configuration"]["workerConfig"]["genericWorker"]["config"]["deploymentId"]
+        .as_str()
+        .unwrap()
 }

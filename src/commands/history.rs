@@ -1,0 +1,177 @@
+//! `tc-ami history -w W`: the deployments of W's pool, newest first.
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::commands::Ctx;
+use crate::config::load_worker_type;
+use crate::history::{self, History, Images};
+use crate::pool::{definition, live_images};
+use crate::taskcluster::{SecretsApi, TcEnv, WorkerManagerApi};
+
+fn images_text(images: &Images) -> String {
+    images
+        .iter()
+        .map(|(r, i)| format!("{r}={i}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The table (pure): when, who, what, deployment id, images, and which is live.
+pub fn render(history: &History, live: &Images) -> String {
+    let live_seq = history.live_seq(live);
+    let undone: Vec<u64> = history.records.iter().filter_map(|r| r.undoes).collect();
+    let mut rows = vec![[
+        "WHEN (UTC)".to_string(),
+        "WHO".into(),
+        "WHAT".into(),
+        "DEPLOYMENT ID".into(),
+        "IMAGES".into(),
+        String::new(),
+    ]];
+    if live_seq.is_none() {
+        rows.push([
+            "-".into(),
+            "-".into(),
+            "outside tc-ami".into(),
+            "-".into(),
+            images_text(live),
+            "live".into(),
+        ]);
+    }
+    for r in history.records.iter().rev() {
+        let what = match (&r.from, r.undoes) {
+            (Some(from), _) => format!("{} from {from}", r.kind),
+            (None, Some(seq)) => format!("{} of #{seq}", r.kind),
+            _ => r.kind.to_string(),
+        };
+        let mark = if Some(r.seq) == live_seq {
+            "live"
+        } else if undone.contains(&r.seq) {
+            "rolled back"
+        } else {
+            ""
+        };
+        rows.push([
+            r.time.format("%Y-%m-%d %H:%M:%S").to_string(),
+            r.who.clone(),
+            format!("#{} {what}", r.seq),
+            r.deployment_id.clone().unwrap_or_else(|| "-".into()),
+            images_text(&r.after),
+            mark.into(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| format!("{cell:<w$}", w = widths[c]))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+pub async fn run(ctx: &Ctx, worker_type: &str) -> Result<u8> {
+    let wt = load_worker_type(&ctx.config_dir, worker_type)?;
+    let env = TcEnv::from_env(true)?;
+    let wm = WorkerManagerApi::new(&env)?;
+    let secrets = SecretsApi::new(&env)?;
+    let live = live_images(&definition(&wm.get_pool(&wt.worker_pool_id).await?));
+    let history = history::load(&secrets, &wt.worker_pool_id).await?;
+    let live_seq = history.live_seq(&live);
+    let mut deployments: Vec<serde_json::Value> = history
+        .records
+        .iter()
+        .rev()
+        .map(|r| {
+            let mut v = serde_json::to_value(r).unwrap_or_default();
+            v["live"] = json!(Some(r.seq) == live_seq);
+            v
+        })
+        .collect();
+    if history.records.is_empty() {
+        deployments.clear();
+    }
+    let doc = json!({
+        "workerPoolId": wt.worker_pool_id,
+        "secret": history::secret_name(&wt.worker_pool_id),
+        "live": live,
+        "liveIsRecorded": live_seq.is_some(),
+        "deployments": deployments,
+    });
+    if !ctx.json && history.records.is_empty() {
+        eprintln!(
+            "no deployment of worker pool {} recorded by tc-ami yet",
+            wt.worker_pool_id
+        );
+    }
+    ctx.emit(&render(&history, &live), &doc);
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{Deployment, Kind};
+    use chrono::DateTime;
+
+    fn rec(seq: u64, kind: Kind, after: &str, undoes: Option<u64>) -> Deployment {
+        Deployment {
+            seq,
+            time: DateTime::from_timestamp(1_795_000_000 + seq as i64 * 60, 0).unwrap(),
+            who: "alice".into(),
+            kind,
+            worker_type: "w".into(),
+            before: Images::new(),
+            after: [("us-west-2".to_string(), after.to_string())].into(),
+            deployment_id: Some(format!("{after}-d")),
+            undoes,
+            undoes_outside_change: false,
+            from: None,
+        }
+    }
+
+    #[test]
+    fn table_marks_live_and_rolled_back() {
+        let h = History {
+            records: vec![
+                rec(1, Kind::Deploy, "ami-a", None),
+                rec(2, Kind::Deploy, "ami-b", None),
+                rec(3, Kind::Rollback, "ami-a", Some(2)),
+            ],
+        };
+        let live: Images = [("us-west-2".to_string(), "ami-a".to_string())].into();
+        let t = render(&h, &live);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("WHEN (UTC)"));
+        assert!(
+            lines[1].contains("#3 rollback of #2") && lines[1].ends_with("live"),
+            "{t}"
+        );
+        assert!(
+            lines[2].contains("#2 deploy") && lines[2].ends_with("rolled back"),
+            "{t}"
+        );
+        assert!(
+            lines[3].contains("#1 deploy") && lines[3].contains("us-west-2=ami-a"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn a_change_outside_tc_ami_is_shown_as_live() {
+        let h = History {
+            records: vec![rec(1, Kind::Deploy, "ami-a", None)],
+        };
+        let live: Images = [("us-west-2".to_string(), "ami-m".to_string())].into();
+        let t = render(&h, &live);
+        assert!(t.lines().nth(1).unwrap().contains("outside tc-ami"), "{t}");
+        assert!(!t.lines().nth(2).unwrap().ends_with("live"), "{t}");
+    }
+}

@@ -1,0 +1,70 @@
+//! `tc-ami promote --from W1 --to W2 [--dry-run] [--yes]`: deploys W1's live images to W2
+//! (staging to production), copying first to any region W2 has and W1 lacks.
+
+use anyhow::{Result, bail};
+
+use crate::commands::Ctx;
+use crate::commands::change::{Change, RecordAs, check_available, copy_missing, review_and_push};
+use crate::config::load_worker_type;
+use crate::ec2::Ec2;
+use crate::history::Kind;
+use crate::pool::{definition, live_images, pool_regions};
+use crate::taskcluster::{SecretsApi, TcEnv, WorkerManagerApi};
+
+pub async fn run(ctx: &Ctx, from: &str, to: &str, dry_run: bool, yes: bool) -> Result<u8> {
+    let source = load_worker_type(&ctx.config_dir, from)?;
+    let target = load_worker_type(&ctx.config_dir, to)?;
+    if source.worker_pool_id == target.worker_pool_id {
+        bail!(
+            "--from {from} and --to {to} are the same worker pool {}; promote goes from one pool to another",
+            source.worker_pool_id
+        );
+    }
+    let env = TcEnv::from_env(true)?;
+    let wm = WorkerManagerApi::new(&env)?;
+    let secrets = SecretsApi::new(&env)?;
+    let source_live = definition(&wm.get_pool(&source.worker_pool_id).await?);
+    pool_regions(&source.worker_pool_id, &source_live)?;
+    let live = wm.get_pool(&target.worker_pool_id).await?;
+    let regions = pool_regions(&target.worker_pool_id, &definition(&live))?;
+
+    // The source's images in the target's regions; the others are copied there.
+    let mut images = live_images(&source_live);
+    images.retain(|r, _| regions.contains(r));
+    if images.is_empty() {
+        // No region in common: copy from the source's build-region image.
+        let all = live_images(&source_live);
+        if let Some((r, i)) = all
+            .get_key_value(&source.build_region)
+            .or_else(|| all.iter().next())
+        {
+            images.insert(r.clone(), i.clone());
+        }
+    }
+    let ec2 = Ec2::load().await;
+    check_available(&ec2, &images).await?;
+    let copied = copy_missing(ctx, &ec2, &target, &mut images, &regions, dry_run).await?;
+    if dry_run && !copied.is_empty() {
+        eprintln!(
+            "dry run: {}'s images would first be copied to {}; nothing copied or pushed",
+            source.name,
+            copied.join(", ")
+        );
+        return Ok(0);
+    }
+    images.retain(|r, _| regions.contains(r));
+    let change = Change::new(&target.worker_pool_id, wm.root_url(), &live, images)?;
+    let record = RecordAs {
+        kind: Kind::Promote,
+        worker_type: target.name.clone(),
+        undoes: None,
+        undoes_outside_change: false,
+        from: Some(source.name.clone()),
+    };
+    let who = env.client_id.clone().unwrap_or_default();
+    review_and_push(
+        ctx, &wm, &secrets, &who, &change, None, record, dry_run, yes,
+    )
+    .await?;
+    Ok(0)
+}

@@ -1,0 +1,258 @@
+//! `tc-ami status [-w W]`: per worker type, the live image per region with its name and age,
+//! the last deployment, and whether a newer base AMI exists than the live image's.
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use futures::future::join_all;
+use serde_json::{Value, json};
+
+use crate::build::{TAG_BASE_IMAGE_ID, TAG_BASE_IMAGE_NAME};
+use crate::commands::Ctx;
+use crate::commands::base_ami::find_base_image;
+use crate::config::{WorkerType, list_worker_types, load_worker_type};
+use crate::ec2::Ec2;
+use crate::history;
+use crate::model::Image;
+use crate::pool::{definition, live_images};
+use crate::taskcluster::{SecretsApi, TcEnv, WorkerManagerApi};
+
+/// `3d4h`, `2h5m`, `12m`: how long ago, roughly.
+pub fn age(created: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
+    let Some(created) = created else {
+        return "age unknown".into();
+    };
+    let secs = (now - created).num_seconds().max(0);
+    let (d, h, m) = (secs / 86400, (secs % 86400) / 3600, (secs % 3600) / 60);
+    if d > 0 {
+        format!("{d}d{h}h")
+    } else if h > 0 {
+        format!("{h}h{m}m")
+    } else {
+        format!("{m}m")
+    }
+}
+
+/// Whether `current` is a newer base than the one a live image was built from (pure).
+pub fn newer_base<'a>(
+    current: &'a Image,
+    built_from_id: Option<&str>,
+    built_from: Option<&Image>,
+) -> Option<&'a Image> {
+    match (built_from_id, built_from) {
+        (Some(id), _) if id == current.id => None,
+        (_, Some(old)) if old.creation_date >= current.creation_date => None,
+        (None, None) => None,
+        _ => Some(current),
+    }
+}
+
+async fn one(
+    ec2: &Ec2,
+    wm: &WorkerManagerApi,
+    secrets: &SecretsApi,
+    wt: &WorkerType,
+) -> Result<Value> {
+    let now = Utc::now();
+    let live = live_images(&definition(&wm.get_pool(&wt.worker_pool_id).await?));
+    let described = join_all(live.iter().map(|(region, id)| async move {
+        let image = ec2
+            .describe_images(region, std::slice::from_ref(id))
+            .await
+            .ok()
+            .and_then(|l| l.into_iter().next());
+        (region.clone(), id.clone(), image)
+    }))
+    .await;
+    let current_base = find_base_image(ec2, wt).await;
+    let built_from_id = described
+        .iter()
+        .find(|(r, _, _)| *r == wt.build_region)
+        .or(described.first())
+        .and_then(|(_, _, i)| i.as_ref())
+        .and_then(|i| i.tags.get(TAG_BASE_IMAGE_ID).cloned());
+    let built_from = match &built_from_id {
+        Some(id) => ec2
+            .describe_images(&wt.build_region, std::slice::from_ref(id))
+            .await
+            .ok()
+            .and_then(|l| l.into_iter().next()),
+        None => None,
+    };
+    let newer = match &current_base {
+        Ok(current) => newer_base(current, built_from_id.as_deref(), built_from.as_ref())
+            .map(|i| json!({"id": i.id, "name": i.name, "creation_date": i.creation_date})),
+        Err(_) => None,
+    };
+    let last = match history::load(secrets, &wt.worker_pool_id).await {
+        Ok(h) => h
+            .records
+            .last()
+            .map(|r| serde_json::to_value(r).unwrap_or_default())
+            .unwrap_or(Value::Null),
+        Err(e) => json!({"error": format!("{e:#}")}),
+    };
+    Ok(json!({
+        "worker_type": wt.name,
+        "workerPoolId": wt.worker_pool_id,
+        "live": described.iter().map(|(region, id, image)| json!({
+            "region": region,
+            "image": id,
+            "exists": image.is_some(),
+            "name": image.as_ref().map(|i| i.name.clone()),
+            "state": image.as_ref().map(|i| i.state.clone()),
+            "created": image.as_ref().and_then(|i| i.creation_date),
+            "age": age(image.as_ref().and_then(|i| i.creation_date), now),
+            "base_image_id": image.as_ref().and_then(|i| i.tags.get(TAG_BASE_IMAGE_ID).cloned()),
+            "base_image_name": image.as_ref().and_then(|i| i.tags.get(TAG_BASE_IMAGE_NAME).cloned()),
+        })).collect::<Vec<_>>(),
+        "last_deployment": last,
+        "newer_base_image": newer,
+        "built_from": built_from_id,
+        "base_image_error": current_base.err().map(|e| format!("{e:#}")),
+    }))
+}
+
+/// The human text for one worker type's status document (pure).
+pub fn render(doc: &Value) -> String {
+    let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    let mut out = format!(
+        "{}  (pool {})\n",
+        s(&doc["worker_type"]),
+        s(&doc["workerPoolId"])
+    );
+    if let Some(err) = doc["error"].as_str() {
+        out.push_str(&format!("  error: {err}\n"));
+        return out;
+    }
+    for l in doc["live"].as_array().into_iter().flatten() {
+        if l["exists"] == true {
+            out.push_str(&format!(
+                "  {}  {}  {}  {}\n",
+                s(&l["region"]),
+                s(&l["image"]),
+                s(&l["name"]),
+                s(&l["age"])
+            ));
+        } else {
+            out.push_str(&format!(
+                "  {}  {}  (does not exist in that region)\n",
+                s(&l["region"]),
+                s(&l["image"])
+            ));
+        }
+    }
+    let last = &doc["last_deployment"];
+    if let Some(err) = last["error"].as_str() {
+        out.push_str(&format!("  last deployment: unknown ({err})\n"));
+    } else if last.is_object() {
+        out.push_str(&format!(
+            "  last deployment: #{} {} by {} at {} (deploymentId {})\n",
+            last["seq"],
+            s(&last["kind"]),
+            s(&last["who"]),
+            s(&last["time"]),
+            s(&last["deployment_id"])
+        ));
+    } else {
+        out.push_str("  last deployment: none recorded by tc-ami\n");
+    }
+    match (&doc["newer_base_image"], doc["base_image_error"].as_str()) {
+        (n, _) if n.is_object() => out.push_str(&format!(
+            "  NEWER BASE IMAGE: {} ({}); rebuild with `tc-ami build -w {}`\n",
+            s(&n["name"]),
+            s(&n["id"]),
+            s(&doc["worker_type"])
+        )),
+        (_, Some(err)) => out.push_str(&format!("  base image: unknown ({err})\n")),
+        _ if doc["built_from"].is_null() => out.push_str(
+            "  base image: unknown (the live images carry no tc-ami:base-image-id tag)\n",
+        ),
+        _ => out.push_str("  base image: the live image is built from the newest base image\n"),
+    }
+    out
+}
+
+pub async fn run(ctx: &Ctx, worker_type: Option<&str>) -> Result<u8> {
+    let names = match worker_type {
+        Some(w) => vec![w.to_string()],
+        None => list_worker_types(&ctx.config_dir),
+    };
+    if names.is_empty() {
+        anyhow::bail!(
+            "no worker types in {}: add worker-types/<W>.toml or pass -C DIR",
+            ctx.config_dir.join("worker-types").display()
+        );
+    }
+    let wts = names
+        .iter()
+        .map(|n| load_worker_type(&ctx.config_dir, n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let env = TcEnv::from_env(true)?;
+    let wm = WorkerManagerApi::new(&env)?;
+    let secrets = SecretsApi::new(&env)?;
+    let ec2 = Ec2::load().await;
+    let docs = join_all(wts.iter().map(|wt| async {
+        match one(&ec2, &wm, &secrets, wt).await {
+            Ok(doc) => doc,
+            Err(e) => json!({"worker_type": wt.name, "workerPoolId": wt.worker_pool_id, "error": format!("{e:#}")}),
+        }
+    }))
+    .await;
+    let failed = docs.iter().any(|d| d.get("error").is_some());
+    let human: Vec<String> = docs.iter().map(render).collect();
+    ctx.emit(human.join("\n").trim_end(), &json!({"workerTypes": docs}));
+    Ok(if failed { 1 } else { 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::parse_ec2_time;
+
+    fn image(id: &str, date: &str) -> Image {
+        Image {
+            id: id.into(),
+            name: format!("Windows-{date}"),
+            state: "available".into(),
+            creation_date: parse_ec2_time(date),
+            owner_id: "801119661308".into(),
+            root_device_name: None,
+            snapshot_ids: vec![],
+            tags: Default::default(),
+            state_reason: None,
+        }
+    }
+
+    #[test]
+    fn newer_base_rules() {
+        let current = image("ami-new", "2026-11-12T00:00:00Z");
+        let old = image("ami-old", "2026-10-01T00:00:00Z");
+        assert_eq!(newer_base(&current, Some("ami-new"), None), None);
+        assert_eq!(
+            newer_base(&current, Some("ami-old"), Some(&old)).map(|i| i.id.as_str()),
+            Some("ami-new")
+        );
+        // The base it was built from is gone (Amazon retires old images): the current is newer.
+        assert_eq!(
+            newer_base(&current, Some("ami-gone"), None).map(|i| i.id.as_str()),
+            Some("ami-new")
+        );
+        // Built from a base newer than what the pattern picks now: not "newer".
+        let newest = image("ami-newest", "2026-12-01T00:00:00Z");
+        assert_eq!(
+            newer_base(&current, Some("ami-newest"), Some(&newest)),
+            None
+        );
+        // Not built by tc-ami (no tag): unknown, not claimed.
+        assert_eq!(newer_base(&current, None, None), None);
+    }
+
+    #[test]
+    fn ages() {
+        let now = parse_ec2_time("2026-11-24T12:00:00Z").unwrap();
+        assert_eq!(age(parse_ec2_time("2026-11-24T11:48:00Z"), now), "12m");
+        assert_eq!(age(parse_ec2_time("2026-11-24T09:55:00Z"), now), "2h5m");
+        assert_eq!(age(parse_ec2_time("2026-11-21T08:00:00Z"), now), "3d4h");
+        assert_eq!(age(None, now), "age unknown");
+    }
+}
