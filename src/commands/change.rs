@@ -41,8 +41,15 @@ impl Change {
     ) -> Result<Change> {
         let before = definition(live);
         let now = chrono::Utc::now();
+        // Fresh: never one the pool carries already (a rollback within the same second).
+        let current = crate::pool::deployment_ids(&before);
         let patched = patch_pool(pool_id, &before, &images, |image| {
-            new_deployment_id(image, now)
+            let id = new_deployment_id(image, now);
+            if current.contains(&id) {
+                format!("{id}-2")
+            } else {
+                id
+            }
         })?;
         Ok(Change {
             pool_id: pool_id.to_string(),
