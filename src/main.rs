@@ -8,7 +8,31 @@ use tc_ami::commands::{self, Ctx, Outcome};
 use tc_ami::interrupt::Cancel;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 1, not clap's 2: for `diff`, 2 means "there are changes".
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::from(0);
+        }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            // One line: clap's first line, without its "error: " and usage block.
+            let rendered = e.render().to_string();
+            let first: Vec<&str> = rendered
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let first = first.join(" ");
+            let first = first.strip_prefix("error: ").unwrap_or(&first);
+            eprintln!("tc-ami: error: {first}; see tc-ami --help");
+            return ExitCode::from(1);
+        }
+    };
     let default_filter = match cli.verbose {
         0 => "warn",
         1 => "warn,tc_ami=debug",
