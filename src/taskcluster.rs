@@ -119,10 +119,16 @@ impl TcEnv {
                 self.who()
             ),
             Some(code) => anyhow::anyhow!("{what}: {root} answered {code}: {message}"),
-            None => anyhow::anyhow!(
-                "{what}: cannot reach Taskcluster at {root}: {}",
-                one_line(&format!("{err:#}"))
-            ),
+            None => {
+                let text = one_line(&format!("{err:#}"));
+                if text.contains("decoding response body") {
+                    anyhow::anyhow!(
+                        "{what}: {root} answered something that is not the JSON the API promises ({text}); is TASKCLUSTER_ROOT_URL the root URL of a Taskcluster deployment?"
+                    )
+                } else {
+                    anyhow::anyhow!("{what}: cannot reach Taskcluster at {root}: {text}")
+                }
+            }
         }
     }
 }

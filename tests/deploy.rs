@@ -167,7 +167,7 @@ fn without_a_terminal_or_yes_nothing_is_pushed() {
     run.assert_code(1);
     assert!(
         run.error_line()
-            .contains("refusing to Push this change to worker pool proj-servo/win2016"),
+            .contains("refusing to push this change to worker pool proj-servo/win2016"),
         "{}",
         run.stderr
     );

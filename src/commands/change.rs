@@ -371,11 +371,15 @@ pub fn refuse_without_terminal(yes: bool, what: &str) -> Result<()> {
     )
 }
 
-/// Asks on the terminal (unless `yes`).
-pub fn confirm(yes: bool, question: &str) -> Result<()> {
-    refuse_without_terminal(yes, question)?;
+/// Asks on the terminal whether to do `action` ("push this change to …"), unless `yes`.
+pub fn confirm(yes: bool, action: &str) -> Result<()> {
+    refuse_without_terminal(yes, action)?;
     if yes {
         return Ok(());
+    }
+    let mut question = action.to_string();
+    if let Some(first) = question.get_mut(0..1) {
+        first.make_ascii_uppercase();
     }
     eprint!("{question}? [y/N] ");
     let _ = std::io::stderr().flush();
@@ -384,7 +388,7 @@ pub fn confirm(yes: bool, question: &str) -> Result<()> {
     if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
         Ok(())
     } else {
-        bail!("nothing pushed: the answer was not yes")
+        bail!("nothing changed: the answer was not yes")
     }
 }
 
@@ -451,7 +455,7 @@ pub async fn review_and_push(
         confirm(
             yes,
             &format!(
-                "Push this change to worker pool {} at {}",
+                "push this change to worker pool {} at {}",
                 change.pool_id, change.root_url
             ),
         )?;

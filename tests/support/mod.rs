@@ -599,3 +599,24 @@ pub fn deployment_id_of(lc: &Value) -> &str {
         .as_str()
         .unwrap()
 }
+
+/// A server on 127.0.0.1 that answers every request with 200 and a body that is not JSON, as a
+/// misconfigured proxy or a wrong root URL would. Runs until the test process ends.
+pub fn junk_server() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().map_while(Result::ok) {
+            let mut buf = [0u8; 65536];
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+            let _ = stream.read(&mut buf);
+            let body = "<html>this is not the worker-manager API</html>";
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
