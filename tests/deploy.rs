@@ -399,7 +399,11 @@ fn deploy_copies_an_image_to_the_regions_that_lack_it() {
     let w = World::new();
     // Built for us-west-2 only; the pool also runs in us-east-1.
     w.cfg.worker_type("west", POOL, "");
-    let run = w.tc_ami().run(&["--json", "build", "-w", "west"]);
+    // Without Taskcluster, build cannot see the pool's regions: it makes one image.
+    let run = w
+        .tc_ami()
+        .env_remove("TASKCLUSTER_ROOT_URL")
+        .run(&["--json", "build", "-w", "west"]);
     run.assert_code(0);
     let west = run.json()["images"]["us-west-2"]
         .as_str()
@@ -421,4 +425,23 @@ fn deploy_copies_an_image_to_the_regions_that_lack_it() {
     assert_eq!(copy["state"], "available");
     assert_eq!(copy["tags"]["tc-ami:source-image-id"], west.as_str());
     assert!(w.pool().0.iter().any(|lc| image_of(lc) == east));
+}
+
+#[test]
+fn build_copies_to_the_pool_regions_when_the_worker_type_names_none() {
+    let w = World::new();
+    w.cfg.worker_type("bare", POOL, "");
+    let run = w.tc_ami().run(&["--json", "build", "-w", "bare"]);
+    run.assert_code(0);
+    let images = run.json()["images"].clone();
+    assert!(
+        images["us-west-2"].is_string() && images["us-east-1"].is_string(),
+        "{images}"
+    );
+    assert!(
+        run.stderr
+            .contains("copying to the regions of worker pool proj-servo/win2016: us-east-1"),
+        "{}",
+        run.stderr
+    );
 }

@@ -8,8 +8,9 @@ use crate::commands::Ctx;
 use crate::commands::base_ami::find_base_image;
 use crate::config::{PasswordDestination, WorkerType, load_worker_type};
 use crate::ec2::Ec2;
+use crate::pool::{definition, pool_regions};
 use crate::progress::Progress;
-use crate::taskcluster::{SecretsApi, TcEnv};
+use crate::taskcluster::{SecretsApi, TcEnv, WorkerManagerApi};
 use crate::user_data::user_data_for;
 
 pub async fn run(ctx: &Ctx, worker_type: &str) -> Result<u8> {
@@ -28,6 +29,11 @@ pub async fn run(ctx: &Ctx, worker_type: &str) -> Result<u8> {
 /// Builds an image for `wt` and its copies; on failure everything is removed and the error
 /// is a [`crate::build::BuildFailed`] naming the stage.
 pub async fn build_images(ctx: &Ctx, wt: &WorkerType) -> Result<BuildReport> {
+    let regions = copy_regions(wt).await?;
+    let wt = &WorkerType {
+        regions,
+        ..wt.clone()
+    };
     // Everything that can be checked before creating anything is checked first.
     let script_path = wt.first_boot_script.display().to_string();
     let script = std::fs::read_to_string(&wt.first_boot_script).with_context(|| {
@@ -83,4 +89,41 @@ pub async fn build_images(ctx: &Ctx, wt: &WorkerType) -> Result<BuildReport> {
         }
     }
     Ok(report)
+}
+
+/// The regions to copy the image to: the worker type's `regions`, else the regions of its live
+/// pool (when Taskcluster is configured and the pool exists), else none.
+async fn copy_regions(wt: &WorkerType) -> Result<Vec<String>> {
+    if !wt.regions.is_empty() {
+        return Ok(wt.regions.clone());
+    }
+    let Ok(env) = TcEnv::from_env(true) else {
+        return Ok(vec![]);
+    };
+    let wm = WorkerManagerApi::new(&env)?;
+    match wm.get_pool(&wt.worker_pool_id).await {
+        Ok(live) => {
+            let regions = pool_regions(&wt.worker_pool_id, &definition(&live)).unwrap_or_default();
+            let extra: Vec<String> = regions
+                .into_iter()
+                .filter(|r| *r != wt.build_region)
+                .collect();
+            if !extra.is_empty() {
+                eprintln!(
+                    "{} sets no regions: copying to the regions of worker pool {}: {}",
+                    wt.name,
+                    wt.worker_pool_id,
+                    extra.join(", ")
+                );
+            }
+            Ok(extra)
+        }
+        Err(e) => {
+            tracing::warn!(
+                "not copying: the regions of worker pool {} are unknown: {e:#}",
+                wt.worker_pool_id
+            );
+            Ok(vec![])
+        }
+    }
 }
