@@ -164,10 +164,10 @@ impl std::fmt::Display for Why {
             ),
             Why::UnknownAge => write!(f, "no creation time: age unknown"),
             Why::Old { keep, state } => {
-                write!(
-                    f,
-                    "not live, not a rollback target, not among the {keep} newest"
-                )?;
+                write!(f, "not live, not a rollback target")?;
+                if *keep > 0 {
+                    write!(f, ", not among the {keep} newest")?;
+                }
                 if state != "available" {
                     write!(f, " ({state})")?;
                 }
@@ -397,8 +397,8 @@ pub fn plan_cleanup(inventories: &[Inventory], protected: &Protected, policy: &P
         (&a.region, a.kind)
             .cmp(&(&b.region, b.kind))
             .then_with(|| b.created.cmp(&a.created))
-            .then_with(|| a.name.cmp(&b.name))
-            .then_with(|| a.id.cmp(&b.id))
+            .then_with(|| b.name.cmp(&a.name))
+            .then_with(|| b.id.cmp(&a.id))
     });
     Plan { items }
 }
@@ -1204,7 +1204,7 @@ mod tests {
             "\
 REGION     RESOURCE  NAME                         AGE   ACTION     WHY
 us-west-2  ami-1     tc-ami-servo-win2016-ami-1   1d6h  keep       live in proj-servo/win2016
-us-west-2  ami-22    tc-ami-servo-win2016-ami-22  2d2h  delete     not live, not a rollback target, not among the 0 newest; 2 snapshots
+us-west-2  ami-22    tc-ami-servo-win2016-ami-22  2d2h  delete     not live, not a rollback target; 2 snapshots
 us-west-2  i-0abc    tc-ami-servo-win2016-b       5h    terminate  left by a build that ended (older than 2h)
 "
         );

@@ -218,6 +218,29 @@ impl Ec2 {
             .clone()
     }
 
+    /// DescribeImages: by owner, ids and filters (name, values).
+    async fn query_images(
+        &self,
+        region: &str,
+        owner: Option<&str>,
+        ids: &[String],
+        filters: &[(&str, &str)],
+    ) -> Result<Vec<Image>> {
+        let mut req = self
+            .client(region)
+            .describe_images()
+            .set_owners(owner.map(|o| vec![o.to_string()]))
+            .set_image_ids((!ids.is_empty()).then(|| ids.to_vec()));
+        for (name, value) in filters {
+            req = req.filters(filter(name, &[value]));
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeImages", region, e))?;
+        Ok(out.images().iter().map(image_from_sdk).collect())
+    }
+
     /// Images owned by `owner` whose name matches `pattern` (EC2 glob), Windows only.
     pub async fn find_base_images(
         &self,
@@ -225,27 +248,20 @@ impl Ec2 {
         owner: &str,
         pattern: &str,
     ) -> Result<Vec<Image>> {
-        let out = self
-            .client(region)
-            .describe_images()
-            .owners(owner)
-            .filters(filter("name", &[pattern]))
-            .filters(filter("platform", &["windows"]))
-            .send()
-            .await
-            .map_err(|e| sdk_error("DescribeImages", region, e))?;
-        Ok(out.images().iter().map(image_from_sdk).collect())
+        self.query_images(
+            region,
+            Some(owner),
+            &[],
+            &[("name", pattern), ("platform", "windows")],
+        )
+        .await
     }
 
     pub async fn describe_images(&self, region: &str, ids: &[String]) -> Result<Vec<Image>> {
-        let out = self
-            .client(region)
-            .describe_images()
-            .set_image_ids(Some(ids.to_vec()))
-            .send()
-            .await
-            .map_err(|e| sdk_error("DescribeImages", region, e))?;
-        Ok(out.images().iter().map(image_from_sdk).collect())
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.query_images(region, None, ids, &[]).await
     }
 
     /// Our own images carrying the tag `key` = `value`.
@@ -255,28 +271,14 @@ impl Ec2 {
         key: &str,
         value: &str,
     ) -> Result<Vec<Image>> {
-        let out = self
-            .client(region)
-            .describe_images()
-            .owners("self")
-            .filters(filter(&format!("tag:{key}"), &[value]))
-            .send()
+        self.query_images(region, Some("self"), &[], &[(&format!("tag:{key}"), value)])
             .await
-            .map_err(|e| sdk_error("DescribeImages", region, e))?;
-        Ok(out.images().iter().map(image_from_sdk).collect())
     }
 
     /// Our own images with exactly this name.
     pub async fn find_own_images_by_name(&self, region: &str, name: &str) -> Result<Vec<Image>> {
-        let out = self
-            .client(region)
-            .describe_images()
-            .owners("self")
-            .filters(filter("name", &[name]))
-            .send()
+        self.query_images(region, Some("self"), &[], &[("name", name)])
             .await
-            .map_err(|e| sdk_error("DescribeImages", region, e))?;
-        Ok(out.images().iter().map(image_from_sdk).collect())
     }
 
     /// Creates an RSA key pair; returns its private key (PEM), which exists nowhere else.

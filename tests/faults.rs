@@ -129,3 +129,28 @@ fn secrets_never_reach_the_output_even_verbose() {
     run.assert_code(0);
     run.assert_hides(ADMIN_TOKEN);
 }
+
+#[test]
+fn a_400_from_the_service_is_shown_with_its_message() {
+    let w = World::new();
+    let west = w.build()["us-west-2"].as_str().unwrap().to_string();
+    let before = w.pool().0;
+    w.tc.server.post(
+        "/_emulator/faults",
+        json!({"fail": {"status": 400, "count": 1, "code": "InputValidationError", "message": "data/config/launchConfigs/0 must NOT have additional properties", "match": {"method": "POST"}}}),
+    );
+    let run = w
+        .tc_ami()
+        .run(&["deploy", "-w", "w", "--image", &west, "--yes"]);
+    run.assert_code(1);
+    let err = run.error_line();
+    assert!(
+        err.contains(&format!(
+            "updating worker pool proj-servo/win2016: {} answered 400",
+            w.tc.server.url
+        )),
+        "{err}"
+    );
+    assert!(err.contains("must NOT have additional properties"), "{err}");
+    assert_eq!(w.pool().0, before);
+}

@@ -20,7 +20,45 @@ use crate::pool::{
     Patched, definition, new_deployment_id, patch_pool, update_payload, verify_pushed,
 };
 use crate::progress::Progress;
-use crate::taskcluster::{SecretsApi, WorkerManagerApi};
+use crate::taskcluster::{SecretsApi, TcEnv, WorkerManagerApi};
+
+/// The pool a command works on, fetched live, and the clients to work on it.
+pub struct Target {
+    pub wt: WorkerType,
+    pub env: TcEnv,
+    pub wm: WorkerManagerApi,
+    /// The pool as the service returned it.
+    pub live: Value,
+    /// The regions of its launch configs.
+    pub regions: Vec<String>,
+    pub ec2: Ec2,
+}
+
+impl Target {
+    /// Loads the worker type and fetches its pool: a missing pool, bad credentials or a missing
+    /// scope stop a command here, before it builds or copies anything.
+    pub async fn load(ctx: &Ctx, worker_type: &str) -> Result<Target> {
+        let wt = crate::config::load_worker_type(&ctx.config_dir, worker_type)?;
+        let env = TcEnv::from_env(true)?;
+        let wm = WorkerManagerApi::new(&env)?;
+        let live = wm.get_pool(&wt.worker_pool_id).await?;
+        let regions = crate::pool::pool_regions(&wt.worker_pool_id, &definition(&live))?;
+        let ec2 = Ec2::load().await;
+        Ok(Target {
+            wt,
+            env,
+            wm,
+            live,
+            regions,
+            ec2,
+        })
+    }
+
+    /// Who pushes, for the history.
+    pub fn who(&self) -> String {
+        self.env.client_id.clone().unwrap_or_default()
+    }
+}
 
 /// The change to one pool, computed against the live definition.
 pub struct Change {

@@ -22,7 +22,7 @@ use crate::cleanup::{
     render_plan,
 };
 use crate::commands::Ctx;
-use crate::commands::change::{confirm, refuse_without_terminal};
+use crate::commands::change::confirm;
 use crate::config::{WorkerType, list_worker_types, load_worker_type};
 use crate::ec2::{Ec2, has_code};
 use crate::interrupt::Cancel;
@@ -135,15 +135,7 @@ pub async fn run(
         print_json(ctx, &report)?;
         return Ok(0);
     }
-    let what = format!("delete {}", summary.deletions_text());
-    refuse_without_terminal(yes, &what)?;
-    confirm(yes, &format!("Delete {}", summary.deletions_text())).map_err(|e| {
-        if e.to_string().starts_with("nothing pushed") {
-            anyhow!("nothing deleted: the answer was not yes")
-        } else {
-            e
-        }
-    })?;
+    confirm(yes, &format!("delete {}", summary.deletions_text()))?;
 
     let started = Instant::now();
     let progress = Progress::new();

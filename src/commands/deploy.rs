@@ -5,15 +5,12 @@ use anyhow::{Result, anyhow, bail};
 
 use crate::commands::Ctx;
 use crate::commands::change::{
-    Change, RecordAs, check_available, copy_missing, refuse_without_terminal, resolve_images,
-    review_and_push,
+    Change, RecordAs, Target, check_available, copy_missing, refuse_without_terminal,
+    resolve_images, review_and_push,
 };
-use crate::config::load_worker_type;
-use crate::ec2::Ec2;
 use crate::history::Kind;
 use crate::image_arg::parse_image_args;
-use crate::pool::{definition, pool_regions};
-use crate::taskcluster::{SecretsApi, TcEnv, WorkerManagerApi};
+use crate::taskcluster::SecretsApi;
 
 pub async fn run(
     ctx: &Ctx,
@@ -22,14 +19,9 @@ pub async fn run(
     dry_run: bool,
     yes: bool,
 ) -> Result<u8> {
-    let wt = load_worker_type(&ctx.config_dir, worker_type)?;
     let args = parse_image_args(images).map_err(|e| anyhow!(e))?;
-    let env = TcEnv::from_env(true)?;
-    let wm = WorkerManagerApi::new(&env)?;
-    // Fetched first, so that a missing pool or bad credentials stop us before a build.
-    let live = wm.get_pool(&wt.worker_pool_id).await?;
-    let regions = pool_regions(&wt.worker_pool_id, &definition(&live))?;
-    let ec2 = Ec2::load().await;
+    let t = Target::load(ctx, worker_type).await?;
+    let (wt, regions) = (&t.wt, &t.regions);
 
     let (images, live) = if args.is_empty() {
         let built_for = wt.all_regions();
@@ -48,13 +40,12 @@ pub async fn run(
                 &format!("build and deploy to worker pool {}", wt.worker_pool_id),
             )?;
         }
-        let report = crate::commands::build::build_images(ctx, &wt).await?;
+        let report = crate::commands::build::build_images(ctx, wt).await?;
         // The build took a while: compare against the pool as it is now.
-        let live = wm.get_pool(&wt.worker_pool_id).await?;
-        (report.images, live)
+        (report.images, t.wm.get_pool(&wt.worker_pool_id).await?)
     } else {
-        let mut images = resolve_images(&ec2, &wt, &wt.worker_pool_id, &regions, &args).await?;
-        let copied = copy_missing(ctx, &ec2, &wt, &mut images, &regions, dry_run).await?;
+        let mut images = resolve_images(&t.ec2, wt, &wt.worker_pool_id, regions, &args).await?;
+        let copied = copy_missing(ctx, &t.ec2, wt, &mut images, regions, dry_run).await?;
         if dry_run && !copied.is_empty() {
             eprintln!(
                 "dry run: the image would first be copied to {}; nothing copied or pushed",
@@ -62,11 +53,10 @@ pub async fn run(
             );
             return Ok(0);
         }
-        (images, live)
+        (images, t.live.clone())
     };
-    check_available(&ec2, &images).await?;
-    let change = Change::new(&wt.worker_pool_id, wm.root_url(), &live, images)?;
-    let secrets = SecretsApi::new(&env)?;
+    check_available(&t.ec2, &images).await?;
+    let change = Change::new(&wt.worker_pool_id, t.wm.root_url(), &live, images)?;
     let record = RecordAs {
         kind: Kind::Deploy,
         worker_type: wt.name.clone(),
@@ -74,9 +64,17 @@ pub async fn run(
         undoes_outside_change: false,
         from: None,
     };
-    let who = env.client_id.clone().unwrap_or_default();
+    let secrets = SecretsApi::new(&t.env)?;
     review_and_push(
-        ctx, &wm, &secrets, &who, &change, None, record, dry_run, yes,
+        ctx,
+        &t.wm,
+        &secrets,
+        &t.who(),
+        &change,
+        None,
+        record,
+        dry_run,
+        yes,
     )
     .await?;
     Ok(0)

@@ -4,21 +4,21 @@
 use anyhow::{Result, anyhow};
 
 use crate::commands::Ctx;
-use crate::commands::change::{Change, check_available, newest_built_images, resolve_images};
-use crate::config::load_worker_type;
-use crate::ec2::Ec2;
+use crate::commands::change::{
+    Change, Target, check_available, newest_built_images, resolve_images,
+};
 use crate::image_arg::parse_image_args;
-use crate::pool::{definition, pool_regions};
-use crate::taskcluster::{TcEnv, WorkerManagerApi};
 
 pub async fn run(ctx: &Ctx, worker_type: &str, images: &[String], context: usize) -> Result<u8> {
-    let wt = load_worker_type(&ctx.config_dir, worker_type)?;
     let args = parse_image_args(images).map_err(|e| anyhow!(e))?;
-    let env = TcEnv::from_env(true)?;
-    let wm = WorkerManagerApi::new(&env)?;
-    let live = wm.get_pool(&wt.worker_pool_id).await?;
-    let regions = pool_regions(&wt.worker_pool_id, &definition(&live))?;
-    let ec2 = Ec2::load().await;
+    let Target {
+        wt,
+        wm,
+        live,
+        regions,
+        ec2,
+        ..
+    } = Target::load(ctx, worker_type).await?;
     let images = if args.is_empty() {
         newest_built_images(&ec2, &wt, &regions).await?
     } else {

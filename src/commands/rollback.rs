@@ -4,13 +4,13 @@
 use anyhow::{Result, anyhow};
 
 use crate::commands::Ctx;
-use crate::commands::change::{Change, RecordAs, check_available, resolve_images, review_and_push};
-use crate::config::load_worker_type;
-use crate::ec2::Ec2;
+use crate::commands::change::{
+    Change, RecordAs, Target, check_available, resolve_images, review_and_push,
+};
 use crate::history::{self, Kind, plan_rollback};
 use crate::image_arg::{ImageArgs, parse_image_args};
-use crate::pool::{definition, live_images, pool_regions};
-use crate::taskcluster::{SecretsApi, TcEnv, WorkerManagerApi};
+use crate::pool::{definition, live_images};
+use crate::taskcluster::SecretsApi;
 
 pub async fn run(
     ctx: &Ctx,
@@ -19,20 +19,23 @@ pub async fn run(
     dry_run: bool,
     yes: bool,
 ) -> Result<u8> {
-    let wt = load_worker_type(&ctx.config_dir, worker_type)?;
     let to_args = match to {
         Some(ami) => parse_image_args(&[ami.to_string()])
             .map_err(|e| anyhow!(e.replace("--image", "--to")))?,
         None => ImageArgs::default(),
     };
-    let env = TcEnv::from_env(true)?;
-    let wm = WorkerManagerApi::new(&env)?;
-    let secrets = SecretsApi::new(&env)?;
-    let live = wm.get_pool(&wt.worker_pool_id).await?;
-    let def = definition(&live);
-    let regions = pool_regions(&wt.worker_pool_id, &def)?;
+    let t = Target::load(ctx, worker_type).await?;
+    let Target {
+        wt,
+        wm,
+        live,
+        regions,
+        ec2,
+        ..
+    } = &t;
+    let def = definition(live);
+    let secrets = SecretsApi::new(&t.env)?;
     let history = history::load(&secrets, &wt.worker_pool_id).await?;
-    let ec2 = Ec2::load().await;
 
     let (images, undoes, undoes_outside_change) = if to_args.is_empty() {
         let plan = plan_rollback(&wt.worker_pool_id, &history, &live_images(&def))?;
@@ -46,16 +49,16 @@ pub async fn run(
         (plan.target, plan.undoes, outside)
     } else {
         (
-            resolve_images(&ec2, &wt, &wt.worker_pool_id, &regions, &to_args).await?,
+            resolve_images(ec2, wt, &wt.worker_pool_id, regions, &to_args).await?,
             None,
             false,
         )
     };
     // Every target image must still exist and be available, before anything changes.
-    check_available(&ec2, &images)
+    check_available(ec2, &images)
         .await
         .map_err(|e| anyhow!("cannot roll back worker pool {}: {e:#}", wt.worker_pool_id))?;
-    let change = Change::new(&wt.worker_pool_id, wm.root_url(), &live, images)?;
+    let change = Change::new(&wt.worker_pool_id, wm.root_url(), live, images)?;
     let record = RecordAs {
         kind: Kind::Rollback,
         worker_type: wt.name.clone(),
@@ -63,10 +66,10 @@ pub async fn run(
         undoes_outside_change,
         from: None,
     };
-    let who = env.client_id.clone().unwrap_or_default();
+    let who = t.who();
     review_and_push(
         ctx,
-        &wm,
+        wm,
         &secrets,
         &who,
         &change,
