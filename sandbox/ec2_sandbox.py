@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     from ec2.app import SandboxApp  # noqa: E402
     from ec2.events import EventLog, Scheduler  # noqa: E402
     from ec2.faults import FaultInjector, Stats  # noqa: E402
+    from ec2.owned import install as install_owned  # noqa: E402
     from ec2.seed import Seeds  # noqa: E402
     from ec2.sim import Simulator  # noqa: E402
 
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds.install()
     sim = Simulator(config, events, scheduler, lock)
     sim.install()
+    install_owned()
 
     dispatcher = DomainDispatcherApplication(create_backend_app)
     # Build moto's EC2 Flask app now rather than on the first request.

@@ -442,12 +442,10 @@ pub fn plan_images(inventories: &[Inventory], protected: &Protected, policy: &Po
 
         // Snapshots of tc-ami that name an image in their description ("Created by
         // CreateImage(i-…) for ami-…", "Copied for DestinationAmi ami-…") go with it.
-        let snapshots: Vec<&Resource> = inv
-            .resources
-            .iter()
-            .filter(|r| r.kind == Kind::Snapshot)
-            .collect();
+        let named = snapshots_by_named_image(inv);
+        let naming = |image: &str| named.get(image).into_iter().flatten().copied();
 
+        let first = items.len();
         for (image, scope) in candidates {
             let created = image.creation_date.or_else(|| tag_time(&image.tags));
             let mut why = protected.reasons(&image.id);
@@ -463,12 +461,7 @@ pub fn plan_images(inventories: &[Inventory], protected: &Protected, policy: &Po
                 Action::Keep
             };
             let mut snapshot_ids: BTreeSet<String> = image.snapshot_ids.iter().cloned().collect();
-            snapshot_ids.extend(
-                snapshots
-                    .iter()
-                    .filter(|s| names_image(&s.name, &image.id))
-                    .map(|s| s.id.clone()),
-            );
+            snapshot_ids.extend(naming(&image.id).map(str::to_string));
             items.push(Item {
                 kind: Kind::Image,
                 region: inv.region.clone(),
@@ -484,6 +477,27 @@ pub fn plan_images(inventories: &[Inventory], protected: &Protected, policy: &Po
                 why,
             });
         }
+
+        // A snapshot that an image staying in the region uses or names (any image, tc-ami's
+        // or not) is never deleted with another one: it is needed (and EC2 would refuse).
+        let deleted: BTreeSet<&str> = items[first..]
+            .iter()
+            .filter(|i| i.deletes())
+            .map(|i| i.id.as_str())
+            .collect();
+        let staying: Vec<&Image> = inv
+            .images
+            .iter()
+            .filter(|i| !deleted.contains(i.id.as_str()))
+            .collect();
+        let needed: BTreeSet<&str> = staying
+            .iter()
+            .flat_map(|i| i.snapshot_ids.iter().map(String::as_str))
+            .chain(staying.iter().flat_map(|i| naming(&i.id)))
+            .collect();
+        for item in &mut items[first..] {
+            item.snapshot_ids.retain(|s| !needed.contains(s.as_str()));
+        }
     }
     items
 }
@@ -496,14 +510,26 @@ fn latest_time(r: &Resource) -> Option<DateTime<Utc>> {
     }
 }
 
-/// Whether a snapshot description names the image (`… for ami-0123…`, not `ami-01234…`).
-fn names_image(description: &str, image_id: &str) -> bool {
-    description.match_indices(image_id).any(|(at, _)| {
-        !description[at + image_id.len()..]
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
+/// The image ids a snapshot description names: `ami-` and the letters and digits after it.
+fn named_images(description: &str) -> impl Iterator<Item = &str> {
+    description.match_indices("ami-").map(move |(at, _)| {
+        let rest = &description[at + 4..];
+        let len = rest
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(rest.len());
+        &description[at..at + 4 + len]
     })
+}
+
+/// The region's tc-ami snapshots by the image ids their descriptions name.
+fn snapshots_by_named_image(inv: &Inventory) -> BTreeMap<&str, Vec<&str>> {
+    let mut out: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for s in inv.resources.iter().filter(|r| r.kind == Kind::Snapshot) {
+        for image in named_images(&s.name) {
+            out.entry(image).or_default().push(&s.id);
+        }
+    }
+    out
 }
 
 /// The instances, security groups and key pairs of builds that ended without removing them
@@ -516,7 +542,7 @@ pub fn plan_leftovers(inventories: &[Inventory], policy: &Policy) -> Vec<Item> {
             .iter()
             .flat_map(|i| i.snapshot_ids.iter().map(String::as_str))
             .collect();
-        let images: Vec<&str> = inv.images.iter().map(|i| i.id.as_str()).collect();
+        let images: BTreeSet<&str> = inv.images.iter().map(|i| i.id.as_str()).collect();
         // A build's leftovers are judged together, by the most recent of their times (EC2's
         // and the build's start), so that a group is never deleted while its instance stays.
         let mut build_time: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
@@ -536,7 +562,7 @@ pub fn plan_leftovers(inventories: &[Inventory], policy: &Policy) -> Vec<Item> {
             }
             if r.kind == Kind::Snapshot
                 && (used.contains(r.id.as_str())
-                    || images.iter().any(|image| names_image(&r.name, image)))
+                    || named_images(&r.name).any(|image| images.contains(image)))
             {
                 // An image's snapshot: it goes (or stays) with the image.
                 continue;
@@ -1012,6 +1038,31 @@ mod tests {
         );
         assert!(!plan.items.iter().any(|i| i.id == "snap-described"));
         assert_eq!(plan.summary().image_snapshots_deleted, 4);
+    }
+
+    #[test]
+    fn a_snapshot_an_image_that_stays_uses_is_never_deleted() {
+        // Someone registered their own image from a tc-ami snapshot; a kept tc-ami image shares
+        // another; a tc-ami snapshot names both the kept image and the old one.
+        let mut theirs = image("ami-theirs", W, 100, &["snap-a"]);
+        theirs.tags.clear();
+        let old = image("ami-old", W, 100, &["snap-a", "snap-b", "snap-own"]);
+        let kept = image("ami-kept", W, 1, &["snap-b"]);
+        let described = Resource {
+            kind: Kind::Snapshot,
+            id: "snap-c".into(),
+            name: "Copied for DestinationAmi ami-kept from SourceAmi ami-old".into(),
+            state: None,
+            created: Some(ago(100 * HOUR)),
+            tags: tags(W, "b"),
+        };
+        let plan = plan_cleanup(
+            &[inv(WEST, vec![theirs, old, kept], vec![described])],
+            &Protected::default(),
+            &policy(0),
+        );
+        assert_eq!(deleted(&plan), ["ami-old"]);
+        assert_eq!(item(&plan, "ami-old").snapshot_ids, ["snap-own"]);
     }
 
     fn resource(kind: Kind, id: &str, wt: &str, hours: i64) -> Resource {

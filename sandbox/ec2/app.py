@@ -35,6 +35,7 @@ ENDPOINTS = {
     "POST /_sandbox/config": "deep-merge a JSON object into the configuration; returns it",
     "GET /_sandbox/state": "JSON dump of instances, key pairs, security groups, images, snapshots, volumes, events (?seeded=1: include seed images, ?all_regions=1: every region backend)",
     "POST /_sandbox/seed-image": "add an Amazon-owned base image {region|all, name, creation_date, state, platform, owner_id}",
+    "POST /_sandbox/seed-owned-images": "register N images the account owns, in bulk {region, count, name_prefix, tags, creation_date, step_seconds, snapshots_per_image, tag_snapshots, state}",
     "GET /_sandbox/stats": "EC2 requests per action, faulted requests, total",
     "POST /_sandbox/stats/reset": "zero the request counters",
     "POST /_sandbox/reset": "reset moto and the simulator: reloads the seed, restores the start-up config (body {keep_config: true} keeps the current one), zeroes stats and events",
@@ -162,6 +163,7 @@ class SandboxApp:
             "/_sandbox/config": {"GET": self.config.snapshot, "POST": lambda: self._post_config(environ)},
             "/_sandbox/state": {"GET": lambda: self._state(flag("seeded"), flag("all_regions"))},
             "/_sandbox/seed-image": {"POST": lambda: self._seed_image(environ)},
+            "/_sandbox/seed-owned-images": {"POST": lambda: self._seed_owned_images(environ)},
             "/_sandbox/stats": {"GET": self.stats.snapshot},
             "/_sandbox/stats/reset": {"POST": lambda: (self.stats.reset(), self.stats.snapshot())[1]},
             "/_sandbox/reset": {"POST": lambda: self._reset(environ)},
@@ -202,3 +204,12 @@ class SandboxApp:
         body = self._body(environ)
         with self.lock:
             return self.seeds.add_runtime(body)
+
+    def _seed_owned_images(self, environ: dict[str, Any]) -> dict[str, Any]:
+        from .owned import seed_owned_images
+
+        body = self._body(environ)
+        with self.lock:
+            out = seed_owned_images(body)
+        log.info("registered %d owned images in %s", len(out["images"]), out["region"])
+        return out

@@ -14,7 +14,7 @@ import threading
 from typing import Any
 
 GUEST_MODES = ("stop", "never", "terminate")
-FAULT_KINDS = ("throttle", "500")
+FAULT_KINDS = ("throttle", "500", "denied")
 
 DEFAULTS: dict[str, Any] = {
     # Seconds a tc-ami instance stays `pending` after RunInstances.
@@ -58,7 +58,7 @@ DEFAULTS: dict[str, Any] = {
         # Fraction of EC2 API requests answered with an injected error.
         "rate": 0,
         # Error kinds to choose from: "throttle" (503 RequestLimitExceeded),
-        # "500" (500 InternalError).
+        # "500" (500 InternalError), "denied" (403 UnauthorizedOperation, not retried).
         "kinds": ["throttle", "500"],
         # Seed of the random generator deciding which requests fail.
         "seed": 1,

@@ -27,6 +27,8 @@ FAULTS = {
     # kind: (HTTP status, reason phrase, EC2 error code, message)
     "throttle": (503, "Service Unavailable", "RequestLimitExceeded", "Request limit exceeded."),
     "500": (500, "Internal Server Error", "InternalError", "An internal error has occurred"),
+    # Not retried by SDKs: what a missing IAM permission looks like.
+    "denied": (403, "Forbidden", "UnauthorizedOperation", "You are not authorized to perform this operation."),
 }
 
 

@@ -16,6 +16,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 
 from .events import EventLog, Scheduler
+from .owned import snapshot_ids
 from .seed import Seeds
 from .sim import Simulator
 
@@ -107,7 +108,7 @@ def _region(be: Any, sim: Simulator, seeded: set[str], include_seeded: bool) -> 
                 "state_reason": reason,
                 "owner_id": ami.owner_id,
                 "tags": _tags(be, ami.id),
-                "snapshot_ids": [ami.ebs_snapshot.id],
+                "snapshot_ids": snapshot_ids(ami),
                 "creation_date": _iso(ami.creation_date),
                 "platform": ami.platform,
                 "seeded": is_seed,

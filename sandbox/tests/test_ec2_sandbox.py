@@ -484,6 +484,83 @@ def test_faults(sb: Sandbox) -> None:
     assert sb.ec2().describe_key_pairs()["KeyPairs"][0]["KeyName"] == "k"
 
 
+def test_denied_fault_is_not_retried(sb: Sandbox) -> None:
+    sb.post("/_sandbox/config", {"faults": {"next": 1, "actions": ["DeregisterImage"], "kinds": ["denied"]}})
+    ec2 = sb.ec2()  # with the SDK's retries: a 403 is not retried
+    with pytest.raises(ClientError) as e:
+        ec2.deregister_image(ImageId="ami-0123456789abcdef0")
+    assert e.value.response["Error"]["Code"] == "UnauthorizedOperation"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert e.value.response["ResponseMetadata"]["RetryAttempts"] == 0
+    with pytest.raises(ClientError) as e:
+        ec2.deregister_image(ImageId="ami-0123456789abcdef0")
+    assert e.value.response["Error"]["Code"] == "InvalidAMIID.NotFound"  # reached moto
+
+
+def test_seed_owned_images(sb: Sandbox) -> None:
+    body = {
+        "region": "us-east-1",
+        "count": 5,
+        "name_prefix": "tc-ami-w-",
+        "tags": {"tc-ami:worker-type": "w", "tc-ami:build-id": "b{n}"},
+        "creation_date": "2024-01-01T00:00:00Z",
+        "step_seconds": 86400,
+        "snapshots_per_image": 2,
+    }
+    out = sb.post("/_sandbox/seed-owned-images", body)
+    assert out["region"] == "us-east-1" and len(out["images"]) == 5
+    ec2 = sb.ec2("us-east-1")
+    listed = ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:tc-ami:worker-type", "Values": ["w"]}])["Images"]
+    by_id = {i["ImageId"]: i for i in listed}
+    assert set(by_id) == {i["id"] for i in out["images"]}
+    first, last = by_id[out["images"][0]["id"]], by_id[out["images"][4]["id"]]
+    assert first["CreationDate"] == "2024-01-01T00:00:00.000Z" and last["CreationDate"] == "2024-01-05T00:00:00.000Z"
+    assert first["State"] == "available" and first["OwnerId"] == "123456789012" and first["Name"] == "tc-ami-w-00000"
+    assert {t["Key"]: t["Value"] for t in first["Tags"]} == {"tc-ami:worker-type": "w", "tc-ami:build-id": "b0"}
+    # one snapshot per block device, tagged like the image, owned by the account
+    snaps = [b["Ebs"]["SnapshotId"] for b in first["BlockDeviceMappings"]]
+    assert len(snaps) == 2 and snaps == out["images"][0]["snapshot_ids"]
+    tagged = ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": "tag:tc-ami:build-id", "Values": ["b0"]}])["Snapshots"]
+    assert sorted(s["SnapshotId"] for s in tagged) == sorted(snaps)
+    assert all(s["StartTime"].isoformat().startswith("2024-01-01T00:00:00") for s in tagged)
+    # only in that region; in the state dump as ordinary (not seed) images
+    assert sb.ec2("us-west-2").describe_images(Owners=["self"])["Images"] == []
+    dumped = {i["id"]: i for i in sb.state()["regions"]["us-east-1"]["images"]}
+    assert dumped[first["ImageId"]]["snapshot_ids"] == snaps and not dumped[first["ImageId"]]["seeded"]
+    # ordinary images: their snapshots are in use until the image is deregistered
+    with pytest.raises(ClientError) as e:
+        ec2.delete_snapshot(SnapshotId=snaps[1])
+    assert e.value.response["Error"]["Code"] == "InvalidSnapshot.InUse"
+    ec2.deregister_image(ImageId=first["ImageId"])
+    for snap in snaps:
+        ec2.delete_snapshot(SnapshotId=snap)
+    # bad bodies name the field
+    for bad, word in [
+        ({"count": 2}, "region"),
+        ({"region": "us-east-1", "count": 0}, "count"),
+        ({"region": "us-east-1", "snapshots_per_image": 9}, "snapshots_per_image"),
+        ({"region": "us-east-1", "colour": "red"}, "colour"),
+        ({"region": "us-east-1", "tags": {"k": 1}}, "tags"),
+        ({"region": "us-east-1", "creation_date": "yesterday"}, "creation_date"),
+        (dict(body, count=2), "already exists"),  # the same names again
+    ]:
+        status, err = sb.call("POST", "/_sandbox/seed-owned-images", bad)
+        assert status == 400 and word in err["error"], (bad, err)
+    assert len(ec2.describe_images(Owners=["self"])["Images"]) == 4  # a refused body adds nothing
+    # without a date, the newest is now; a reset removes them
+    out = sb.post("/_sandbox/seed-owned-images", {"region": "us-west-2", "count": 3, "step_seconds": 60})
+    newest = sb.ec2("us-west-2").describe_images(ImageIds=[out["images"][2]["id"]])["Images"][0]
+    assert abs(time.time() - _epoch(newest["CreationDate"])) < 60
+    sb.post("/_sandbox/reset")
+    assert sb.ec2("us-east-1").describe_images(Owners=["self"])["Images"] == []
+
+
+def _epoch(iso: str) -> float:
+    import datetime
+
+    return datetime.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
 def test_stats(sb: Sandbox) -> None:
     ec2 = sb.ec2("us-east-1")
     for _ in range(3):

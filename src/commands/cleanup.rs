@@ -94,20 +94,28 @@ pub async fn run(
     let (pools, plan, regions) = looked;
     progress.finish();
 
-    let table = render_plan(&plan);
-    if ctx.json {
-        eprint!("{table}");
-    } else {
-        print!("{table}");
-    }
     let summary = plan.summary();
     let worker_types: Vec<&str> = selected.iter().map(|w| w.name.as_str()).collect();
-    eprintln!(
-        "{}: to delete: {}; keeping {} image(s) (live, rollback targets, the {keep} newest per region, and any that may belong to a build in progress)",
-        worker_types.join(", "),
-        summary.deletions_text(),
-        summary.images_kept
-    );
+    if plan.items.is_empty() {
+        eprintln!(
+            "{}: no image or build leftover of tc-ami in {}",
+            worker_types.join(", "),
+            regions.join(", ")
+        );
+    } else {
+        let table = render_plan(&plan);
+        if ctx.json {
+            eprint!("{table}");
+        } else {
+            print!("{table}");
+        }
+        eprintln!(
+            "{}: to delete: {}; keeping {} image(s) (live, rollback targets, the {keep} newest per region, and any that may belong to a build in progress)",
+            worker_types.join(", "),
+            summary.deletions_text(),
+            summary.images_kept
+        );
+    }
     let mut report = json!({
         "worker_types": worker_types,
         "keep": keep,
@@ -139,12 +147,13 @@ pub async fn run(
 
     let started = Instant::now();
     let progress = Progress::new();
+    let deleting_in: BTreeSet<&str> = plan.to_delete().map(|i| i.region.as_str()).collect();
     progress.stage(&format!(
         "deleting {} in {}",
         summary.deletions_text(),
-        regions.join(", ")
+        deleting_in.into_iter().collect::<Vec<_>>().join(", ")
     ));
-    let results = execute(&ec2, &plan, &ctx.cancel, &progress).await;
+    let results = execute(&ec2, &plan, &ctx.cancel).await;
     progress.finish();
 
     let mut failed = Vec::new();
@@ -176,14 +185,14 @@ pub async fn run(
         items.push(v);
     }
     let planned = plan.to_delete().count();
-    let done = planned - failed.len() - skipped;
+    let done = results.values().filter(|r| r.is_ok()).count();
     for f in &failed {
         eprintln!("failed: {f}");
     }
     eprintln!(
         "deleted {done} of {planned} planned in {:.1}s{}",
         started.elapsed().as_secs_f64(),
-        if failed.is_empty() && skipped == 0 {
+        if done == planned {
             format!(": {}", summary.deletions_text())
         } else {
             format!("; {} failed, {skipped} not started", failed.len())
@@ -365,12 +374,12 @@ type Results = BTreeMap<(String, String), Result<(), Undone>>;
 
 /// Carries out the plan's deletions, every region at once. Never cancelled half-way: an
 /// interrupt stops new deletions from starting.
-async fn execute(ec2: &Ec2, plan: &Plan, cancel: &Cancel, progress: &Progress) -> Results {
+async fn execute(ec2: &Ec2, plan: &Plan, cancel: &Cancel) -> Results {
     let results = Mutex::new(Results::new());
     let regions: BTreeSet<&str> = plan.to_delete().map(|i| i.region.as_str()).collect();
     join_all(regions.into_iter().map(|region| {
         let items: Vec<&Item> = plan.to_delete().filter(|i| i.region == region).collect();
-        execute_region(ec2, region, items, cancel, progress, &results)
+        execute_region(ec2, region, items, cancel, &results)
     }))
     .await;
     results.into_inner().unwrap_or_else(|e| e.into_inner())
@@ -381,17 +390,9 @@ async fn execute_region(
     region: &str,
     items: Vec<&Item>,
     cancel: &Cancel,
-    progress: &Progress,
     results: &Mutex<Results>,
 ) {
     let record = |item: &Item, r: Result<(), Undone>| {
-        if let Err(Undone::Failed(e)) = &r {
-            progress.note(&format!(
-                "failed: {region} {} {}: {e}",
-                item.kind.label(),
-                item.id
-            ));
-        }
         results
             .lock()
             .unwrap_or_else(|e| e.into_inner())
