@@ -54,7 +54,7 @@ impl Cancel {
                 };
                 if me.token.is_cancelled() {
                     eprintln!(
-                        "tc-ami: already stopping; removing what the build created, please wait"
+                        "tc-ami: already stopping; finishing what must not be left half done, please wait"
                     );
                 } else {
                     me.cancel(sig);
