@@ -366,7 +366,7 @@ mod tests {
                     {
                         "region": "us-west-2",
                         "workerConfig": {"genericWorker": {"config": {"deploymentId": "old-1", "wstAudience": "communitytc"}}},
-                        "launchConfig": {"ImageId": "ami-west-old", "InstanceType": "c5.4xlarge", "SubnetId": "subnet-1"},
+                        "launchConfig": {"ImageId": "ami-west-old", "InstanceType": "c5.4xlarge", "SubnetId": "subnet-1", "FutureEc2Field": {"kept": [1, 2]}},
                         "workerManager": {"launchConfigId": "lc-aaaaaaaaaaaaaaaaaaaa"},
                         "capacityPerInstance": 1
                     },
@@ -476,7 +476,14 @@ mod tests {
             .keys()
             .map(String::as_str)
             .collect();
-        assert_eq!(lc_keys, vec!["ImageId", "InstanceType", "SubnetId"]);
+        assert_eq!(
+            lc_keys,
+            vec!["ImageId", "InstanceType", "SubnetId", "FutureEc2Field"]
+        );
+        assert_eq!(
+            lcs[0]["launchConfig"]["FutureEc2Field"],
+            json!({"kept": [1, 2]})
+        );
         assert_eq!(p.after["config"]["lifecycle"], def["config"]["lifecycle"]);
     }
 
