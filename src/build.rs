@@ -38,7 +38,7 @@ pub const TAG_SOURCE_REGION: &str = "tc-ami:source-region";
 pub const TAG_SOURCE_IMAGE_ID: &str = "tc-ami:source-image-id";
 
 /// How long teardown waits for the instance to terminate before deleting its group.
-const TERMINATE_WAIT: Duration = Duration::from_secs(300);
+pub const TERMINATE_WAIT: Duration = Duration::from_secs(300);
 /// Polls of GetPasswordData between two checks that the instance is still alive.
 const PASSWORD_POLLS_PER_STATE_CHECK: u32 = 5;
 
@@ -804,7 +804,8 @@ async fn terminate_and_wait(ec2: &Ec2, region: &str, id: &str) -> Result<()> {
     }
 }
 
-async fn delete_group_when_free(ec2: &Ec2, region: &str, id: &str) -> Result<()> {
+/// Deletes a security group, waiting while an instance that is terminating still holds it.
+pub async fn delete_group_when_free(ec2: &Ec2, region: &str, id: &str) -> Result<()> {
     let deadline = Instant::now() + TERMINATE_WAIT;
     loop {
         match ec2.delete_security_group(region, id).await {

@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures::StreamExt;
@@ -17,6 +16,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::build::TAG_BUILD_ID;
+use crate::build::TERMINATE_WAIT;
 use crate::cleanup::{
     Inventory, Item, Kind, Plan, Policy, Protected, WorkerScope, in_flight_window, plan_cleanup,
     render_plan,
@@ -34,8 +34,6 @@ use crate::wait::POLL_INTERVAL;
 /// Images removed at once per region: enough to hide each call's latency, few enough to stay
 /// under EC2's request rate limits (throttled calls are retried by the SDK).
 const IMAGE_CONCURRENCY: usize = 8;
-/// How long to wait for leftover instances to terminate, and for their groups to be free.
-const TERMINATE_WAIT: Duration = Duration::from_secs(300);
 /// A snapshot stays "in use" for a moment after its image is deregistered.
 const SNAPSHOT_IN_USE_TRIES: u32 = 30;
 
@@ -459,7 +457,7 @@ async fn execute_region(
                     group.build_id
                 )))
             } else {
-                delete_group_when_free(ec2, region, &group.id)
+                crate::build::delete_group_when_free(ec2, region, &group.id)
                     .await
                     .map_err(|e| Undone::Failed(format!("{e:#}")))
             };
@@ -546,20 +544,5 @@ async fn terminate_and_wait(
             return Ok(left);
         }
         tokio::time::sleep(POLL_INTERVAL).await;
-    }
-}
-
-async fn delete_group_when_free(ec2: &Ec2, region: &str, id: &str) -> Result<()> {
-    let deadline = Instant::now() + TERMINATE_WAIT;
-    loop {
-        match ec2.delete_security_group(region, id).await {
-            Ok(()) => return Ok(()),
-            Err(e) if has_code(&e, &["InvalidGroup.NotFound"]) => return Ok(()),
-            // Still attached to an instance that is terminating.
-            Err(e) if has_code(&e, &["DependencyViolation"]) && Instant::now() < deadline => {
-                tokio::time::sleep(POLL_INTERVAL).await
-            }
-            Err(e) => return Err(e),
-        }
     }
 }
