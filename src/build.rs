@@ -39,8 +39,9 @@ pub const TAG_SOURCE_IMAGE_ID: &str = "tc-ami:source-image-id";
 
 /// How long teardown waits for the instance to terminate before deleting its group.
 pub const TERMINATE_WAIT: Duration = Duration::from_secs(300);
-/// Polls of GetPasswordData between two checks that the instance is still alive.
-const PASSWORD_POLLS_PER_STATE_CHECK: u32 = 5;
+/// Every this many polls of the password wait checks that the instance is still alive instead
+/// of asking for the password (one call per poll either way).
+const PASSWORD_POLLS_PER_STATE_CHECK: u32 = 10;
 
 /// Everything a build will create, named and tagged before anything is created.
 #[derive(Debug, Clone)]
@@ -210,6 +211,8 @@ struct Created {
     launched: bool,
     /// (region, image id); `None` id: a create or copy was sent to that region.
     images: Vec<(String, Option<String>)>,
+    /// The instance, group and key pair were removed once the image existed; what could not be.
+    released: Option<Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -283,8 +286,19 @@ pub async fn run_build(
     let stage = *b.stage.lock().unwrap_or_else(|e| e.into_inner());
     match result {
         Ok((images, password, printed)) => {
-            progress.stage(&Stage::Teardown.to_string());
-            let leftovers = teardown(ec2, plan, &b.created, false, progress).await;
+            let released = b
+                .created
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .released
+                .take();
+            let leftovers = match released {
+                Some(leftovers) => leftovers,
+                None => {
+                    progress.stage(&Stage::Teardown.to_string());
+                    teardown(ec2, plan, &b.created, false, progress).await
+                }
+            };
             progress.finish();
             if !leftovers.is_empty() {
                 return Err(BuildFailed {
@@ -409,13 +423,16 @@ async fn pipeline(b: &Builder<'_>) -> Result<PipelineOutput> {
             let check_state = polls.is_multiple_of(PASSWORD_POLLS_PER_STATE_CHECK);
             let instance_id = &instance_id;
             async move {
-                if let Some(data) = ec2.get_password_data(region, instance_id).await? {
-                    return Ok(Some(data));
+                if !check_state {
+                    return ec2.get_password_data(region, instance_id).await;
                 }
-                if check_state
-                    && let Some(i) = ec2.describe_instance(region, instance_id).await?
+                if let Some(i) = ec2.describe_instance(region, instance_id).await?
                     && !matches!(i.state.as_str(), "running" | "stopping")
                 {
+                    // Stopped: the password data, if Windows made it, is still there.
+                    if let Some(data) = ec2.get_password_data(region, instance_id).await? {
+                        return Ok(Some(data));
+                    }
                     bail!(
                         "{} before Windows made the administrator password",
                         instance_gone(&i)
@@ -478,10 +495,20 @@ async fn pipeline(b: &Builder<'_>) -> Result<PipelineOutput> {
     ec2.create_tags(region, &image.snapshot_ids, &plan.image_tags)
         .await?;
 
+    // The instance, group and key pair are not needed once the image exists: they are removed
+    // while the copies are pending (termination takes a while on EC2), not after.
+    let release = async {
+        let leftovers = teardown(ec2, plan, &b.created, false, b.progress).await;
+        b.record(|c| c.released = Some(leftovers));
+    };
     let mut images = BTreeMap::from([(region.to_string(), image_id.clone())]);
-    if !plan.copy_regions.is_empty() {
+    if plan.copy_regions.is_empty() {
+        b.enter(Stage::Teardown)?;
+        release.await;
+    } else {
         b.enter(Stage::CopyImage)?;
-        images.extend(copy_everywhere(b, &image_id).await?);
+        let (copies, ()) = futures::join!(copy_everywhere(b, &image_id), release);
+        images.extend(copies?);
     }
 
     if !plan.share_with_accounts.is_empty() {
@@ -680,6 +707,7 @@ async fn teardown(
             instance_id: c.instance_id.clone(),
             launched: c.launched,
             images: c.images.clone(),
+            released: None,
         }
     };
     let region = plan.region.as_str();

@@ -19,8 +19,8 @@ pub struct TimedOut {
     pub limit: Duration,
 }
 
-/// Calls `check` now and then every `interval` until it returns `Some`, an error, the
-/// deadline passes, or an interrupt arrives.
+/// Calls `check` every `interval` (the first time one interval in) until it returns `Some`, an
+/// error, the deadline passes, or an interrupt arrives.
 pub async fn poll_until<T, F, Fut>(
     cancel: &Cancel,
     what: &str,
@@ -35,22 +35,22 @@ where
 {
     let deadline = started + limit;
     loop {
-        cancel.check()?;
+        // Every wait follows a call that started the change: checking at once would only
+        // cost a call, so the first check comes one interval in.
+        let next = (Instant::now() + interval).min(deadline);
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            i = cancel.cancelled() => return Err(i.into()),
+        }
         if let Some(done) = check().await? {
             return Ok(done);
         }
-        let now = Instant::now();
-        if now >= deadline {
+        if Instant::now() >= deadline {
             return Err(TimedOut {
                 what: what.to_string(),
                 limit,
             }
             .into());
-        }
-        let next = (now + interval).min(deadline);
-        tokio::select! {
-            _ = tokio::time::sleep_until(next) => {}
-            i = cancel.cancelled() => return Err(i.into()),
         }
     }
 }
@@ -78,6 +78,7 @@ mod tests {
         .unwrap();
         assert_eq!(got, 3);
         assert_eq!(calls.load(Ordering::SeqCst), 4);
+        // One call per interval, none at the start: the 4th call came 4 intervals in.
     }
 
     #[tokio::test(start_paused = true)]
