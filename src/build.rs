@@ -37,6 +37,9 @@ pub const TAG_VERSION: &str = "tc-ami:version";
 pub const TAG_SOURCE_REGION: &str = "tc-ami:source-region";
 pub const TAG_SOURCE_IMAGE_ID: &str = "tc-ami:source-image-id";
 
+/// How often the build instance's termination is polled while copies are pending (off the
+/// critical path, so less often than a wait the build is blocked on).
+const RELEASE_PACE: Duration = Duration::from_secs(3);
 /// How long teardown waits for the instance to terminate before deleting its group.
 pub const TERMINATE_WAIT: Duration = Duration::from_secs(300);
 /// Every this many polls of the password wait checks that the instance is still alive instead
@@ -296,7 +299,7 @@ pub async fn run_build(
                 Some(leftovers) => leftovers,
                 None => {
                     progress.stage(&Stage::Teardown.to_string());
-                    teardown(ec2, plan, &b.created, false, progress).await
+                    teardown(ec2, plan, &b.created, false, POLL_INTERVAL, progress).await
                 }
             };
             progress.finish();
@@ -330,7 +333,7 @@ pub async fn run_build(
             progress.note(&format!(
                 "{stage}: {why}; removing everything this build created"
             ));
-            let leftovers = teardown(ec2, plan, &b.created, true, progress).await;
+            let leftovers = teardown(ec2, plan, &b.created, true, POLL_INTERVAL, progress).await;
             progress.finish();
             Err(BuildFailed {
                 stage,
@@ -497,8 +500,14 @@ async fn pipeline(b: &Builder<'_>) -> Result<PipelineOutput> {
 
     // The instance, group and key pair are not needed once the image exists: they are removed
     // while the copies are pending (termination takes a while on EC2), not after.
+    // Off the critical path while copies are pending: its waiting polls less often.
+    let pace = if plan.copy_regions.is_empty() {
+        POLL_INTERVAL
+    } else {
+        RELEASE_PACE
+    };
     let release = async {
-        let leftovers = teardown(ec2, plan, &b.created, false, b.progress).await;
+        let leftovers = teardown(ec2, plan, &b.created, false, pace, b.progress).await;
         b.record(|c| c.released = Some(leftovers));
     };
     let mut images = BTreeMap::from([(region.to_string(), image_id.clone())]);
@@ -696,6 +705,7 @@ async fn teardown(
     plan: &BuildPlan,
     created: &Mutex<Created>,
     remove_images: bool,
+    pace: Duration,
     progress: &Progress,
 ) -> Vec<String> {
     let snapshot = {
@@ -717,7 +727,9 @@ async fn teardown(
     // The instance: the recorded one, and any carrying this build's id (a launch whose answer
     // never arrived).
     let mut instances: Vec<String> = snapshot.instance_id.iter().cloned().collect();
-    if snapshot.launched {
+    // The sweeps by tag and name are for a create whose answer never arrived; with the id
+    // recorded (and RunInstances' idempotency token) there is nothing else to find.
+    if snapshot.launched && snapshot.instance_id.is_none() {
         match ec2
             .find_instances_by_tag(region, TAG_BUILD_ID, &plan.build_id)
             .await
@@ -732,7 +744,7 @@ async fn teardown(
     instances.sort();
     instances.dedup();
     for id in &instances {
-        match terminate_and_wait(ec2, region, id).await {
+        match terminate_and_wait(ec2, region, id, pace).await {
             Ok(()) => removed.push(format!("instance {id}")),
             Err(e) => leftovers.push(format!("instance {id} in {region} ({e:#})")),
         }
@@ -772,15 +784,17 @@ async fn teardown(
 
     if snapshot.group_named {
         let mut groups: Vec<String> = snapshot.group_id.iter().cloned().collect();
-        match ec2
-            .find_security_groups_by_name(region, &plan.group_name)
-            .await
-        {
-            Ok(found) => groups.extend(found),
-            Err(e) => leftovers.push(format!(
-                "security group {} in {region} (could not list: {e})",
-                plan.group_name
-            )),
+        if snapshot.group_id.is_none() {
+            match ec2
+                .find_security_groups_by_name(region, &plan.group_name)
+                .await
+            {
+                Ok(found) => groups.extend(found),
+                Err(e) => leftovers.push(format!(
+                    "security group {} in {region} (could not list: {e})",
+                    plan.group_name
+                )),
+            }
         }
         groups.sort();
         groups.dedup();
@@ -793,15 +807,8 @@ async fn teardown(
     }
 
     if snapshot.key_pair {
-        let gone = async {
-            ec2.delete_key_pair(region, &plan.key_name).await?;
-            // DeleteKeyPair succeeds for a missing key; check that it is really gone.
-            if ec2.key_pair_exists(region, &plan.key_name).await? {
-                bail!("still there after DeleteKeyPair");
-            }
-            Ok(())
-        };
-        match gone.await {
+        // By name: it works whether or not CreateKeyPair's answer arrived.
+        match ec2.delete_key_pair(region, &plan.key_name).await {
             Ok(()) => removed.push(format!("key pair {}", plan.key_name)),
             Err(e) => leftovers.push(format!("key pair {} in {region} ({e:#})", plan.key_name)),
         }
@@ -813,7 +820,8 @@ async fn teardown(
     leftovers
 }
 
-async fn terminate_and_wait(ec2: &Ec2, region: &str, id: &str) -> Result<()> {
+/// Terminates the instance and waits, polling every `pace`, until it is terminated.
+async fn terminate_and_wait(ec2: &Ec2, region: &str, id: &str, pace: Duration) -> Result<()> {
     match ec2.terminate_instance(region, id).await {
         Ok(()) => {}
         Err(e) if has_code(&e, &["InvalidInstanceID.NotFound"]) => return Ok(()),
@@ -821,13 +829,15 @@ async fn terminate_and_wait(ec2: &Ec2, region: &str, id: &str) -> Result<()> {
     }
     let deadline = Instant::now() + TERMINATE_WAIT;
     loop {
+        // Not terminated at once: the first look is one interval in.
+        tokio::time::sleep(pace).await;
         match ec2.describe_instance(region, id).await? {
             None => return Ok(()),
             Some(i) if i.state == "terminated" => return Ok(()),
             Some(_) if Instant::now() >= deadline => {
                 bail!("not terminated after {}s", TERMINATE_WAIT.as_secs())
             }
-            Some(_) => tokio::time::sleep(POLL_INTERVAL).await,
+            Some(_) => {}
         }
     }
 }

@@ -310,18 +310,6 @@ impl Ec2 {
         Ok(())
     }
 
-    /// Names of the key pairs that exist among `names` (missing ones are simply absent).
-    pub async fn key_pair_exists(&self, region: &str, name: &str) -> Result<bool> {
-        let out = self
-            .client(region)
-            .describe_key_pairs()
-            .filters(filter("key-name", &[name]))
-            .send()
-            .await
-            .map_err(|e| sdk_error("DescribeKeyPairs", region, e))?;
-        Ok(!out.key_pairs().is_empty())
-    }
-
     /// A security group in the default VPC with no inbound rule: the build needs no
     /// connection to the instance, the guest only talks out.
     pub async fn create_security_group(
