@@ -220,7 +220,8 @@ fn a_script_the_guest_does_not_run_times_out() {
 
 #[test]
 fn a_guest_that_terminates_itself_fails_the_build_cleanly() {
-    let ec2 = Ec2::start(json!({"guest": {"mode": "terminate"}}));
+    // It ends itself while tc-ami waits for the shutdown (a few polls after the launch).
+    let ec2 = Ec2::start(json!({"guest": {"mode": "terminate", "shutdown_after_seconds": 4}}));
     let cfg = Config::new();
     cfg.worker_type("w", "proj-servo/win2016", "");
     let run = TcAmi::new(&ec2, None, &cfg).run(&["build", "-w", "w"]);

@@ -75,12 +75,14 @@ fn cleanup_keeps_live_rollback_target_and_newest_and_removes_the_rest_everywhere
         "guest": {"shutdown_after_seconds": 0}, "image_pending_seconds": 0,
         "copy_pending_seconds": 0, "instance_stop_seconds": 0, "instance_terminate_seconds": 0,
     }));
-    // A short build timeout: what is older than 4s + 2 × 1s belongs to no build in progress.
-    let window = Duration::from_secs(6);
+    // A short build timeout: what is older than 20s + 2 × 1s belongs to no build in progress.
+    // Long enough that builds 1 to 4 (several seconds each) are still young when build 0 is
+    // not, whatever the machine's load.
+    let window = Duration::from_secs(22);
     w.cfg.worker_type(
         "w",
         POOL,
-        "regions = [\"us-east-1\"]\nbuild_timeout = \"4s\"\nimage_timeout = \"1s\"",
+        "regions = [\"us-east-1\"]\nbuild_timeout = \"20s\"\nimage_timeout = \"1s\"",
     );
     let mut built = Vec::new();
     let mut done: Vec<Instant> = Vec::new();
