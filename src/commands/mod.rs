@@ -61,24 +61,13 @@ impl From<anyhow::Result<u8>> for Outcome {
 
 pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
     match command {
-        Command::BaseAmi { worker_type } => {
-            // Read-only: an interrupt simply stops it.
-            tokio::select! {
-                r = base_ami::run(ctx, &worker_type) => r.into(),
-                i = ctx.cancel.cancelled() => Outcome::Interrupted(i, format!("{i}")),
-            }
-        }
+        Command::BaseAmi { worker_type } => read_only(ctx, base_ami::run(ctx, &worker_type)).await,
         Command::Build { worker_type } => build::run(ctx, &worker_type).await.into(),
         Command::Diff {
             worker_type,
             images,
             unified,
-        } => {
-            tokio::select! {
-                r = diff::run(ctx, &worker_type, &images, unified) => r.into(),
-                i = ctx.cancel.cancelled() => Outcome::Interrupted(i, format!("{i}")),
-            }
-        }
+        } => read_only(ctx, diff::run(ctx, &worker_type, &images, unified)).await,
         Command::Deploy {
             worker_type,
             images,
