@@ -21,10 +21,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::build::{TAG_BUILD_ID, TAG_CREATED_AT, TAG_WORKER_TYPE};
 use crate::config::WorkerType;
-use crate::duration::format_duration;
-use crate::model::{Image, parse_ec2_time};
+use crate::duration::{format_age, format_duration};
+use crate::model::inventory::{Inventory, Kind, Resource};
+use crate::model::tags::{BUILD_ID, CREATED_AT, WORKER_TYPE};
+use crate::model::{Image, ImageState, InstanceStateName, parse_ec2_time};
+use crate::text::table;
 
 /// How many of the newest images per worker type and region `cleanup` keeps by default.
 pub const DEFAULT_KEEP: usize = 3;
@@ -60,59 +62,10 @@ impl Policy {
     /// The scope a resource in `region` with these tags falls in: it carries tc-ami's build
     /// tags, of a worker type cleaned up, in one of that worker type's regions.
     fn scope_of(&self, tags: &BTreeMap<String, String>, region: &str) -> Option<&WorkerScope> {
-        tags.get(TAG_BUILD_ID)?;
-        let scope = self.scopes.get(tags.get(TAG_WORKER_TYPE)?)?;
+        tags.get(BUILD_ID)?;
+        let scope = self.scopes.get(tags.get(WORKER_TYPE)?)?;
         scope.regions.contains(region).then_some(scope)
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Kind {
-    Image,
-    Instance,
-    SecurityGroup,
-    KeyPair,
-    Snapshot,
-}
-
-impl Kind {
-    pub fn label(self) -> &'static str {
-        match self {
-            Kind::Image => "image",
-            Kind::Instance => "instance",
-            Kind::SecurityGroup => "security group",
-            Kind::KeyPair => "key pair",
-            Kind::Snapshot => "snapshot",
-        }
-    }
-}
-
-/// A build resource as listed (instance, security group, key pair, snapshot).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Resource {
-    pub kind: Kind,
-    /// `i-…`, `sg-…`, `key-…`, `snap-…`.
-    pub id: String,
-    /// The key pair or group name, the instance's `Name` tag, the snapshot's description.
-    pub name: String,
-    /// Instances: `running`, `stopped`, …
-    pub state: Option<String>,
-    /// EC2's own creation time (LaunchTime, CreateTime, StartTime), when it gives one.
-    pub created: Option<DateTime<Utc>>,
-    pub tags: BTreeMap<String, String>,
-}
-
-/// What one region holds, as listed.
-#[derive(Debug, Clone, Default)]
-pub struct Inventory {
-    pub region: String,
-    /// Every image the account owns in the region, tc-ami's or not (a snapshot one of them
-    /// uses is never a leftover).
-    pub images: Vec<Image>,
-    /// Instances (not terminated), security groups, key pairs and snapshots that carry
-    /// tc-ami's build tag.
-    pub resources: Vec<Resource>,
 }
 
 /// Why something is kept or deleted.
@@ -168,7 +121,7 @@ impl std::fmt::Display for Why {
                 if *keep > 0 {
                     write!(f, ", not among the {keep} newest")?;
                 }
-                if state != "available" {
+                if state != ImageState::Available.as_str() {
                     write!(f, " ({state})")?;
                 }
                 Ok(())
@@ -382,7 +335,7 @@ fn too_young(created: Option<DateTime<Utc>>, now: DateTime<Utc>, window: Duratio
 }
 
 fn tag_time(tags: &BTreeMap<String, String>) -> Option<DateTime<Utc>> {
-    tags.get(TAG_CREATED_AT).and_then(|t| parse_ec2_time(t))
+    tags.get(CREATED_AT).and_then(|t| parse_ec2_time(t))
 }
 
 fn tag(tags: &BTreeMap<String, String>, key: &str) -> String {
@@ -405,101 +358,112 @@ pub fn plan_cleanup(inventories: &[Inventory], protected: &Protected, policy: &P
 
 /// tc-ami's images of the worker types in `policy`, each kept (with every reason) or deleted.
 pub fn plan_images(inventories: &[Inventory], protected: &Protected, policy: &Policy) -> Vec<Item> {
+    inventories
+        .iter()
+        .flat_map(|inv| plan_region_images(inv, protected, policy))
+        .collect()
+}
+
+fn plan_region_images(inv: &Inventory, protected: &Protected, policy: &Policy) -> Vec<Item> {
+    let mut seen = BTreeSet::new();
+    let candidates: Vec<(&Image, &WorkerScope)> = inv
+        .images
+        .iter()
+        .filter(|i| seen.insert(i.id.as_str()))
+        .filter_map(|i| Some((i, policy.scope_of(&i.tags, &inv.region)?)))
+        .collect();
+    let newest = newest_images(&candidates, policy);
+    // Snapshots of tc-ami that name an image in their description ("Created by
+    // CreateImage(i-…) for ami-…", "Copied for DestinationAmi ami-…") go with it.
+    let named = snapshots_by_named_image(inv);
+    let naming = |image: &str| named.get(image).into_iter().flatten().copied();
+
     let mut items = Vec::new();
-    for inv in inventories {
-        let mut seen = BTreeSet::new();
-        let candidates: Vec<(&Image, &WorkerScope)> = inv
-            .images
-            .iter()
-            .filter(|i| seen.insert(i.id.as_str()))
-            .filter_map(|i| Some((i, policy.scope_of(&i.tags, &inv.region)?)))
-            .collect();
-
-        // The `keep` newest available images of each worker type in this region.
-        let mut newest: BTreeMap<&str, Why> = BTreeMap::new();
-        for scope in policy.scopes.values() {
-            let mut available: Vec<&Image> = candidates
-                .iter()
-                .filter(|(i, s)| s.worker_type == scope.worker_type && i.is_available())
-                .map(|(i, _)| *i)
-                .collect();
-            available.sort_by(|a, b| {
-                b.creation_date
-                    .cmp(&a.creation_date)
-                    .then_with(|| b.name.cmp(&a.name))
-                    .then_with(|| b.id.cmp(&a.id))
+    for (image, scope) in candidates {
+        let created = image.creation_date.or_else(|| tag_time(&image.tags));
+        let mut why = protected.reasons(&image.id);
+        why.extend(newest.get(image.id.as_str()).cloned());
+        why.extend(too_young(created, policy.now, scope.window));
+        let action = if why.is_empty() {
+            why.push(Why::Old {
+                keep: policy.keep,
+                state: image.state.to_string(),
             });
-            for (rank, image) in available.iter().take(policy.keep).enumerate() {
-                newest.insert(
-                    &image.id,
-                    Why::Newest {
-                        rank: rank + 1,
-                        of: policy.keep,
-                    },
-                );
-            }
-        }
+            Action::Delete
+        } else {
+            Action::Keep
+        };
+        let mut snapshot_ids: BTreeSet<String> = image.snapshot_ids.iter().cloned().collect();
+        snapshot_ids.extend(naming(&image.id).map(str::to_string));
+        items.push(Item {
+            kind: Kind::Image,
+            region: inv.region.clone(),
+            id: image.id.clone(),
+            name: image.name.clone(),
+            worker_type: scope.worker_type.clone(),
+            build_id: tag(&image.tags, BUILD_ID),
+            state: Some(image.state.to_string()),
+            created,
+            age_seconds: age_seconds(created, policy.now),
+            snapshot_ids: snapshot_ids.into_iter().collect(),
+            action,
+            why,
+        });
+    }
 
-        // Snapshots of tc-ami that name an image in their description ("Created by
-        // CreateImage(i-…) for ami-…", "Copied for DestinationAmi ami-…") go with it.
-        let named = snapshots_by_named_image(inv);
-        let naming = |image: &str| named.get(image).into_iter().flatten().copied();
-
-        let first = items.len();
-        for (image, scope) in candidates {
-            let created = image.creation_date.or_else(|| tag_time(&image.tags));
-            let mut why = protected.reasons(&image.id);
-            why.extend(newest.get(image.id.as_str()).cloned());
-            why.extend(too_young(created, policy.now, scope.window));
-            let action = if why.is_empty() {
-                why.push(Why::Old {
-                    keep: policy.keep,
-                    state: image.state.clone(),
-                });
-                Action::Delete
-            } else {
-                Action::Keep
-            };
-            let mut snapshot_ids: BTreeSet<String> = image.snapshot_ids.iter().cloned().collect();
-            snapshot_ids.extend(naming(&image.id).map(str::to_string));
-            items.push(Item {
-                kind: Kind::Image,
-                region: inv.region.clone(),
-                id: image.id.clone(),
-                name: image.name.clone(),
-                worker_type: scope.worker_type.clone(),
-                build_id: tag(&image.tags, TAG_BUILD_ID),
-                state: Some(image.state.clone()),
-                created,
-                age_seconds: age_seconds(created, policy.now),
-                snapshot_ids: snapshot_ids.into_iter().collect(),
-                action,
-                why,
-            });
-        }
-
-        // A snapshot that an image staying in the region uses or names (any image, tc-ami's
-        // or not) is never deleted with another one: it is needed (and EC2 would refuse).
-        let deleted: BTreeSet<&str> = items[first..]
-            .iter()
-            .filter(|i| i.deletes())
-            .map(|i| i.id.as_str())
-            .collect();
-        let staying: Vec<&Image> = inv
-            .images
-            .iter()
-            .filter(|i| !deleted.contains(i.id.as_str()))
-            .collect();
-        let needed: BTreeSet<&str> = staying
-            .iter()
-            .flat_map(|i| i.snapshot_ids.iter().map(String::as_str))
-            .chain(staying.iter().flat_map(|i| naming(&i.id)))
-            .collect();
-        for item in &mut items[first..] {
-            item.snapshot_ids.retain(|s| !needed.contains(s.as_str()));
-        }
+    // A snapshot that an image staying in the region uses or names (any image, tc-ami's or
+    // not) is never deleted with another one: it is needed (and EC2 would refuse).
+    let deleted: BTreeSet<&str> = items
+        .iter()
+        .filter(|i| i.deletes())
+        .map(|i| i.id.as_str())
+        .collect();
+    let staying: Vec<&Image> = inv
+        .images
+        .iter()
+        .filter(|i| !deleted.contains(i.id.as_str()))
+        .collect();
+    let needed: BTreeSet<String> = staying
+        .iter()
+        .flat_map(|i| i.snapshot_ids.iter().map(String::as_str))
+        .chain(staying.iter().flat_map(|i| naming(&i.id)))
+        .map(str::to_string)
+        .collect();
+    for item in &mut items {
+        item.snapshot_ids.retain(|s| !needed.contains(s));
     }
     items
+}
+
+/// The `keep` newest available images of each worker type among `candidates` (one region).
+fn newest_images<'a>(
+    candidates: &[(&'a Image, &WorkerScope)],
+    policy: &Policy,
+) -> BTreeMap<&'a str, Why> {
+    let mut newest = BTreeMap::new();
+    for scope in policy.scopes.values() {
+        let mut available: Vec<&Image> = candidates
+            .iter()
+            .filter(|(i, s)| s.worker_type == scope.worker_type && i.is_available())
+            .map(|(i, _)| *i)
+            .collect();
+        available.sort_by(|a, b| {
+            b.creation_date
+                .cmp(&a.creation_date)
+                .then_with(|| b.name.cmp(&a.name))
+                .then_with(|| b.id.cmp(&a.id))
+        });
+        for (rank, image) in available.iter().take(policy.keep).enumerate() {
+            newest.insert(
+                image.id.as_str(),
+                Why::Newest {
+                    rank: rank + 1,
+                    of: policy.keep,
+                },
+            );
+        }
+    }
+    newest
 }
 
 /// The later of EC2's creation time and the build's start: the younger, the safer.
@@ -547,7 +511,7 @@ pub fn plan_leftovers(inventories: &[Inventory], policy: &Policy) -> Vec<Item> {
         // and the build's start), so that a group is never deleted while its instance stays.
         let mut build_time: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
         for r in &inv.resources {
-            let (Some(build), Some(t)) = (r.tags.get(TAG_BUILD_ID), latest_time(r)) else {
+            let (Some(build), Some(t)) = (r.tags.get(BUILD_ID), latest_time(r)) else {
                 continue;
             };
             let entry = build_time.entry(build.as_str()).or_insert(t);
@@ -557,7 +521,9 @@ pub fn plan_leftovers(inventories: &[Inventory], policy: &Policy) -> Vec<Item> {
             let Some(scope) = policy.scope_of(&r.tags, &inv.region) else {
                 continue;
             };
-            if r.kind == Kind::Image || r.state.as_deref() == Some("terminated") {
+            if r.kind == Kind::Image
+                || r.state.as_deref() == Some(InstanceStateName::Terminated.as_str())
+            {
                 continue;
             }
             if r.kind == Kind::Snapshot
@@ -572,7 +538,7 @@ pub fn plan_leftovers(inventories: &[Inventory], policy: &Policy) -> Vec<Item> {
                 Kind::Snapshot => latest_time(r),
                 _ => r
                     .tags
-                    .get(TAG_BUILD_ID)
+                    .get(BUILD_ID)
                     .and_then(|b| build_time.get(b.as_str()).copied())
                     .or_else(|| latest_time(r)),
             };
@@ -590,7 +556,7 @@ pub fn plan_leftovers(inventories: &[Inventory], policy: &Policy) -> Vec<Item> {
                 id: r.id.clone(),
                 name: r.name.clone(),
                 worker_type: scope.worker_type.clone(),
-                build_id: tag(&r.tags, TAG_BUILD_ID),
+                build_id: tag(&r.tags, BUILD_ID),
                 state: r.state.clone(),
                 created,
                 age_seconds: age_seconds(created, policy.now),
@@ -603,67 +569,27 @@ pub fn plan_leftovers(inventories: &[Inventory], policy: &Policy) -> Vec<Item> {
     items
 }
 
-/// An age as people read it: `3d4h`, `5h12m`, `12m30s`, `42s`; `?` when unknown.
-pub fn format_age(seconds: Option<u64>) -> String {
-    let Some(s) = seconds else {
-        return "?".into();
-    };
-    const UNITS: [(u64, &str); 4] = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
-    // The largest unit that fits, and the next one when it is not zero.
-    let first = UNITS.iter().position(|(size, _)| s >= *size).unwrap_or(3);
-    let (size, unit) = UNITS[first];
-    let mut out = format!("{}{unit}", s / size);
-    if let Some((next, next_unit)) = UNITS.get(first + 1) {
-        let n = (s % size) / next;
-        if n > 0 {
-            out.push_str(&format!("{n}{next_unit}"));
-        }
-    }
-    out
-}
-
 /// The plan as a table: region, resource, name, age, action and why, one line each.
 pub fn render_plan(plan: &Plan) -> String {
-    let header = ["REGION", "RESOURCE", "NAME", "AGE", "ACTION", "WHY"].map(String::from);
-    let rows: Vec<[String; 6]> = plan
-        .items
-        .iter()
-        .map(|i| {
-            let action = match (i.kind, i.action) {
-                (_, Action::Keep) => "keep",
-                (Kind::Instance, Action::Delete) => "terminate",
-                (_, Action::Delete) => "delete",
-            };
-            [
-                i.region.clone(),
-                i.id.clone(),
-                i.name.clone(),
-                format_age(i.age_seconds),
-                action.to_string(),
-                i.why_text(),
-            ]
-        })
-        .collect();
-    let mut widths = header.clone().map(|h| h.chars().count());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(&header).chain(&rows) {
-        let mut line = String::new();
-        for (n, (cell, w)) in row.iter().zip(widths).enumerate() {
-            if n + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    let rows = plan.items.iter().map(|i| {
+        let action = match (i.kind, i.action) {
+            (_, Action::Keep) => "keep",
+            (Kind::Instance, Action::Delete) => "terminate",
+            (_, Action::Delete) => "delete",
+        };
+        [
+            i.region.clone(),
+            i.id.clone(),
+            i.name.clone(),
+            format_age(i.age_seconds),
+            action.to_string(),
+            i.why_text(),
+        ]
+    });
+    table(
+        &["REGION", "RESOURCE", "NAME", "AGE", "ACTION", "WHY"],
+        rows,
+    )
 }
 
 #[cfg(test)]
@@ -685,8 +611,8 @@ mod tests {
 
     fn tags(wt: &str, build: &str) -> BTreeMap<String, String> {
         BTreeMap::from([
-            (TAG_WORKER_TYPE.to_string(), wt.to_string()),
-            (TAG_BUILD_ID.to_string(), build.to_string()),
+            (WORKER_TYPE.to_string(), wt.to_string()),
+            (BUILD_ID.to_string(), build.to_string()),
         ])
     }
 
@@ -953,7 +879,7 @@ mod tests {
         let mut b = image("ami-b", W, 100, &[]);
         b.creation_date = None;
         b.tags
-            .insert(TAG_CREATED_AT.into(), "2026-11-20T12:00:00Z".into());
+            .insert(CREATED_AT.into(), "2026-11-20T12:00:00Z".into());
         let plan = plan_cleanup(
             &[inv(WEST, vec![a, b], vec![])],
             &Protected::default(),
@@ -971,9 +897,9 @@ mod tests {
         let mut untagged = image("ami-mine", W, 100, &["snap-mine"]);
         untagged.tags.clear();
         let mut no_build_id = image("ami-nobuild", W, 100, &[]);
-        no_build_id.tags.remove(TAG_BUILD_ID);
+        no_build_id.tags.remove(BUILD_ID);
         let mut no_worker_type = image("ami-nowt", W, 100, &[]);
-        no_worker_type.tags.remove(TAG_WORKER_TYPE);
+        no_worker_type.tags.remove(WORKER_TYPE);
         let images = vec![
             image("ami-staging", "servo-win2016-staging", 100, &[]),
             image("ami-gone", "a-removed-worker-type", 100, &[]),
@@ -1077,7 +1003,7 @@ mod tests {
     }
 
     fn of_build(mut r: Resource, build: &str) -> Resource {
-        r.tags.insert(TAG_BUILD_ID.into(), build.into());
+        r.tags.insert(BUILD_ID.into(), build.into());
         r
     }
 
@@ -1091,7 +1017,7 @@ mod tests {
         let mut retagged = resource(Kind::SecurityGroup, "sg-recent", W, 5);
         retagged
             .tags
-            .insert(TAG_CREATED_AT.into(), "2026-11-24T11:30:00Z".into());
+            .insert(CREATED_AT.into(), "2026-11-24T11:30:00Z".into());
         let resources = vec![
             of_build(resource(Kind::Instance, "i-old", W, 5), "b-old"),
             of_build(resource(Kind::SecurityGroup, "sg-old", W, 5), "b-old"),

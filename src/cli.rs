@@ -1,8 +1,10 @@
-//! The whole command-line surface, in one place.
+//! The whole command-line surface, in one place, and its dispatch to the commands.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+use crate::commands::{self, Ctx, Outcome};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -58,7 +60,7 @@ pub enum Command {
         /// The worker type: worker-types/<W>.toml.
         #[arg(short = 'w', long = "worker-type", value_name = "W")]
         worker_type: String,
-        /// The image to deploy: AMI (the build region's; its copies are found by tag) or
+        /// The image to deploy: AMI (the build region's; its copies are found by name) or
         /// REGION=AMI, repeatable. Default: the newest image tc-ami built for W per region.
         #[arg(long = "image", value_name = "AMI|REGION=AMI")]
         images: Vec<String>,
@@ -72,7 +74,7 @@ pub enum Command {
         /// The worker type: worker-types/<W>.toml.
         #[arg(short = 'w', long = "worker-type", value_name = "W")]
         worker_type: String,
-        /// The image to deploy: AMI (the build region's; its copies are found by tag) or
+        /// The image to deploy: AMI (the build region's; its copies are found by name) or
         /// REGION=AMI, repeatable. Without it, tc-ami builds one first.
         #[arg(long = "image", value_name = "AMI|REGION=AMI")]
         images: Vec<String>,
@@ -144,4 +146,52 @@ pub enum Command {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+}
+
+/// Runs the command.
+pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
+    use commands::*;
+    match command {
+        Command::BaseAmi { worker_type } => read_only(ctx, base_ami::run(ctx, &worker_type)).await,
+        Command::Build { worker_type } => build::run(ctx, &worker_type).await.into(),
+        Command::Diff {
+            worker_type,
+            images,
+            unified,
+        } => read_only(ctx, diff::run(ctx, &worker_type, &images, unified)).await,
+        Command::Deploy {
+            worker_type,
+            images,
+            dry_run,
+            yes,
+        } => deploy::run(ctx, &worker_type, &images, dry_run, yes)
+            .await
+            .into(),
+        Command::Rollback {
+            worker_type,
+            to,
+            dry_run,
+            yes,
+        } => rollback::run(ctx, &worker_type, to.as_deref(), dry_run, yes)
+            .await
+            .into(),
+        Command::History { worker_type } => read_only(ctx, history::run(ctx, &worker_type)).await,
+        Command::Promote {
+            from,
+            to,
+            dry_run,
+            yes,
+        } => promote::run(ctx, &from, &to, dry_run, yes).await.into(),
+        Command::Status { worker_type } => {
+            read_only(ctx, status::run(ctx, worker_type.as_deref())).await
+        }
+        Command::Cleanup {
+            worker_type,
+            keep,
+            dry_run,
+            yes,
+        } => cleanup::run(ctx, worker_type.as_deref(), keep, dry_run, yes)
+            .await
+            .into(),
+    }
 }

@@ -355,25 +355,11 @@ pub fn parse_worker_type(
     config_dir: &Path,
 ) -> Result<WorkerType, ConfigError> {
     let file_s = file.display().to_string();
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| ConfigError::Syntax {
-            file: file_s.clone(),
-            reason: e.message().trim().to_string(),
-        })?;
-    let allowed: BTreeSet<&str> = KEYS.iter().map(|(k, _)| *k).collect();
-    if let Some(key) = table.keys().find(|k| !allowed.contains(k.as_str())) {
-        return Err(ConfigError::UnknownKey {
-            file: file_s,
-            key: key.clone(),
-            allowed: KEYS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", "),
-        });
-    }
+    let table = parse_table(&file_s, text)?;
     let r = Reader {
-        file: file_s.clone(),
+        file: file_s,
         table: &table,
     };
-
     let worker_pool_id = r.required_string("worker_pool_id")?;
     if !valid_worker_pool_id(&worker_pool_id) {
         return Err(r.bad(
@@ -381,122 +367,23 @@ pub fn parse_worker_type(
             format!("`{worker_pool_id}` is not a worker pool id"),
         ));
     }
-
-    let base_ami_pattern = match r.string("base_ami_pattern")? {
-        Some(p) => p,
-        None => match base_ami_txt.and_then(parse_base_ami_txt) {
-            Some(p) => p,
-            None => {
-                return Err(ConfigError::Missing {
-                    file: file_s,
-                    key: "base_ami_pattern".into(),
-                    expected: format!(
-                        "an image name pattern, here or as the first line of {}",
-                        config_dir.join("base-ami.txt").display()
-                    ),
-                });
-            }
-        },
-    };
-    if base_ami_pattern.chars().any(|c| c.is_control()) || base_ami_pattern.len() > 128 {
-        return Err(r.bad(
-            "base_ami_pattern",
-            "it holds control characters or is over 128 characters",
-        ));
-    }
-
-    let base_ami_owner = r
-        .string("base_ami_owner")?
-        .unwrap_or_else(|| DEFAULT_BASE_AMI_OWNER.to_string());
-    let owner_ok = ["amazon", "self", "aws-marketplace"].contains(&base_ami_owner.as_str())
-        || (base_ami_owner.len() == 12 && base_ami_owner.chars().all(|c| c.is_ascii_digit()));
-    if !owner_ok {
-        return Err(r.bad("base_ami_owner", format!("`{base_ami_owner}`")));
-    }
-
+    let (base_ami_pattern, base_ami_owner) = r.base_ami(base_ami_txt, config_dir)?;
     let script = r
         .string("first_boot_script")?
         .unwrap_or_else(|| DEFAULT_FIRST_BOOT_SCRIPT.to_string());
-    let first_boot_script = config_dir.join(&script);
-
-    let build_region = r.required_string("build_region")?;
-    if !valid_region(&build_region) {
-        return Err(r.bad(
-            "build_region",
-            format!("`{build_region}` is not a region name"),
-        ));
-    }
-    let instance_type = r.required_string("instance_type")?;
-    if !valid_instance_type(&instance_type) {
-        return Err(r.bad(
-            "instance_type",
-            format!("`{instance_type}` is not an instance type name"),
-        ));
-    }
-
-    let root_volume_gb = match table.get("root_volume_gb") {
-        None => None,
-        Some(toml::Value::Integer(n)) if (30..=16384).contains(n) => Some(*n as i32),
-        Some(toml::Value::Integer(n)) => {
-            return Err(r.bad("root_volume_gb", format!("{n} is out of range")));
-        }
-        Some(v) => {
-            return Err(r.bad(
-                "root_volume_gb",
-                format!("a {} is not a whole number", v.type_str()),
-            ));
-        }
-    };
-
+    let (build_region, instance_type, root_volume_gb) = r.build_machine()?;
     let build_timeout = r.duration("build_timeout", DEFAULT_BUILD_TIMEOUT)?;
     let image_timeout = r.duration("image_timeout", DEFAULT_IMAGE_TIMEOUT)?;
-
-    let mut regions = Vec::new();
-    for region in r.strings("regions")? {
-        if !valid_region(&region) {
-            return Err(r.bad("regions", format!("`{region}` is not a region name")));
-        }
-        if region != build_region && !regions.contains(&region) {
-            regions.push(region);
-        }
-    }
-
-    let share_with_accounts = r.strings("share_with_accounts")?;
-    if let Some(bad) = share_with_accounts
-        .iter()
-        .find(|a| a.len() != 12 || !a.chars().all(|c| c.is_ascii_digit()))
-    {
-        return Err(r.bad(
-            "share_with_accounts",
-            format!("`{bad}` is not an account id"),
-        ));
-    }
-
-    let expires_in = r.duration("password_secret_expires_in", DEFAULT_SECRET_EXPIRES_IN)?;
-    let password = match r.string("password_secret_prefix")? {
-        Some(prefix) if !valid_secret_prefix(&prefix) => {
-            return Err(r.bad(
-                "password_secret_prefix",
-                format!("`{prefix}` has spaces, a leading or trailing `/`, or `//`"),
-            ));
-        }
-        Some(prefix) => PasswordDestination::Secret { prefix, expires_in },
-        None if table.contains_key("password_secret_expires_in") => {
-            return Err(r.bad(
-                "password_secret_expires_in",
-                "it needs password_secret_prefix, which is not set",
-            ));
-        }
-        None => PasswordDestination::Print,
-    };
-
+    let regions = r.regions(&build_region)?;
+    let share_with_accounts = r.accounts()?;
+    let password = r.password()?;
     Ok(WorkerType {
         name: name.to_string(),
         file: file.to_path_buf(),
         worker_pool_id,
         base_ami_pattern,
         base_ami_owner,
-        first_boot_script,
+        first_boot_script: config_dir.join(&script),
         build_region,
         instance_type,
         root_volume_gb,
@@ -506,6 +393,141 @@ pub fn parse_worker_type(
         share_with_accounts,
         password,
     })
+}
+
+/// The file as a TOML table with known keys only.
+fn parse_table(file: &str, text: &str) -> Result<toml::Table, ConfigError> {
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax {
+            file: file.to_string(),
+            reason: e.message().trim().to_string(),
+        })?;
+    let allowed: BTreeSet<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+    if let Some(key) = table.keys().find(|k| !allowed.contains(k.as_str())) {
+        return Err(ConfigError::UnknownKey {
+            file: file.to_string(),
+            key: key.clone(),
+            allowed: KEYS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", "),
+        });
+    }
+    Ok(table)
+}
+
+impl Reader<'_> {
+    /// `base_ami_pattern` (else base-ami.txt's) and `base_ami_owner`.
+    fn base_ami(
+        &self,
+        base_ami_txt: Option<&str>,
+        config_dir: &Path,
+    ) -> Result<(String, String), ConfigError> {
+        let pattern =
+            match self.string("base_ami_pattern")? {
+                Some(p) => p,
+                None => base_ami_txt.and_then(parse_base_ami_txt).ok_or_else(|| {
+                    ConfigError::Missing {
+                        file: self.file.clone(),
+                        key: "base_ami_pattern".into(),
+                        expected: format!(
+                            "an image name pattern, here or as the first line of {}",
+                            config_dir.join("base-ami.txt").display()
+                        ),
+                    }
+                })?,
+            };
+        if pattern.chars().any(|c| c.is_control()) || pattern.len() > 128 {
+            return Err(self.bad(
+                "base_ami_pattern",
+                "it holds control characters or is over 128 characters",
+            ));
+        }
+        let owner = self
+            .string("base_ami_owner")?
+            .unwrap_or_else(|| DEFAULT_BASE_AMI_OWNER.to_string());
+        let owner_ok = ["amazon", "self", "aws-marketplace"].contains(&owner.as_str())
+            || (owner.len() == 12 && owner.chars().all(|c| c.is_ascii_digit()));
+        if !owner_ok {
+            return Err(self.bad("base_ami_owner", format!("`{owner}`")));
+        }
+        Ok((pattern, owner))
+    }
+
+    /// `build_region`, `instance_type` and `root_volume_gb`.
+    fn build_machine(&self) -> Result<(String, String, Option<i32>), ConfigError> {
+        let build_region = self.required_string("build_region")?;
+        if !valid_region(&build_region) {
+            return Err(self.bad(
+                "build_region",
+                format!("`{build_region}` is not a region name"),
+            ));
+        }
+        let instance_type = self.required_string("instance_type")?;
+        if !valid_instance_type(&instance_type) {
+            return Err(self.bad(
+                "instance_type",
+                format!("`{instance_type}` is not an instance type name"),
+            ));
+        }
+        let root_volume_gb = match self.table.get("root_volume_gb") {
+            None => None,
+            Some(toml::Value::Integer(n)) if (30..=16384).contains(n) => Some(*n as i32),
+            Some(toml::Value::Integer(n)) => {
+                return Err(self.bad("root_volume_gb", format!("{n} is out of range")));
+            }
+            Some(v) => {
+                return Err(self.bad(
+                    "root_volume_gb",
+                    format!("a {} is not a whole number", v.type_str()),
+                ));
+            }
+        };
+        Ok((build_region, instance_type, root_volume_gb))
+    }
+
+    /// `regions`, without the build region and duplicates, in file order.
+    fn regions(&self, build_region: &str) -> Result<Vec<String>, ConfigError> {
+        let mut regions = Vec::new();
+        for region in self.strings("regions")? {
+            if !valid_region(&region) {
+                return Err(self.bad("regions", format!("`{region}` is not a region name")));
+            }
+            if region != build_region && !regions.contains(&region) {
+                regions.push(region);
+            }
+        }
+        Ok(regions)
+    }
+
+    fn accounts(&self) -> Result<Vec<String>, ConfigError> {
+        let accounts = self.strings("share_with_accounts")?;
+        if let Some(bad) = accounts
+            .iter()
+            .find(|a| a.len() != 12 || !a.chars().all(|c| c.is_ascii_digit()))
+        {
+            return Err(self.bad(
+                "share_with_accounts",
+                format!("`{bad}` is not an account id"),
+            ));
+        }
+        Ok(accounts)
+    }
+
+    /// `password_secret_prefix` and `password_secret_expires_in`.
+    fn password(&self) -> Result<PasswordDestination, ConfigError> {
+        let expires_in = self.duration("password_secret_expires_in", DEFAULT_SECRET_EXPIRES_IN)?;
+        match self.string("password_secret_prefix")? {
+            Some(prefix) if !valid_secret_prefix(&prefix) => Err(self.bad(
+                "password_secret_prefix",
+                format!("`{prefix}` has spaces, a leading or trailing `/`, or `//`"),
+            )),
+            Some(prefix) => Ok(PasswordDestination::Secret { prefix, expires_in }),
+            None if self.table.contains_key("password_secret_expires_in") => Err(self.bad(
+                "password_secret_expires_in",
+                "it needs password_secret_prefix, which is not set",
+            )),
+            None => Ok(PasswordDestination::Print),
+        }
+    }
 }
 
 impl std::fmt::Display for WorkerType {

@@ -1,4 +1,5 @@
-//! Durations as people write them in config files: `90m`, `1h30m`, `45s`, `365d`.
+//! Durations as people write them in config files (`90m`, `1h30m`, `45s`, `365d`), and the one
+//! formatter of durations and ages that every message and table uses.
 
 use std::time::Duration;
 
@@ -39,27 +40,52 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(total))
 }
 
-/// `1h30m`, `45s`, `2.5s` for short ones.
-pub fn format_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs < 60 {
-        if d.subsec_millis() == 0 {
-            return format!("{secs}s");
-        }
-        return format!("{:.1}s", d.as_secs_f64());
-    }
-    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+/// Units from the largest: `(seconds, suffix)`.
+const DAYS: [(u64, &str); 4] = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
+const HOURS: [(u64, &str); 3] = [(3_600, "h"), (60, "m"), (1, "s")];
+
+/// `secs` in at most `parts` consecutive units of `units`, from the largest that fits; units
+/// that come to zero are left out (`1h1s`), and zero is `0s`.
+fn compose(secs: u64, units: &[(u64, &str)], parts: usize) -> String {
+    let first = units
+        .iter()
+        .position(|(size, _)| secs >= *size)
+        .unwrap_or(units.len() - 1);
     let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
-    }
-    if m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    if s > 0 {
-        out.push_str(&format!("{s}s"));
+    for (n, (size, unit)) in units.iter().enumerate().skip(first).take(parts) {
+        let count = if n == first {
+            secs / size
+        } else {
+            (secs % units[n - 1].0) / size
+        };
+        if count > 0 || n == first {
+            out.push_str(&format!("{count}{unit}"));
+        }
     }
     out
+}
+
+/// A duration exactly, as config files write it: `1h30m`, `45s`, `1h1s`; `2.5s` for short ones.
+pub fn format_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs < 60 && d.subsec_millis() != 0 {
+        return format!("{:.1}s", d.as_secs_f64());
+    }
+    compose(secs, &HOURS, HOURS.len())
+}
+
+/// How long something took, to a tenth of a second: `2.5s`, `1m3s`.
+pub fn format_elapsed(d: Duration) -> String {
+    format_duration(Duration::from_millis(d.as_millis() as u64 / 100 * 100))
+}
+
+/// An age as people read it, in its two largest units: `3d4h`, `5h12m`, `12m30s`, `42s`; `?`
+/// when unknown.
+pub fn format_age(seconds: Option<u64>) -> String {
+    match seconds {
+        Some(s) => compose(s, &DAYS, 2),
+        None => "?".into(),
+    }
 }
 
 #[cfg(test)]
@@ -85,5 +111,9 @@ mod tests {
         assert_eq!(format_duration(Duration::from_secs(45)), "45s");
         assert_eq!(format_duration(Duration::from_millis(2500)), "2.5s");
         assert_eq!(format_duration(Duration::from_secs(3601)), "1h1s");
+        assert_eq!(format_duration(Duration::from_secs(0)), "0s");
+        assert_eq!(format_duration(Duration::from_secs(90 * 3600)), "90h");
+        assert_eq!(format_elapsed(Duration::from_millis(2567)), "2.5s");
+        assert_eq!(format_elapsed(Duration::from_millis(63_040)), "1m3s");
     }
 }

@@ -2,11 +2,14 @@
 //! No decisions here; errors become [`Ec2Error`] with EC2's code and message.
 //!
 //! Throttling (`RequestLimitExceeded`) and 5xx answers are retried by the SDK's standard
-//! retry strategy (exponential backoff with full jitter), configured in [`Ec2::load`].
+//! retry strategy (exponential backoff with full jitter), configured in [`Ec2::load`]. Every
+//! call is logged (debug, `-v`) with its operation, region, target and duration; never with
+//! user data, password data or key material.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use aws_config::BehaviorVersion;
@@ -22,8 +25,12 @@ use aws_sdk_ec2::types::{
 };
 use base64::Engine;
 
-use crate::model::{Image, Instance, parse_ec2_time};
+use crate::model::codes::ErrorCode;
+use crate::model::{
+    Image, ImageState, Instance, InstanceStateName, LIVE_INSTANCE_STATES, Tags, parse_ec2_time,
+};
 use crate::password::Secret;
+use crate::text::one_line;
 
 /// An error EC2 answered (with its code) or a failure to reach it.
 #[derive(Debug, thiserror::Error)]
@@ -37,15 +44,43 @@ pub struct Ec2Error {
 }
 
 impl Ec2Error {
-    pub fn code_is(&self, code: &str) -> bool {
-        self.code.as_deref() == Some(code)
+    pub fn code_is(&self, code: ErrorCode) -> bool {
+        self.code.as_deref() == Some(code.as_str())
     }
 }
 
 /// Whether `err` is an [`Ec2Error`] with one of these codes.
-pub fn has_code(err: &anyhow::Error, codes: &[&str]) -> bool {
+pub fn has_code(err: &anyhow::Error, codes: &[ErrorCode]) -> bool {
     err.downcast_ref::<Ec2Error>()
-        .is_some_and(|e| codes.iter().any(|c| e.code_is(c)))
+        .is_some_and(|e| codes.iter().any(|c| e.code_is(*c)))
+}
+
+/// Sends one EC2 request: logs it with its duration, and turns its error into an
+/// [`Ec2Error`]. `target` says what it is about (ids, names), for the log only.
+pub(crate) async fn call<T, E, R>(
+    operation: &'static str,
+    region: &str,
+    target: &str,
+    request: impl Future<Output = Result<T, SdkError<E, R>>>,
+) -> Result<T>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let started = Instant::now();
+    let result = request.await;
+    let ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(out) => {
+            tracing::debug!("EC2 {operation} in {region} ({target}): {ms} ms");
+            Ok(out)
+        }
+        Err(e) => {
+            let err = sdk_error(operation, region, e);
+            tracing::debug!("EC2 {operation} in {region} ({target}): {ms} ms: {err}");
+            Err(err)
+        }
+    }
 }
 
 pub(crate) fn sdk_error<E, R>(
@@ -103,12 +138,6 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     one_line(&e.to_string())
 }
 
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-pub type Tags = Vec<(String, String)>;
-
 pub(crate) fn tag_spec(resource: ResourceType, tags: &Tags) -> TagSpecification {
     TagSpecification::builder()
         .resource_type(resource)
@@ -144,10 +173,7 @@ pub(crate) fn image_from_sdk(i: &aws_sdk_ec2::types::Image) -> Image {
     Image {
         id: i.image_id().unwrap_or_default().to_string(),
         name: i.name().unwrap_or_default().to_string(),
-        state: i
-            .state()
-            .map(|s| s.as_str().to_string())
-            .unwrap_or_default(),
+        state: i.state().cloned().unwrap_or_else(|| ImageState::from("")),
         creation_date: i.creation_date().and_then(parse_ec2_time),
         owner_id: i.owner_id().unwrap_or_default().to_string(),
         root_device_name: i.root_device_name().map(str::to_string),
@@ -234,10 +260,17 @@ impl Ec2 {
         for (name, value) in filters {
             req = req.filters(filter(name, &[value]));
         }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| sdk_error("DescribeImages", region, e))?;
+        let target = ids
+            .iter()
+            .cloned()
+            .chain(
+                filters
+                    .iter()
+                    .map(|(name, value)| format!("{name}={value}")),
+            )
+            .collect::<Vec<_>>()
+            .join(" ");
+        let out = call("DescribeImages", region, &target, req.send()).await?;
         Ok(out.images().iter().map(image_from_sdk).collect())
     }
 
@@ -283,16 +316,14 @@ impl Ec2 {
 
     /// Creates an RSA key pair; returns its private key (PEM), which exists nowhere else.
     pub async fn create_key_pair(&self, region: &str, name: &str, tags: &Tags) -> Result<Secret> {
-        let out = self
+        let req = self
             .client(region)
             .create_key_pair()
             .key_name(name)
             .key_type(KeyType::Rsa)
             .key_format(KeyFormat::Pem)
-            .tag_specifications(tag_spec(ResourceType::KeyPair, tags))
-            .send()
-            .await
-            .map_err(|e| sdk_error("CreateKeyPair", region, e))?;
+            .tag_specifications(tag_spec(ResourceType::KeyPair, tags));
+        let out = call("CreateKeyPair", region, name, req.send()).await?;
         let material = out.key_material().unwrap_or_default();
         if material.is_empty() {
             anyhow::bail!("CreateKeyPair in {region} returned no private key for {name}");
@@ -301,12 +332,8 @@ impl Ec2 {
     }
 
     pub async fn delete_key_pair(&self, region: &str, name: &str) -> Result<()> {
-        self.client(region)
-            .delete_key_pair()
-            .key_name(name)
-            .send()
-            .await
-            .map_err(|e| sdk_error("DeleteKeyPair", region, e))?;
+        let req = self.client(region).delete_key_pair().key_name(name);
+        call("DeleteKeyPair", region, name, req.send()).await?;
         Ok(())
     }
 
@@ -319,15 +346,13 @@ impl Ec2 {
         description: &str,
         tags: &Tags,
     ) -> Result<String> {
-        let out = self
+        let req = self
             .client(region)
             .create_security_group()
             .group_name(name)
             .description(description)
-            .tag_specifications(tag_spec(ResourceType::SecurityGroup, tags))
-            .send()
-            .await
-            .map_err(|e| sdk_error("CreateSecurityGroup", region, e))?;
+            .tag_specifications(tag_spec(ResourceType::SecurityGroup, tags));
+        let out = call("CreateSecurityGroup", region, name, req.send()).await?;
         out.group_id()
             .map(str::to_string)
             .ok_or_else(|| anyhow::anyhow!("CreateSecurityGroup in {region} returned no group id"))
@@ -338,13 +363,11 @@ impl Ec2 {
         region: &str,
         name: &str,
     ) -> Result<Vec<String>> {
-        let out = self
+        let req = self
             .client(region)
             .describe_security_groups()
-            .filters(filter("group-name", &[name]))
-            .send()
-            .await
-            .map_err(|e| sdk_error("DescribeSecurityGroups", region, e))?;
+            .filters(filter("group-name", &[name]));
+        let out = call("DescribeSecurityGroups", region, name, req.send()).await?;
         Ok(out
             .security_groups()
             .iter()
@@ -353,12 +376,8 @@ impl Ec2 {
     }
 
     pub async fn delete_security_group(&self, region: &str, id: &str) -> Result<()> {
-        self.client(region)
-            .delete_security_group()
-            .group_id(id)
-            .send()
-            .await
-            .map_err(|e| sdk_error("DeleteSecurityGroup", region, e))?;
+        let req = self.client(region).delete_security_group().group_id(id);
+        call("DeleteSecurityGroup", region, id, req.send()).await?;
         Ok(())
     }
 
@@ -391,10 +410,8 @@ impl Ec2 {
                     .build(),
             );
         }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| sdk_error("RunInstances", region, e))?;
+        let target = format!("{} from {}", spec.instance_type, spec.image_id);
+        let out = call("RunInstances", region, &target, req.send()).await?;
         out.instances()
             .first()
             .and_then(|i| i.instance_id())
@@ -404,36 +421,18 @@ impl Ec2 {
 
     /// The instance, or None while EC2 does not know it yet (eventual consistency).
     pub async fn describe_instance(&self, region: &str, id: &str) -> Result<Option<Instance>> {
-        let res = self
-            .client(region)
-            .describe_instances()
-            .instance_ids(id)
-            .send()
-            .await;
-        let out = match res {
+        let req = self.client(region).describe_instances().instance_ids(id);
+        let out = match call("DescribeInstances", region, id, req.send()).await {
             Ok(out) => out,
-            Err(e) => {
-                let err = sdk_error("DescribeInstances", region, e);
-                if has_code(&err, &["InvalidInstanceID.NotFound"]) {
-                    return Ok(None);
-                }
-                return Err(err);
-            }
+            Err(e) if has_code(&e, &[ErrorCode::InstanceNotFound]) => return Ok(None),
+            Err(e) => return Err(e),
         };
         Ok(out
             .reservations()
             .iter()
             .flat_map(|r| r.instances())
             .find(|i| i.instance_id() == Some(id))
-            .map(|i| Instance {
-                id: id.to_string(),
-                state: i
-                    .state()
-                    .and_then(|s| s.name())
-                    .map(|n| n.as_str().to_string())
-                    .unwrap_or_default(),
-                state_reason: i.state_reason().and_then(|r| r.code()).map(str::to_string),
-            }))
+            .map(instance_from_sdk))
     }
 
     /// Instances (not terminated) carrying the tag `key` = `value`.
@@ -443,30 +442,17 @@ impl Ec2 {
         key: &str,
         value: &str,
     ) -> Result<Vec<Instance>> {
-        let out = self
+        let req = self
             .client(region)
             .describe_instances()
             .filters(filter(&format!("tag:{key}"), &[value]))
-            .filters(filter(
-                "instance-state-name",
-                &["pending", "running", "stopping", "stopped", "shutting-down"],
-            ))
-            .send()
-            .await
-            .map_err(|e| sdk_error("DescribeInstances", region, e))?;
+            .filters(live_instances());
+        let out = call("DescribeInstances", region, value, req.send()).await?;
         Ok(out
             .reservations()
             .iter()
             .flat_map(|r| r.instances())
-            .map(|i| Instance {
-                id: i.instance_id().unwrap_or_default().to_string(),
-                state: i
-                    .state()
-                    .and_then(|s| s.name())
-                    .map(|n| n.as_str().to_string())
-                    .unwrap_or_default(),
-                state_reason: i.state_reason().and_then(|r| r.code()).map(str::to_string),
-            })
+            .map(instance_from_sdk)
             .collect())
     }
 
@@ -476,13 +462,11 @@ impl Ec2 {
         region: &str,
         instance_id: &str,
     ) -> Result<Option<String>> {
-        let out = self
+        let req = self
             .client(region)
             .get_password_data()
-            .instance_id(instance_id)
-            .send()
-            .await
-            .map_err(|e| sdk_error("GetPasswordData", region, e))?;
+            .instance_id(instance_id);
+        let out = call("GetPasswordData", region, instance_id, req.send()).await?;
         Ok(out
             .password_data()
             .map(str::trim)
@@ -490,14 +474,39 @@ impl Ec2 {
             .map(str::to_string))
     }
 
-    pub async fn terminate_instance(&self, region: &str, id: &str) -> Result<()> {
-        self.client(region)
+    /// Terminates these instances in one call.
+    pub async fn terminate_instances(&self, region: &str, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let req = self
+            .client(region)
             .terminate_instances()
-            .instance_ids(id)
-            .send()
-            .await
-            .map_err(|e| sdk_error("TerminateInstances", region, e))?;
+            .set_instance_ids(Some(ids.to_vec()));
+        call("TerminateInstances", region, &ids.join(" "), req.send()).await?;
         Ok(())
+    }
+
+    /// The state of each of these instances that EC2 still knows, in one call.
+    pub async fn instance_states(
+        &self,
+        region: &str,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, InstanceStateName>> {
+        if ids.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let req = self.client(region).describe_instances().filters(filter(
+            "instance-id",
+            &ids.iter().map(String::as_str).collect::<Vec<_>>(),
+        ));
+        let out = call("DescribeInstances", region, &ids.join(" "), req.send()).await?;
+        Ok(out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter_map(|i| Some((i.instance_id()?.to_string(), i.state()?.name()?.clone())))
+            .collect())
     }
 
     pub async fn create_image(
@@ -508,17 +517,15 @@ impl Ec2 {
         description: &str,
         tags: &Tags,
     ) -> Result<String> {
-        let out = self
+        let req = self
             .client(region)
             .create_image()
             .instance_id(instance_id)
             .name(name)
             .description(description)
             .no_reboot(true)
-            .tag_specifications(tag_spec(ResourceType::Image, tags))
-            .send()
-            .await
-            .map_err(|e| sdk_error("CreateImage", region, e))?;
+            .tag_specifications(tag_spec(ResourceType::Image, tags));
+        let out = call("CreateImage", region, name, req.send()).await?;
         out.image_id()
             .map(str::to_string)
             .ok_or_else(|| anyhow::anyhow!("CreateImage in {region} returned no image id"))
@@ -533,17 +540,16 @@ impl Ec2 {
         description: &str,
         client_token: &str,
     ) -> Result<String> {
-        let out = self
+        let req = self
             .client(dest_region)
             .copy_image()
             .source_region(source_region)
             .source_image_id(source_id)
             .name(name)
             .description(description)
-            .client_token(client_token)
-            .send()
-            .await
-            .map_err(|e| sdk_error("CopyImage", dest_region, e))?;
+            .client_token(client_token);
+        let target = format!("{source_id} from {source_region}");
+        let out = call("CopyImage", dest_region, &target, req.send()).await?;
         out.image_id()
             .map(str::to_string)
             .ok_or_else(|| anyhow::anyhow!("CopyImage to {dest_region} returned no image id"))
@@ -558,13 +564,12 @@ impl Ec2 {
         if resource_ids.is_empty() {
             return Ok(());
         }
-        self.client(region)
+        let req = self
+            .client(region)
             .create_tags()
             .set_resources(Some(resource_ids.to_vec()))
-            .set_tags(Some(to_sdk_tags(tags)))
-            .send()
-            .await
-            .map_err(|e| sdk_error("CreateTags", region, e))?;
+            .set_tags(Some(to_sdk_tags(tags)));
+        call("CreateTags", region, &resource_ids.join(" "), req.send()).await?;
         Ok(())
     }
 
@@ -578,82 +583,85 @@ impl Ec2 {
             .iter()
             .map(|a| LaunchPermission::builder().user_id(a).build())
             .collect();
-        self.client(region)
+        let req = self
+            .client(region)
             .modify_image_attribute()
             .image_id(image_id)
             .launch_permission(
                 LaunchPermissionModifications::builder()
                     .set_add(Some(perms))
                     .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| sdk_error("ModifyImageAttribute", region, e))?;
+            );
+        call("ModifyImageAttribute", region, image_id, req.send()).await?;
         Ok(())
     }
 
     pub async fn deregister_image(&self, region: &str, id: &str) -> Result<()> {
-        self.client(region)
-            .deregister_image()
-            .image_id(id)
-            .send()
-            .await
-            .map_err(|e| sdk_error("DeregisterImage", region, e))?;
+        let req = self.client(region).deregister_image().image_id(id);
+        call("DeregisterImage", region, id, req.send()).await?;
         Ok(())
     }
 
-    /// Snapshot ids tagged `key` = `value`, or whose description names `image_id` (EC2
-    /// describes a CreateImage snapshot as "Created by CreateImage(i-…) for ami-…").
-    pub async fn find_snapshots(
+    /// Our own snapshot ids matching the filter `name` = `value`.
+    async fn snapshot_ids(&self, region: &str, name: &str, value: &str) -> Result<Vec<String>> {
+        let req = self
+            .client(region)
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(filter(name, &[value]));
+        let out = call("DescribeSnapshots", region, value, req.send()).await?;
+        Ok(out
+            .snapshots()
+            .iter()
+            .filter_map(|s| s.snapshot_id().map(str::to_string))
+            .collect())
+    }
+
+    /// Our own snapshots tagged `key` = `value`.
+    pub async fn find_snapshots_by_tag(
         &self,
         region: &str,
         key: &str,
         value: &str,
-        image_id: Option<&str>,
     ) -> Result<Vec<String>> {
-        let mut ids = Vec::new();
-        let tagged = self
-            .client(region)
-            .describe_snapshots()
-            .owner_ids("self")
-            .filters(filter(&format!("tag:{key}"), &[value]))
-            .send()
+        self.snapshot_ids(region, &format!("tag:{key}"), value)
             .await
-            .map_err(|e| sdk_error("DescribeSnapshots", region, e))?;
-        ids.extend(
-            tagged
-                .snapshots()
-                .iter()
-                .filter_map(|s| s.snapshot_id().map(str::to_string)),
-        );
-        if let Some(image_id) = image_id {
-            let described = self
-                .client(region)
-                .describe_snapshots()
-                .owner_ids("self")
-                .filters(filter("description", &[&format!("*{image_id}*")]))
-                .send()
-                .await
-                .map_err(|e| sdk_error("DescribeSnapshots", region, e))?;
-            ids.extend(
-                described
-                    .snapshots()
-                    .iter()
-                    .filter_map(|s| s.snapshot_id().map(str::to_string)),
-            );
-        }
-        ids.sort();
-        ids.dedup();
-        Ok(ids)
+    }
+
+    /// Our own snapshots whose description names `image_id` (EC2 describes a CreateImage
+    /// snapshot as "Created by CreateImage(i-…) for ami-…", a copy's as "Copied for
+    /// DestinationAmi ami-…").
+    pub async fn find_snapshots_naming(&self, region: &str, image_id: &str) -> Result<Vec<String>> {
+        self.snapshot_ids(region, "description", &format!("*{image_id}*"))
+            .await
     }
 
     pub async fn delete_snapshot(&self, region: &str, id: &str) -> Result<()> {
-        self.client(region)
-            .delete_snapshot()
-            .snapshot_id(id)
-            .send()
-            .await
-            .map_err(|e| sdk_error("DeleteSnapshot", region, e))?;
+        let req = self.client(region).delete_snapshot().snapshot_id(id);
+        call("DeleteSnapshot", region, id, req.send()).await?;
         Ok(())
     }
+}
+
+pub(crate) fn instance_from_sdk(i: &aws_sdk_ec2::types::Instance) -> Instance {
+    Instance {
+        id: i.instance_id().unwrap_or_default().to_string(),
+        state: i
+            .state()
+            .and_then(|s| s.name())
+            .cloned()
+            .unwrap_or_else(|| InstanceStateName::from("")),
+        state_reason: i.state_reason().and_then(|r| r.code()).map(str::to_string),
+    }
+}
+
+/// The filter for instances that are not terminated.
+pub(crate) fn live_instances() -> Filter {
+    filter(
+        "instance-state-name",
+        &LIVE_INSTANCE_STATES
+            .iter()
+            .map(InstanceStateName::as_str)
+            .collect::<Vec<_>>(),
+    )
 }

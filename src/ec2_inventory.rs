@@ -1,14 +1,12 @@
-//! The EC2 calls `cleanup` makes beyond [`crate::ec2`]: listing what the account owns (every
-//! page), and acting on many instances at once. SDK types in, plain data out; no decisions.
-
-use std::collections::BTreeMap;
+//! The EC2 listings `cleanup` makes beyond [`crate::ec2`]: everything the account owns in a
+//! region, every page (the SDK's paginators). SDK types in, model data out; no decisions.
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 
-use crate::cleanup::{Kind, Resource};
-use crate::ec2::{Ec2, filter, image_from_sdk, sdk_error, tags_map};
-use crate::model::Image;
+use crate::ec2::{Ec2, call, filter, image_from_sdk, live_instances, tags_map};
+use crate::model::inventory::{Kind, Resource};
+use crate::model::{Image, tags};
 
 /// The largest page EC2 serves for these Describe calls.
 const PAGE: i32 = 1000;
@@ -20,24 +18,19 @@ fn time(t: Option<&aws_smithy_types::DateTime>) -> Option<DateTime<Utc>> {
 impl Ec2 {
     /// Every image the account owns in `region`, whatever its tags, all pages.
     pub async fn list_own_images(&self, region: &str) -> Result<Vec<Image>> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = self
-                .client(region)
-                .describe_images()
-                .owners("self")
-                .max_results(PAGE)
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| sdk_error("DescribeImages", region, e))?;
-            out.extend(page.images().iter().map(image_from_sdk));
-            match page.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_string()),
-                _ => return Ok(out),
-            }
-        }
+        let pages = self
+            .client(region)
+            .describe_images()
+            .owners("self")
+            .max_results(PAGE)
+            .into_paginator()
+            .send();
+        let pages = call("DescribeImages", region, "owner self", pages.try_collect()).await?;
+        Ok(pages
+            .iter()
+            .flat_map(|p| p.images())
+            .map(image_from_sdk)
+            .collect())
     }
 
     /// The account's snapshots in `region` that carry the tag key `key`, all pages.
@@ -46,76 +39,59 @@ impl Ec2 {
         region: &str,
         key: &str,
     ) -> Result<Vec<Resource>> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = self
-                .client(region)
-                .describe_snapshots()
-                .owner_ids("self")
-                .filters(filter("tag-key", &[key]))
-                .max_results(PAGE)
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| sdk_error("DescribeSnapshots", region, e))?;
-            out.extend(page.snapshots().iter().map(|s| Resource {
+        let pages = self
+            .client(region)
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(filter("tag-key", &[key]))
+            .max_results(PAGE)
+            .into_paginator()
+            .send();
+        let pages = call("DescribeSnapshots", region, key, pages.try_collect()).await?;
+        Ok(pages
+            .iter()
+            .flat_map(|p| p.snapshots())
+            .map(|s| Resource {
                 kind: Kind::Snapshot,
                 id: s.snapshot_id().unwrap_or_default().to_string(),
                 name: s.description().unwrap_or_default().to_string(),
                 state: s.state().map(|s| s.as_str().to_string()),
                 created: time(s.start_time()),
                 tags: tags_map(s.tags()),
-            }));
-            match page.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_string()),
-                _ => return Ok(out),
-            }
-        }
+            })
+            .collect())
     }
 
     /// Instances in `region` that carry the tag key `key` and are not terminated, all pages.
     pub async fn list_instances_tagged(&self, region: &str, key: &str) -> Result<Vec<Resource>> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = self
-                .client(region)
-                .describe_instances()
-                .filters(filter("tag-key", &[key]))
-                .filters(filter(
-                    "instance-state-name",
-                    &["pending", "running", "stopping", "stopped", "shutting-down"],
-                ))
-                .max_results(PAGE)
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| sdk_error("DescribeInstances", region, e))?;
-            out.extend(
-                page.reservations()
-                    .iter()
-                    .flat_map(|r| r.instances())
-                    .map(|i| {
-                        let tags = tags_map(i.tags());
-                        Resource {
-                            kind: Kind::Instance,
-                            id: i.instance_id().unwrap_or_default().to_string(),
-                            name: tags.get("Name").cloned().unwrap_or_default(),
-                            state: i
-                                .state()
-                                .and_then(|s| s.name())
-                                .map(|n| n.as_str().to_string()),
-                            created: time(i.launch_time()),
-                            tags,
-                        }
-                    }),
-            );
-            match page.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_string()),
-                _ => return Ok(out),
-            }
-        }
+        let pages = self
+            .client(region)
+            .describe_instances()
+            .filters(filter("tag-key", &[key]))
+            .filters(live_instances())
+            .max_results(PAGE)
+            .into_paginator()
+            .send();
+        let pages = call("DescribeInstances", region, key, pages.try_collect()).await?;
+        Ok(pages
+            .iter()
+            .flat_map(|p| p.reservations())
+            .flat_map(|r| r.instances())
+            .map(|i| {
+                let tags = tags_map(i.tags());
+                Resource {
+                    kind: Kind::Instance,
+                    id: i.instance_id().unwrap_or_default().to_string(),
+                    name: tags.get(tags::NAME).cloned().unwrap_or_default(),
+                    state: i
+                        .state()
+                        .and_then(|s| s.name())
+                        .map(|n| n.as_str().to_string()),
+                    created: time(i.launch_time()),
+                    tags,
+                }
+            })
+            .collect())
     }
 
     /// Security groups in `region` that carry the tag key `key`, all pages. EC2 gives groups no
@@ -125,42 +101,35 @@ impl Ec2 {
         region: &str,
         key: &str,
     ) -> Result<Vec<Resource>> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = self
-                .client(region)
-                .describe_security_groups()
-                .filters(filter("tag-key", &[key]))
-                .max_results(PAGE)
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| sdk_error("DescribeSecurityGroups", region, e))?;
-            out.extend(page.security_groups().iter().map(|g| Resource {
+        let pages = self
+            .client(region)
+            .describe_security_groups()
+            .filters(filter("tag-key", &[key]))
+            .max_results(PAGE)
+            .into_paginator()
+            .send();
+        let pages = call("DescribeSecurityGroups", region, key, pages.try_collect()).await?;
+        Ok(pages
+            .iter()
+            .flat_map(|p| p.security_groups())
+            .map(|g| Resource {
                 kind: Kind::SecurityGroup,
                 id: g.group_id().unwrap_or_default().to_string(),
                 name: g.group_name().unwrap_or_default().to_string(),
                 state: None,
                 created: None,
                 tags: tags_map(g.tags()),
-            }));
-            match page.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_string()),
-                _ => return Ok(out),
-            }
-        }
+            })
+            .collect())
     }
 
     /// Key pairs in `region` that carry the tag key `key` (DescribeKeyPairs has no pages).
     pub async fn list_key_pairs_tagged(&self, region: &str, key: &str) -> Result<Vec<Resource>> {
-        let out = self
+        let req = self
             .client(region)
             .describe_key_pairs()
-            .filters(filter("tag-key", &[key]))
-            .send()
-            .await
-            .map_err(|e| sdk_error("DescribeKeyPairs", region, e))?;
+            .filters(filter("tag-key", &[key]));
+        let out = call("DescribeKeyPairs", region, key, req.send()).await?;
         Ok(out
             .key_pairs()
             .iter()
@@ -171,52 +140,6 @@ impl Ec2 {
                 state: None,
                 created: time(k.create_time()),
                 tags: tags_map(k.tags()),
-            })
-            .collect())
-    }
-
-    /// Terminates these instances in one call.
-    pub async fn terminate_instances(&self, region: &str, ids: &[String]) -> Result<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        self.client(region)
-            .terminate_instances()
-            .set_instance_ids(Some(ids.to_vec()))
-            .send()
-            .await
-            .map_err(|e| sdk_error("TerminateInstances", region, e))?;
-        Ok(())
-    }
-
-    /// The state of each of these instances that EC2 still knows, in one call.
-    pub async fn instance_states(
-        &self,
-        region: &str,
-        ids: &[String],
-    ) -> Result<BTreeMap<String, String>> {
-        if ids.is_empty() {
-            return Ok(BTreeMap::new());
-        }
-        let out = self
-            .client(region)
-            .describe_instances()
-            .filters(filter(
-                "instance-id",
-                &ids.iter().map(String::as_str).collect::<Vec<_>>(),
-            ))
-            .send()
-            .await
-            .map_err(|e| sdk_error("DescribeInstances", region, e))?;
-        Ok(out
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .filter_map(|i| {
-                Some((
-                    i.instance_id()?.to_string(),
-                    i.state()?.name()?.as_str().to_string(),
-                ))
             })
             .collect())
     }

@@ -1,19 +1,17 @@
-//! Deployment history: every deploy, rollback and promote of a pool, kept in the Taskcluster
-//! secret `tc-ami/deployments/<worker pool id>` so that anyone with the same credentials can
-//! see it and roll back from any machine (see the README's "Deployment history").
+//! Deployment history (pure): every deploy, rollback and promote of a pool, kept in the
+//! Taskcluster secret `tc-ami/deployments/<worker pool id>` ([`crate::ops::deployments`] reads
+//! and writes it) so that anyone with the same credentials can see it and roll back from any
+//! machine (see the README's "Where the history lives").
 //!
 //! The record is a list; what is live and what a rollback puts back are found by replaying
-//! it (pure, below). A change made outside tc-ami is noticed by comparing the live pool with
-//! the last record, and does not break the chain.
+//! it. A change made outside tc-ami is noticed by comparing the live pool with the last
+//! record, and does not break the chain.
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-
-use crate::taskcluster::SecretsApi;
 
 /// Region → AMI.
 pub type Images = BTreeMap<String, String>;
@@ -175,45 +173,6 @@ pub fn plan_rollback(
         target: top.before.clone(),
         undoes: Some(top.seq),
     })
-}
-
-/// The rollback target of a pool (for cleanup: those images must be kept). None when the
-/// history has nothing to roll back to.
-pub async fn rollback_target(
-    secrets: &SecretsApi,
-    pool_id: &str,
-    live: &Images,
-) -> Result<Option<Images>> {
-    let history = load(secrets, pool_id).await?;
-    Ok(plan_rollback(pool_id, &history, live)
-        .ok()
-        .map(|p| p.target))
-}
-
-pub async fn load(secrets: &SecretsApi, pool_id: &str) -> Result<History> {
-    let name = secret_name(pool_id);
-    match secrets.get(&name).await? {
-        None => Ok(History::default()),
-        Some(v) => History::from_secret(&v).map_err(|e| {
-            anyhow::anyhow!(
-                "the deployment history in the Taskcluster secret {name} is unreadable: {e}"
-            )
-        }),
-    }
-}
-
-/// Appends `record` and writes the history back.
-pub async fn append(
-    secrets: &SecretsApi,
-    pool_id: &str,
-    mut history: History,
-    record: Deployment,
-) -> Result<()> {
-    history.records.push(record);
-    let expires = Utc::now() + chrono::Duration::days(3650);
-    secrets
-        .set(&secret_name(pool_id), history.to_secret(pool_id), expires)
-        .await
 }
 
 #[cfg(test)]

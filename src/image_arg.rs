@@ -8,7 +8,7 @@ use crate::config::valid_region;
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ImageArgs {
     /// A bare AMI: the image in the worker type's build region (its copies elsewhere are
-    /// found by their `tc-ami:source-image-id` tag).
+    /// found by name: a copy carries its source's name).
     pub source: Option<String>,
     /// REGION=AMI entries.
     pub by_region: BTreeMap<String, String>,

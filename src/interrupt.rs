@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::shell::Shell;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("interrupted by {}", signal_name(*.signal))]
 pub struct Interrupted {
@@ -40,8 +42,9 @@ impl Cancel {
         Self::default()
     }
 
-    /// Listens for SIGINT and SIGTERM for the rest of the process.
-    pub fn install_signal_handlers(&self) -> std::io::Result<()> {
+    /// Listens for SIGINT and SIGTERM for the rest of the process; a second one is answered on
+    /// `shell`.
+    pub fn install_signal_handlers(&self, shell: Shell) -> std::io::Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut int = signal(SignalKind::interrupt())?;
         let mut term = signal(SignalKind::terminate())?;
@@ -53,8 +56,8 @@ impl Cancel {
                     _ = term.recv() => SIGTERM,
                 };
                 if me.token.is_cancelled() {
-                    eprintln!(
-                        "tc-ami: already stopping; finishing what must not be left half done, please wait"
+                    shell.error(
+                        "already stopping; finishing what must not be left half done, please wait",
                     );
                 } else {
                     me.cancel(sig);

@@ -1,25 +1,43 @@
 //! tc-ami: builds Windows AMIs for Taskcluster workers and rolls them out to worker pools.
 //!
-//! Pure modules (config, base AMI choice, user data, build plan) take data and return data;
-//! adapters (`ec2`, `taskcluster`) talk to the network; `commands` orchestrate and print.
+//! Layers, from the bottom; a module uses only its own layer and the ones below (README,
+//! "Layout"):
+//! 1. [`model`]: plain data — images, instances and their states, the tag vocabulary, the EC2
+//!    error codes tc-ami acts on, what a region holds.
+//! 2. The pure core, functions of data with their unit tests: [`config`], [`duration`],
+//!    [`text`], [`base_ami`], [`user_data`], [`build`] (the build plan), [`pool`], [`diff`],
+//!    [`history`] (its rules), [`image_arg`], [`cleanup`] (planning), [`password`].
+//! 3. Runtime support, no network: [`interrupt`], [`wait`], [`shell`] (the one output channel).
+//! 4. Adapters, thin, SDK types in and model data out: [`ec2`], [`ec2_inventory`],
+//!    [`taskcluster`].
+//! 5. [`ops`]: the lifecycle of what tc-ami creates, with registered cleanups.
+//! 6. [`commands`]: orchestration and printing. 7. [`cli`] (and the binary): the command line.
+
+pub mod model;
 
 pub mod base_ami;
 pub mod build;
 pub mod cleanup;
-pub mod cli;
-pub mod commands;
 pub mod config;
 pub mod diff;
 pub mod duration;
-pub mod ec2;
-pub mod ec2_inventory;
 pub mod history;
 pub mod image_arg;
-pub mod interrupt;
-pub mod model;
 pub mod password;
 pub mod pool;
-pub mod progress;
-pub mod taskcluster;
+pub mod text;
 pub mod user_data;
+
+pub mod interrupt;
+pub mod shell;
 pub mod wait;
+
+pub mod ec2;
+pub mod ec2_inventory;
+pub mod taskcluster;
+
+pub mod ops;
+
+pub mod commands;
+
+pub mod cli;

@@ -1,11 +1,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
-use tc_ami::cli::Cli;
-use tc_ami::commands::{self, Ctx, Outcome};
+use tc_ami::cli::{self, Cli};
+use tc_ami::commands::{Ctx, Outcome};
 use tc_ami::interrupt::Cancel;
+use tc_ami::shell::Shell;
+use tc_ami::text::one_line;
 
 fn main() -> ExitCode {
     // Usage errors exit 1, not clap's 2: for `diff`, 2 means "there are changes".
@@ -29,22 +30,12 @@ fn main() -> ExitCode {
                 .collect();
             let first = first.join(" ");
             let first = first.strip_prefix("error: ").unwrap_or(&first);
-            eprintln!("tc-ami: error: {first}; see tc-ami --help");
+            Shell::default().error(&format!("error: {first}; see tc-ami --help"));
             return ExitCode::from(1);
         }
     };
-    let default_filter = match cli.verbose {
-        0 => "warn",
-        1 => "warn,tc_ami=debug",
-        _ => "info,tc_ami=trace",
-    };
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
+    let shell = Shell::new(cli.json, cli.verbose);
+    shell.init_logging();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -52,35 +43,31 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("tc-ami: error: cannot start the async runtime: {e}");
+            shell.error(&format!("error: cannot start the async runtime: {e}"));
             return ExitCode::from(1);
         }
     };
     let outcome = runtime.block_on(async {
         let cancel = Cancel::new();
-        if let Err(e) = cancel.install_signal_handlers() {
+        if let Err(e) = cancel.install_signal_handlers(shell) {
             return Outcome::Failed(anyhow::anyhow!("cannot listen for Ctrl-C: {e}"));
         }
         let ctx = Ctx {
             config_dir: cli.config_dir.clone(),
-            json: cli.json,
+            shell,
             cancel,
         };
-        commands::run(&ctx, cli.command).await
+        cli::run(&ctx, cli.command).await
     });
     match outcome {
         Outcome::Done(code) => ExitCode::from(code),
         Outcome::Interrupted(i, message) => {
-            eprintln!("tc-ami: {message}");
+            shell.error(&message);
             ExitCode::from(i.exit_code() as u8)
         }
         Outcome::Failed(e) => {
-            eprintln!("tc-ami: error: {}", one_line(&format!("{e:#}")));
+            shell.error(&format!("error: {}", one_line(&format!("{e:#}"))));
             ExitCode::from(1)
         }
     }
-}
-
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -1,6 +1,6 @@
 //! The worker pool definition and the change a deploy makes to it (pure).
 //!
-//! What deploy changes (PRODUCT.md, and the contract's "Verified against the real service"):
+//! What deploy changes (the README's "What changes in the pool"):
 //! - `config.launchConfigs[i].launchConfig.ImageId` := the image for that launch config's region;
 //! - every `workerConfig.genericWorker.config.deploymentId` the pool carries := one new string;
 //! - a launch config whose content changes loses `workerManager.launchConfigId`, so that the
@@ -174,21 +174,7 @@ pub fn patch_pool(
         .as_array_mut()
         .ok_or_else(|| PoolError::NoLaunchConfigs(pool_id.to_string()))?;
     let before: Vec<Value> = lcs.iter().map(content).collect();
-
-    let mut image_changed = false;
-    for lc in lcs.iter_mut() {
-        let region = lc["region"].as_str().unwrap_or_default().to_string();
-        let image = &images[&region];
-        if lc["launchConfig"]["ImageId"].as_str() != Some(image.as_str()) {
-            image_changed = true;
-            set_key(
-                lc,
-                &["launchConfig", "ImageId"],
-                Value::String(image.clone()),
-            );
-        }
-    }
-    if !image_changed {
+    if !set_images(lcs, images) {
         return Ok(Patched {
             after: def.clone(),
             changed: false,
@@ -196,34 +182,7 @@ pub fn patch_pool(
             deployment_id: None,
         });
     }
-
-    let carries_deployment_id = lcs.iter().any(|lc| {
-        lc["workerConfig"]["genericWorker"]["config"]
-            .get("deploymentId")
-            .is_some()
-    });
-    let deployment_id = carries_deployment_id.then(|| {
-        let first_image = lcs[0]["launchConfig"]["ImageId"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        deployment_id(&first_image)
-    });
-    if let Some(id) = &deployment_id {
-        for lc in lcs.iter_mut() {
-            if lc["workerConfig"]["genericWorker"]["config"]
-                .get("deploymentId")
-                .is_some()
-            {
-                set_key(
-                    lc,
-                    &["workerConfig", "genericWorker", "config", "deploymentId"],
-                    Value::String(id.clone()),
-                );
-            }
-        }
-    }
-
+    let deployment_id = set_deployment_id(lcs, deployment_id);
     let mut changed_launch_configs = Vec::new();
     for (i, lc) in lcs.iter_mut().enumerate() {
         if content(lc) != before[i] {
@@ -237,6 +196,53 @@ pub fn patch_pool(
         changed_launch_configs,
         deployment_id,
     })
+}
+
+/// Sets each launch config's ImageId to its region's image; whether any changed.
+fn set_images(lcs: &mut [Value], images: &BTreeMap<String, String>) -> bool {
+    let mut changed = false;
+    for lc in lcs.iter_mut() {
+        let region = lc["region"].as_str().unwrap_or_default().to_string();
+        let image = &images[&region];
+        if lc["launchConfig"]["ImageId"].as_str() != Some(image.as_str()) {
+            changed = true;
+            set_key(
+                lc,
+                &["launchConfig", "ImageId"],
+                Value::String(image.clone()),
+            );
+        }
+    }
+    changed
+}
+
+/// When the pool carries a deploymentId, sets one new one (made from the first launch
+/// config's image) everywhere it is carried, and returns it.
+fn set_deployment_id(
+    lcs: &mut [Value],
+    deployment_id: impl FnOnce(&str) -> String,
+) -> Option<String> {
+    let carries = |lc: &Value| {
+        lc["workerConfig"]["genericWorker"]["config"]
+            .get("deploymentId")
+            .is_some()
+    };
+    if !lcs.iter().any(carries) {
+        return None;
+    }
+    let first_image = lcs[0]["launchConfig"]["ImageId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let id = deployment_id(&first_image);
+    for lc in lcs.iter_mut().filter(|lc| carries(lc)) {
+        set_key(
+            lc,
+            &["workerConfig", "genericWorker", "config", "deploymentId"],
+            Value::String(id.clone()),
+        );
+    }
+    Some(id)
 }
 
 /// Sets a nested key in place (its position among its siblings is kept).

@@ -6,6 +6,7 @@ use serde_json::Value;
 use taskcluster::{ClientBuilder, Credentials, Secrets, WorkerManager};
 
 use crate::password::Secret;
+use crate::text::one_line;
 
 /// Where and as whom tc-ami talks to Taskcluster.
 #[derive(Clone)]
@@ -140,8 +141,26 @@ pub fn summarize_service_message(message: &str) -> String {
     one_line(&head.replace("```", ""))
 }
 
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+/// Sends one Taskcluster request: logs it (debug, `-v`) with its service, method, target and
+/// duration; never a secret's value or a credential.
+async fn call<T>(
+    service: &'static str,
+    method: &'static str,
+    target: &str,
+    request: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let started = std::time::Instant::now();
+    let result = request.await;
+    let ms = started.elapsed().as_millis() as u64;
+    let outcome = match &result {
+        Ok(_) => "ok".to_string(),
+        Err(e) => match taskcluster::err_status_code(e) {
+            Some(status) => status.as_u16().to_string(),
+            None => "no answer".to_string(),
+        },
+    };
+    tracing::debug!("Taskcluster {service}.{method}({target}): {ms} ms: {outcome}");
+    result
 }
 
 pub struct SecretsApi {
@@ -160,7 +179,7 @@ impl SecretsApi {
 
     /// The secret's value, or None when there is no such secret (or it expired).
     pub async fn get(&self, name: &str) -> Result<Option<Value>> {
-        match self.client.get(name).await {
+        match call("secrets", "get", name, self.client.get(name)).await {
             Ok(v) => Ok(Some(v.get("secret").cloned().unwrap_or(Value::Null))),
             Err(e) if taskcluster::err_status_code(&e).map(|s| s.as_u16()) == Some(404) => Ok(None),
             Err(e) => Err(self.env.explain(&format!("reading secret `{name}`"), e)),
@@ -178,8 +197,7 @@ impl SecretsApi {
             "secret": value,
             "expires": expires.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         });
-        self.client
-            .set(name, &payload)
+        call("secrets", "set", name, self.client.set(name, &payload))
             .await
             .map_err(|e| self.env.explain(&format!("storing secret `{name}`"), e))
     }
@@ -206,7 +224,14 @@ impl WorkerManagerApi {
 
     /// The pool as the service returns it.
     pub async fn get_pool(&self, pool_id: &str) -> Result<Value> {
-        match self.client.workerPool(pool_id).await {
+        match call(
+            "worker-manager",
+            "workerPool",
+            pool_id,
+            self.client.workerPool(pool_id),
+        )
+        .await
+        {
             Ok(v) if v.is_object() => Ok(v),
             Ok(v) => anyhow::bail!(
                 "fetching worker pool {pool_id}: {} answered with a JSON {} instead of a worker pool",
@@ -227,13 +252,17 @@ impl WorkerManagerApi {
 
     /// Replaces the pool's definition with `payload`.
     pub async fn update_pool(&self, pool_id: &str, payload: &Value) -> Result<Value> {
-        self.client
-            .updateWorkerPool(pool_id, payload)
-            .await
-            .map_err(|e| {
-                self.env
-                    .explain(&format!("updating worker pool {pool_id}"), e)
-            })
+        call(
+            "worker-manager",
+            "updateWorkerPool",
+            pool_id,
+            self.client.updateWorkerPool(pool_id, payload),
+        )
+        .await
+        .map_err(|e| {
+            self.env
+                .explain(&format!("updating worker pool {pool_id}"), e)
+        })
     }
 }
 

@@ -45,8 +45,13 @@ where
             i = cancel.cancelled() => return Err(i.into()),
         }
         if let Some(done) = check().await? {
+            tracing::trace!("{what}: done after {}", format_duration(started.elapsed()));
             return Ok(done);
         }
+        tracing::trace!(
+            "{what}: not yet after {}",
+            format_duration(started.elapsed())
+        );
         if Instant::now() >= deadline {
             return Err(TimedOut {
                 what: what.to_string(),

@@ -42,7 +42,7 @@ pub async fn run(ctx: &Ctx, worker_type: &str) -> Result<u8> {
         .creation_date
         .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_else(|| "unknown".into());
-    ctx.emit(
+    ctx.shell.result(
         &format!(
             "{}  {}  created {created}  ({}, owner {})",
             image.id, image.name, wt.build_region, wt.base_ami_owner

@@ -3,13 +3,13 @@
 use anyhow::{Context, Result};
 use rand::Rng;
 
-use crate::build::{BuildReport, PasswordOutcome, new_build_id, plan_build, run_build};
+use crate::build::{new_build_id, plan_build};
 use crate::commands::Ctx;
 use crate::commands::base_ami::find_base_image;
 use crate::config::{PasswordDestination, WorkerType, load_worker_type};
 use crate::ec2::Ec2;
+use crate::ops::build::{BuildReport, PasswordOutcome, run_build};
 use crate::pool::{definition, pool_regions};
-use crate::progress::Progress;
 use crate::taskcluster::{SecretsApi, TcEnv, WorkerManagerApi};
 use crate::user_data::user_data_for;
 
@@ -22,14 +22,14 @@ pub async fn run(ctx: &Ctx, worker_type: &str) -> Result<u8> {
         .map(|(region, id)| format!("{region}\t{id}"))
         .collect();
     let json = serde_json::to_value(&report)?;
-    ctx.emit(&human.join("\n"), &json);
+    ctx.shell.result(&human.join("\n"), &json);
     Ok(0)
 }
 
 /// Builds an image for `wt` and its copies; on failure everything is removed and the error
-/// is a [`crate::build::BuildFailed`] naming the stage.
+/// is a [`crate::ops::build::BuildFailed`] naming the stage.
 pub async fn build_images(ctx: &Ctx, wt: &WorkerType) -> Result<BuildReport> {
-    let regions = copy_regions(wt).await?;
+    let regions = copy_regions(ctx, wt).await?;
     let wt = &WorkerType {
         regions,
         ..wt.clone()
@@ -48,7 +48,7 @@ pub async fn build_images(ctx: &Ctx, wt: &WorkerType) -> Result<BuildReport> {
         PasswordDestination::Print => None,
     };
     let ec2 = Ec2::load().await;
-    let progress = Progress::new();
+    let progress = ctx.shell.progress();
     progress.stage(&format!(
         "finding the base image `{}` in {}",
         wt.base_ami_pattern, wt.build_region
@@ -62,6 +62,16 @@ pub async fn build_images(ctx: &Ctx, wt: &WorkerType) -> Result<BuildReport> {
     let now = chrono::Utc::now();
     let build_id = new_build_id(now, rand::thread_rng().r#gen());
     let plan = plan_build(wt, &base, user_data, now, &build_id);
+    ctx.shell.verbose(|| {
+        format!(
+            "build plan: key pair, security group and image {}; {} bytes of user data (sha256 {}); timeouts {} for the guest, {} per image",
+            plan.image_name,
+            plan.user_data.len(),
+            plan.user_data_sha256,
+            crate::duration::format_duration(plan.build_timeout),
+            crate::duration::format_duration(plan.image_timeout)
+        )
+    });
     progress.note(&format!(
         "build {build_id} of {} in {}",
         wt.name,
@@ -70,13 +80,13 @@ pub async fn build_images(ctx: &Ctx, wt: &WorkerType) -> Result<BuildReport> {
 
     let report = run_build(&ec2, secrets.as_ref(), &plan, &ctx.cancel, &progress).await?;
     match &report.password {
-        PasswordOutcome::Secret { secret } => {
-            eprintln!("administrator password stored in the Taskcluster secret {secret}")
-        }
+        PasswordOutcome::Secret { secret } => ctx.shell.note(&format!(
+            "administrator password stored in the Taskcluster secret {secret}"
+        )),
         PasswordOutcome::Printed => {
             if let Some(p) = &report.printed_password {
                 // Asked for: the worker type names no secret. Shown once, on stderr.
-                eprintln!(
+                ctx.shell.note(&format!(
                     "administrator password of {} (shown once; set password_secret_prefix to store it instead): {}",
                     report
                         .images
@@ -84,7 +94,7 @@ pub async fn build_images(ctx: &Ctx, wt: &WorkerType) -> Result<BuildReport> {
                         .map(String::as_str)
                         .unwrap_or("the image"),
                     p.expose()
-                );
+                ));
             }
         }
     }
@@ -93,7 +103,7 @@ pub async fn build_images(ctx: &Ctx, wt: &WorkerType) -> Result<BuildReport> {
 
 /// The regions to copy the image to: the worker type's `regions`, else the regions of its live
 /// pool (when Taskcluster is configured and the pool exists), else none.
-async fn copy_regions(wt: &WorkerType) -> Result<Vec<String>> {
+async fn copy_regions(ctx: &Ctx, wt: &WorkerType) -> Result<Vec<String>> {
     if !wt.regions.is_empty() {
         return Ok(wt.regions.clone());
     }
@@ -109,12 +119,12 @@ async fn copy_regions(wt: &WorkerType) -> Result<Vec<String>> {
                 .filter(|r| *r != wt.build_region)
                 .collect();
             if !extra.is_empty() {
-                eprintln!(
+                ctx.shell.note(&format!(
                     "{} sets no regions: copying to the regions of worker pool {}: {}",
                     wt.name,
                     wt.worker_pool_id,
                     extra.join(", ")
-                );
+                ));
             }
             Ok(extra)
         }

@@ -1,26 +1,33 @@
-//! What `diff`, `deploy` (and later `rollback` and `promote`) share: finding the images, the
-//! change to the pool, showing it, asking, pushing and verifying.
+//! What `diff`, `deploy`, `rollback` and `promote` share: finding the images, copying them to
+//! the regions that lack them, the change to the pool, showing it, asking, pushing, verifying
+//! and recording.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::IsTerminal;
 
 use anyhow::{Result, anyhow, bail};
 use futures::future::try_join_all;
 use serde_json::{Value, json};
 
 use crate::base_ami::choose_base_ami;
-use crate::build::{ImageCopy, TAG_BUILD_ID, TAG_WORKER_TYPE, copy_image_to, remove_image};
 use crate::commands::Ctx;
 use crate::config::WorkerType;
 use crate::diff::{json_patch, unified_diff, use_color};
 use crate::ec2::{Ec2, has_code};
 use crate::history::{self, Deployment, History, Kind};
 use crate::image_arg::ImageArgs;
+use crate::model::codes::{IMAGE_UNUSABLE, NO_SUCH_IMAGE};
+use crate::model::{Image, tags};
+use crate::ops::build::leftover_text;
+use crate::ops::deployments;
+use crate::ops::images::{ImageCopy, ImageMarks, copy_image_to};
+use crate::ops::teardown::Teardown;
 use crate::pool::{
     Patched, definition, new_deployment_id, patch_pool, update_payload, verify_pushed,
 };
-use crate::progress::Progress;
+use crate::shell::Shell;
 use crate::taskcluster::{SecretsApi, TcEnv, WorkerManagerApi};
+use crate::wait::POLL_INTERVAL;
 
 /// The pool a command works on, fetched live, and the clients to work on it.
 pub struct Target {
@@ -139,19 +146,8 @@ impl Change {
     /// Prints the diff: on stdout, or on stderr when stdout carries the JSON document.
     pub fn show(&self, ctx: &Ctx, context: usize) {
         let no_color = std::env::var("NO_COLOR").ok();
-        if ctx.json {
-            let text = self.diff_text(
-                context,
-                use_color(std::io::stderr().is_terminal(), no_color.as_deref()),
-            );
-            eprint!("{text}");
-        } else {
-            let text = self.diff_text(
-                context,
-                use_color(std::io::stdout().is_terminal(), no_color.as_deref()),
-            );
-            print!("{text}");
-        }
+        ctx.shell
+            .document(|terminal| self.diff_text(context, use_color(terminal, no_color.as_deref())));
     }
 }
 
@@ -181,7 +177,7 @@ pub async fn resolve_images(
             .await;
         match found {
             Ok(list) if !list.is_empty() => {}
-            Err(e) if !has_code(&e, &["InvalidAMIID.NotFound", "InvalidAMIID.Malformed"]) => {
+            Err(e) if !has_code(&e, NO_SUCH_IMAGE) => {
                 return Err(e);
             }
             _ => bail!(
@@ -210,7 +206,7 @@ pub async fn resolve_images(
             .await
         {
             Ok(list) => list.into_iter().next().map(|i| i.name),
-            Err(e) if has_code(&e, &["InvalidAMIID.NotFound", "InvalidAMIID.Malformed"]) => None,
+            Err(e) if has_code(&e, NO_SUCH_IMAGE) => None,
             Err(e) => return Err(e),
         };
         if let Some(name) = name {
@@ -230,8 +226,8 @@ pub async fn resolve_images(
 
 /// Copies an image to the `regions` that have none in `images` (all at once), and adds the
 /// copies to `images`. The source is the build region's image if there is one. On failure or
-/// interrupt, the copies already started are removed. With `dry_run`, copies nothing and
-/// returns the regions that would get a copy.
+/// interrupt, the copies it started are removed, as a build removes its own. With `dry_run`,
+/// copies nothing and returns the regions that would get a copy.
 pub async fn copy_missing(
     ctx: &Ctx,
     ec2: &Ec2,
@@ -262,72 +258,70 @@ pub async fn copy_missing(
         .into_iter()
         .next()
         .ok_or_else(|| anyhow!("image {source_id} does not exist in {source_region}"))?;
+    let copies = copy_to(ctx, ec2, wt, &source_region, &source, &missing).await?;
+    images.extend(copies);
+    Ok(missing)
+}
+
+/// Copies `source` to `dests`; what it started is removed if that fails.
+async fn copy_to(
+    ctx: &Ctx,
+    ec2: &Ec2,
+    wt: &WorkerType,
+    source_region: &str,
+    source: &Image,
+    dests: &[String],
+) -> Result<BTreeMap<String, String>> {
     let tags: Vec<(String, String)> = source.tags.clone().into_iter().collect();
     let description = format!("{} copied from {source_region} by tc-ami", source.name);
-    let token = format!("{source_id}-{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+    let token = format!(
+        "{}-{}",
+        source.id,
+        chrono::Utc::now().format("%Y%m%d%H%M%S")
+    );
     let copy = ImageCopy {
-        source_region: &source_region,
-        image_id: &source_id,
-        name: &source.name,
+        source_region,
+        image_id: &source.id,
+        // The copies share the source's name: only what this run started is swept.
+        marks: ImageMarks {
+            name: source.name.clone(),
+            build_id: None,
+        },
         description: &description,
         tags: &tags,
         token_prefix: &token,
         timeout: wt.image_timeout,
     };
-    let progress = Progress::new();
+    let progress = ctx.shell.progress();
     progress.stage(&format!(
-        "copying {source_id} from {source_region} to {}",
-        missing.join(", ")
+        "copying {} from {source_region} to {}",
+        source.id,
+        dests.join(", ")
     ));
-    let started = std::sync::Mutex::new(Vec::<(String, String)>::new());
-    let result = copy_image_to(
-        ec2,
-        &ctx.cancel,
-        &progress,
-        &copy,
-        &missing,
-        &|region, id| {
-            if let Some(id) = id {
-                started
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((region.to_string(), id.to_string()));
-            }
-        },
-    )
-    .await;
+    let td = Teardown::new();
+    let copying = copy_image_to(ec2, &td, &ctx.cancel, &progress, &copy, dests);
+    let result = td.undo_on_failure(POLL_INTERVAL, copying, |_| {}).await;
     progress.finish();
     match result {
-        Ok(copies) => {
-            images.extend(copies);
-            Ok(missing)
+        Ok((copies, steps)) => {
+            td.keep(&steps);
+            Ok(copies)
         }
-        Err(e) => {
-            let build_id = source.tags.get(TAG_BUILD_ID).cloned().unwrap_or_default();
-            let started = started.into_inner().unwrap_or_else(|e| e.into_inner());
-            let mut left = Vec::new();
-            for (region, id) in &started {
-                if let Err(err) = remove_image(ec2, region, id, &build_id).await {
-                    left.push(format!("image {id} in {region} ({err:#})"));
-                }
-            }
-            let removed = if started.is_empty() {
+        Err((e, removal)) => {
+            let removed = if !removal.left.is_empty() {
+                leftover_text(&removal.left)
+            } else if removal.removed.is_empty() {
                 String::new()
-            } else if left.is_empty() {
+            } else {
                 format!(
                     "; removed the copies it started ({})",
-                    started
-                        .iter()
-                        .map(|(_, i)| i.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    removal.removed.join(", ")
                 )
-            } else {
-                format!("; LEFT BEHIND, remove by hand: {}", left.join(", "))
             };
             Err(e.context(format!(
-                "copying {source_id} to {}{removed}",
-                missing.join(", ")
+                "copying {} to {}{removed}",
+                source.id,
+                dests.join(", ")
             )))
         }
     }
@@ -341,7 +335,7 @@ pub async fn newest_built_images(
 ) -> Result<BTreeMap<String, String>> {
     let found = try_join_all(regions.iter().map(|r| async move {
         let images = ec2
-            .find_own_images_by_tag(r, TAG_WORKER_TYPE, &wt.name)
+            .find_own_images_by_tag(r, tags::WORKER_TYPE, &wt.name)
             .await?;
         Ok::<_, anyhow::Error>((
             r.clone(),
@@ -370,18 +364,7 @@ pub async fn check_available(ec2: &Ec2, images: &BTreeMap<String, String>) -> Re
     try_join_all(images.iter().map(|(region, id)| async move {
         let found = match ec2.describe_images(region, std::slice::from_ref(id)).await {
             Ok(list) => list.into_iter().next(),
-            Err(e)
-                if has_code(
-                    &e,
-                    &[
-                        "InvalidAMIID.NotFound",
-                        "InvalidAMIID.Unavailable",
-                        "InvalidAMIID.Malformed",
-                    ],
-                ) =>
-            {
-                None
-            }
+            Err(e) if has_code(&e, IMAGE_UNUSABLE) => None,
             Err(e) => return Err(e),
         };
         match found {
@@ -410,7 +393,7 @@ pub fn refuse_without_terminal(yes: bool, what: &str) -> Result<()> {
 }
 
 /// Asks on the terminal whether to do `action` ("push this change to …"), unless `yes`.
-pub fn confirm(yes: bool, action: &str) -> Result<()> {
+pub fn confirm(shell: &Shell, yes: bool, action: &str) -> Result<()> {
     refuse_without_terminal(yes, action)?;
     if yes {
         return Ok(());
@@ -419,10 +402,7 @@ pub fn confirm(yes: bool, action: &str) -> Result<()> {
     if let Some(first) = question.get_mut(0..1) {
         first.make_ascii_uppercase();
     }
-    eprint!("{question}? [y/N] ");
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
+    let answer = shell.ask(&format!("{question}? [y/N]"))?;
     if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
         Ok(())
     } else {
@@ -461,75 +441,65 @@ pub struct RecordAs {
     pub from: Option<String>,
 }
 
+/// Where a change is pushed and recorded, and who pushes it.
+pub struct PushTo<'a> {
+    pub wm: &'a WorkerManagerApi,
+    pub secrets: &'a SecretsApi,
+    /// The Taskcluster clientId, for the history.
+    pub who: &'a str,
+}
+
+/// What the person asked for: `--dry-run`, `--yes`.
+#[derive(Debug, Clone, Copy)]
+pub struct Asked {
+    pub dry_run: bool,
+    pub yes: bool,
+}
+
 /// The end of deploy, rollback and promote: shows the change, then (unless nothing changes or
-/// `dry_run`) asks, pushes, verifies and appends the deployment to the pool's history.
+/// it is a dry run) asks, pushes, verifies and appends the deployment to the pool's history.
 /// `history` is the pool's history as loaded (None: load it now, after the confirmation).
 /// Prints the JSON document with --json. Returns whether it pushed.
-#[allow(clippy::too_many_arguments)]
 pub async fn review_and_push(
     ctx: &Ctx,
-    wm: &WorkerManagerApi,
-    secrets: &SecretsApi,
-    who: &str,
+    to: &PushTo<'_>,
     change: &Change,
     history: Option<History>,
     record: RecordAs,
-    dry_run: bool,
-    yes: bool,
+    asked: Asked,
 ) -> Result<bool> {
     change.show(ctx, crate::diff::DEFAULT_CONTEXT);
     let mut report = change.to_json();
     let pushed = if !change.patched.changed {
-        eprintln!(
+        ctx.shell.note(&format!(
             "worker pool {} is up to date: {}; nothing to push",
             change.pool_id,
             change.images_text()
-        );
+        ));
         false
-    } else if dry_run {
-        eprintln!("dry run: nothing pushed to worker pool {}", change.pool_id);
+    } else if asked.dry_run {
+        ctx.shell.note(&format!(
+            "dry run: nothing pushed to worker pool {}",
+            change.pool_id
+        ));
         false
     } else {
         confirm(
-            yes,
+            &ctx.shell,
+            asked.yes,
             &format!(
                 "push this change to worker pool {} at {}",
                 change.pool_id, change.root_url
             ),
         )?;
-        // Read before the push: a client that cannot record the deployment does not push.
-        let history = match history {
-            Some(h) => h,
-            None => history::load(secrets, &change.pool_id).await?,
+        let done = match record.kind {
+            Kind::Deploy => "deployed",
+            Kind::Rollback => "rolled back",
+            Kind::Promote => "promoted",
         };
-        push(wm, change).await?;
-        let deployment = Deployment {
-            seq: history.next_seq(),
-            time: chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 0),
-            who: who.to_string(),
-            kind: record.kind,
-            worker_type: record.worker_type,
-            before: crate::pool::live_images(&change.before),
-            after: change.images.clone(),
-            deployment_id: change.patched.deployment_id.clone(),
-            undoes: record.undoes,
-            undoes_outside_change: record.undoes_outside_change,
-            from: record.from,
-        };
-        history::append(secrets, &change.pool_id, history, deployment).await.map_err(|e| {
-            anyhow!(
-                "pushed to worker pool {}, but the deployment could not be recorded in the secret {}: {e:#}",
-                change.pool_id,
-                history::secret_name(&change.pool_id)
-            )
-        })?;
-        eprintln!(
-            "{} to worker pool {}: {}{}",
-            match record.kind {
-                Kind::Deploy => "deployed",
-                Kind::Rollback => "rolled back",
-                Kind::Promote => "promoted",
-            },
+        push_and_record(to, change, history, record).await?;
+        ctx.shell.note(&format!(
+            "{done} to worker pool {}: {}{}",
             change.pool_id,
             change.images_text(),
             change
@@ -538,12 +508,47 @@ pub async fn review_and_push(
                 .as_deref()
                 .map(|d| format!(" (deploymentId {d})"))
                 .unwrap_or_default()
-        );
+        ));
         true
     };
     report["pushed"] = Value::Bool(pushed);
-    if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    }
+    ctx.shell.json_doc(&report);
     Ok(pushed)
+}
+
+/// Pushes the change and appends it to the pool's history (read before the push: a client
+/// that cannot record the deployment does not push).
+async fn push_and_record(
+    to: &PushTo<'_>,
+    change: &Change,
+    history: Option<History>,
+    record: RecordAs,
+) -> Result<()> {
+    let history = match history {
+        Some(h) => h,
+        None => deployments::load(to.secrets, &change.pool_id).await?,
+    };
+    push(to.wm, change).await?;
+    let deployment = Deployment {
+        seq: history.next_seq(),
+        time: chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 0),
+        who: to.who.to_string(),
+        kind: record.kind,
+        worker_type: record.worker_type,
+        before: crate::pool::live_images(&change.before),
+        after: change.images.clone(),
+        deployment_id: change.patched.deployment_id.clone(),
+        undoes: record.undoes,
+        undoes_outside_change: record.undoes_outside_change,
+        from: record.from,
+    };
+    deployments::append(to.secrets, &change.pool_id, history, deployment)
+        .await
+        .map_err(|e| {
+            anyhow!(
+                "pushed to worker pool {}, but the deployment could not be recorded in the secret {}: {e:#}",
+                change.pool_id,
+                history::secret_name(&change.pool_id)
+            )
+        })
 }

@@ -5,8 +5,8 @@ use anyhow::{Result, anyhow, bail};
 
 use crate::commands::Ctx;
 use crate::commands::change::{
-    Change, RecordAs, Target, check_available, copy_missing, refuse_without_terminal,
-    resolve_images, review_and_push,
+    Asked, Change, PushTo, RecordAs, Target, check_available, copy_missing,
+    refuse_without_terminal, resolve_images, review_and_push,
 };
 use crate::history::Kind;
 use crate::image_arg::parse_image_args;
@@ -47,10 +47,10 @@ pub async fn run(
         let mut images = resolve_images(&t.ec2, wt, &wt.worker_pool_id, regions, &args).await?;
         let copied = copy_missing(ctx, &t.ec2, wt, &mut images, regions, dry_run).await?;
         if dry_run && !copied.is_empty() {
-            eprintln!(
+            ctx.shell.note(&format!(
                 "dry run: the image would first be copied to {}; nothing copied or pushed",
                 copied.join(", ")
-            );
+            ));
             return Ok(0);
         }
         (images, t.live.clone())
@@ -65,17 +65,11 @@ pub async fn run(
         from: None,
     };
     let secrets = SecretsApi::new(&t.env)?;
-    review_and_push(
-        ctx,
-        &t.wm,
-        &secrets,
-        &t.who(),
-        &change,
-        None,
-        record,
-        dry_run,
-        yes,
-    )
-    .await?;
+    let to = PushTo {
+        wm: &t.wm,
+        secrets: &secrets,
+        who: &t.who(),
+    };
+    review_and_push(ctx, &to, &change, None, record, Asked { dry_run, yes }).await?;
     Ok(0)
 }

@@ -27,17 +27,15 @@ pub async fn run(ctx: &Ctx, worker_type: &str, images: &[String], context: usize
     check_available(&ec2, &images).await?;
     let change = Change::new(&wt.worker_pool_id, wm.root_url(), &live, images)?;
     change.show(ctx, context);
-    if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&change.to_json())?);
-    }
+    ctx.shell.json_doc(&change.to_json());
     if change.patched.changed {
         Ok(2)
     } else {
-        eprintln!(
+        ctx.shell.note(&format!(
             "worker pool {} is up to date: {}",
             change.pool_id,
             change.images_text()
-        );
+        ));
         Ok(0)
     }
 }

@@ -6,8 +6,10 @@ use serde_json::json;
 use crate::commands::Ctx;
 use crate::config::load_worker_type;
 use crate::history::{self, History, Images};
+use crate::ops::deployments;
 use crate::pool::{definition, live_images};
 use crate::taskcluster::{SecretsApi, TcEnv, WorkerManagerApi};
+use crate::text::table;
 
 fn images_text(images: &Images) -> String {
     images
@@ -21,14 +23,7 @@ fn images_text(images: &Images) -> String {
 pub fn render(history: &History, live: &Images) -> String {
     let live_seq = history.live_seq(live);
     let undone: Vec<u64> = history.records.iter().filter_map(|r| r.undoes).collect();
-    let mut rows = vec![[
-        "WHEN (UTC)".to_string(),
-        "WHO".into(),
-        "WHAT".into(),
-        "DEPLOYMENT ID".into(),
-        "IMAGES".into(),
-        String::new(),
-    ]];
+    let mut rows = Vec::new();
     if live_seq.is_none() {
         rows.push([
             "-".into(),
@@ -61,20 +56,10 @@ pub fn render(history: &History, live: &Images) -> String {
             mark.into(),
         ]);
     }
-    let widths: Vec<usize> = (0..6)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(c, cell)| format!("{cell:<w$}", w = widths[c]))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    table(
+        &["WHEN (UTC)", "WHO", "WHAT", "DEPLOYMENT ID", "IMAGES", ""],
+        rows,
+    )
 }
 
 pub async fn run(ctx: &Ctx, worker_type: &str) -> Result<u8> {
@@ -83,7 +68,7 @@ pub async fn run(ctx: &Ctx, worker_type: &str) -> Result<u8> {
     let wm = WorkerManagerApi::new(&env)?;
     let secrets = SecretsApi::new(&env)?;
     let live = live_images(&definition(&wm.get_pool(&wt.worker_pool_id).await?));
-    let history = history::load(&secrets, &wt.worker_pool_id).await?;
+    let history = deployments::load(&secrets, &wt.worker_pool_id).await?;
     let live_seq = history.live_seq(&live);
     let mut deployments: Vec<serde_json::Value> = history
         .records
@@ -105,13 +90,13 @@ pub async fn run(ctx: &Ctx, worker_type: &str) -> Result<u8> {
         "liveIsRecorded": live_seq.is_some(),
         "deployments": deployments,
     });
-    if !ctx.json && history.records.is_empty() {
-        eprintln!(
+    if !ctx.shell.is_json() && history.records.is_empty() {
+        ctx.shell.note(&format!(
             "no deployment of worker pool {} recorded by tc-ami yet",
             wt.worker_pool_id
-        );
+        ));
     }
-    ctx.emit(&render(&history, &live), &doc);
+    ctx.shell.result(&render(&history, &live), &doc);
     Ok(0)
 }
 

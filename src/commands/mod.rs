@@ -1,9 +1,11 @@
-//! One file per command: turn arguments into calls of the pure modules and adapters, print.
+//! One file per command: turn arguments into calls of the pure modules, the adapters and the
+//! lifecycle layer ([`crate::ops`]), and print through the [`Shell`]. The dispatch from the
+//! parsed command line is [`crate::cli::run`].
 
 use std::path::PathBuf;
 
-use crate::cli::Command;
 use crate::interrupt::{Cancel, Interrupted};
+use crate::shell::Shell;
 
 pub mod base_ami;
 pub mod build;
@@ -16,21 +18,11 @@ pub mod promote;
 pub mod rollback;
 pub mod status;
 
+/// What every command gets: where the config is, the output channel, and the interrupt.
 pub struct Ctx {
     pub config_dir: PathBuf,
-    pub json: bool,
+    pub shell: Shell,
     pub cancel: Cancel,
-}
-
-impl Ctx {
-    /// Prints the result: the JSON document with --json, else the human text, on stdout.
-    pub fn emit(&self, human: &str, json: &serde_json::Value) {
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(json).unwrap_or_default());
-        } else if !human.is_empty() {
-            println!("{human}");
-        }
-    }
 }
 
 pub enum Outcome {
@@ -47,7 +39,7 @@ impl From<anyhow::Result<u8>> for Outcome {
             Ok(code) => Outcome::Done(code),
             Err(e) => {
                 let interrupted = e.downcast_ref::<Interrupted>().copied().or_else(|| {
-                    e.downcast_ref::<crate::build::BuildFailed>()
+                    e.downcast_ref::<crate::ops::build::BuildFailed>()
                         .and_then(|b| b.interrupted())
                 });
                 match interrupted {
@@ -59,54 +51,11 @@ impl From<anyhow::Result<u8>> for Outcome {
     }
 }
 
-pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
-    match command {
-        Command::BaseAmi { worker_type } => read_only(ctx, base_ami::run(ctx, &worker_type)).await,
-        Command::Build { worker_type } => build::run(ctx, &worker_type).await.into(),
-        Command::Diff {
-            worker_type,
-            images,
-            unified,
-        } => read_only(ctx, diff::run(ctx, &worker_type, &images, unified)).await,
-        Command::Deploy {
-            worker_type,
-            images,
-            dry_run,
-            yes,
-        } => deploy::run(ctx, &worker_type, &images, dry_run, yes)
-            .await
-            .into(),
-        Command::Rollback {
-            worker_type,
-            to,
-            dry_run,
-            yes,
-        } => rollback::run(ctx, &worker_type, to.as_deref(), dry_run, yes)
-            .await
-            .into(),
-        Command::History { worker_type } => read_only(ctx, history::run(ctx, &worker_type)).await,
-        Command::Promote {
-            from,
-            to,
-            dry_run,
-            yes,
-        } => promote::run(ctx, &from, &to, dry_run, yes).await.into(),
-        Command::Status { worker_type } => {
-            read_only(ctx, status::run(ctx, worker_type.as_deref())).await
-        }
-        Command::Cleanup {
-            worker_type,
-            keep,
-            dry_run,
-            yes,
-        } => cleanup::run(ctx, worker_type.as_deref(), keep, dry_run, yes)
-            .await
-            .into(),
-    }
-}
-
 /// Runs a command that changes nothing: an interrupt simply stops it.
-async fn read_only(ctx: &Ctx, f: impl std::future::Future<Output = anyhow::Result<u8>>) -> Outcome {
+pub async fn read_only(
+    ctx: &Ctx,
+    f: impl std::future::Future<Output = anyhow::Result<u8>>,
+) -> Outcome {
     tokio::select! {
         r = f => r.into(),
         i = ctx.cancel.cancelled() => Outcome::Interrupted(i, format!("{i}")),

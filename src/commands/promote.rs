@@ -4,7 +4,9 @@
 use anyhow::{Result, bail};
 
 use crate::commands::Ctx;
-use crate::commands::change::{Change, RecordAs, check_available, copy_missing, review_and_push};
+use crate::commands::change::{
+    Asked, Change, PushTo, RecordAs, check_available, copy_missing, review_and_push,
+};
 use crate::config::load_worker_type;
 use crate::ec2::Ec2;
 use crate::history::Kind;
@@ -45,11 +47,11 @@ pub async fn run(ctx: &Ctx, from: &str, to: &str, dry_run: bool, yes: bool) -> R
     check_available(&ec2, &images).await?;
     let copied = copy_missing(ctx, &ec2, &target, &mut images, &regions, dry_run).await?;
     if dry_run && !copied.is_empty() {
-        eprintln!(
+        ctx.shell.note(&format!(
             "dry run: {}'s images would first be copied to {}; nothing copied or pushed",
             source.name,
             copied.join(", ")
-        );
+        ));
         return Ok(0);
     }
     images.retain(|r, _| regions.contains(r));
@@ -62,9 +64,11 @@ pub async fn run(ctx: &Ctx, from: &str, to: &str, dry_run: bool, yes: bool) -> R
         from: Some(source.name.clone()),
     };
     let who = env.client_id.clone().unwrap_or_default();
-    review_and_push(
-        ctx, &wm, &secrets, &who, &change, None, record, dry_run, yes,
-    )
-    .await?;
+    let to = PushTo {
+        wm: &wm,
+        secrets: &secrets,
+        who: &who,
+    };
+    review_and_push(ctx, &to, &change, None, record, Asked { dry_run, yes }).await?;
     Ok(0)
 }

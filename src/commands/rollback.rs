@@ -5,10 +5,11 @@ use anyhow::{Result, anyhow};
 
 use crate::commands::Ctx;
 use crate::commands::change::{
-    Change, RecordAs, Target, check_available, resolve_images, review_and_push,
+    Asked, Change, PushTo, RecordAs, Target, check_available, resolve_images, review_and_push,
 };
-use crate::history::{self, Kind, plan_rollback};
+use crate::history::{Kind, plan_rollback};
 use crate::image_arg::{ImageArgs, parse_image_args};
+use crate::ops::deployments;
 use crate::pool::{definition, live_images};
 use crate::taskcluster::SecretsApi;
 
@@ -35,16 +36,16 @@ pub async fn run(
     } = &t;
     let def = definition(live);
     let secrets = SecretsApi::new(&t.env)?;
-    let history = history::load(&secrets, &wt.worker_pool_id).await?;
+    let history = deployments::load(&secrets, &wt.worker_pool_id).await?;
 
     let (images, undoes, undoes_outside_change) = if to_args.is_empty() {
         let plan = plan_rollback(&wt.worker_pool_id, &history, &live_images(&def))?;
         let outside = plan.undoes.is_none();
         if outside {
-            eprintln!(
+            ctx.shell.note(&format!(
                 "worker pool {} was changed outside tc-ami since its last recorded deployment; rolling back to what tc-ami last put there",
                 wt.worker_pool_id
-            );
+            ));
         }
         (plan.target, plan.undoes, outside)
     } else {
@@ -67,17 +68,12 @@ pub async fn run(
         from: None,
     };
     let who = t.who();
-    review_and_push(
-        ctx,
+    let to = PushTo {
         wm,
-        &secrets,
-        &who,
-        &change,
-        Some(history),
-        record,
-        dry_run,
-        yes,
-    )
-    .await?;
+        secrets: &secrets,
+        who: &who,
+    };
+    let asked = Asked { dry_run, yes };
+    review_and_push(ctx, &to, &change, Some(history), record, asked).await?;
     Ok(0)
 }

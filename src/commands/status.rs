@@ -6,29 +6,22 @@ use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use serde_json::{Value, json};
 
-use crate::build::{TAG_BASE_IMAGE_ID, TAG_BASE_IMAGE_NAME};
 use crate::commands::Ctx;
 use crate::commands::base_ami::find_base_image;
 use crate::config::{WorkerType, list_worker_types, load_worker_type};
+use crate::duration::format_age;
 use crate::ec2::Ec2;
-use crate::history;
 use crate::model::Image;
+use crate::model::tags::{BASE_IMAGE_ID, BASE_IMAGE_NAME};
+use crate::ops::deployments;
 use crate::pool::{definition, live_images};
 use crate::taskcluster::{SecretsApi, TcEnv, WorkerManagerApi};
 
 /// `3d4h`, `2h5m`, `12m`: how long ago, roughly.
 pub fn age(created: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
-    let Some(created) = created else {
-        return "age unknown".into();
-    };
-    let secs = (now - created).num_seconds().max(0);
-    let (d, h, m) = (secs / 86400, (secs % 86400) / 3600, (secs % 3600) / 60);
-    if d > 0 {
-        format!("{d}d{h}h")
-    } else if h > 0 {
-        format!("{h}h{m}m")
-    } else {
-        format!("{m}m")
+    match created {
+        Some(created) => format_age(Some((now - created).num_seconds().max(0) as u64)),
+        None => "age unknown".into(),
     }
 }
 
@@ -69,7 +62,7 @@ async fn one(
         .find(|(r, _, _)| *r == wt.build_region)
         .or(described.first())
         .and_then(|(_, _, i)| i.as_ref())
-        .and_then(|i| i.tags.get(TAG_BASE_IMAGE_ID).cloned());
+        .and_then(|i| i.tags.get(BASE_IMAGE_ID).cloned());
     let built_from = match &built_from_id {
         Some(id) => ec2
             .describe_images(&wt.build_region, std::slice::from_ref(id))
@@ -83,7 +76,7 @@ async fn one(
             .map(|i| json!({"id": i.id, "name": i.name, "creation_date": i.creation_date})),
         Err(_) => None,
     };
-    let last = match history::load(secrets, &wt.worker_pool_id).await {
+    let last = match deployments::load(secrets, &wt.worker_pool_id).await {
         Ok(h) => h
             .records
             .last()
@@ -99,11 +92,11 @@ async fn one(
             "image": id,
             "exists": image.is_some(),
             "name": image.as_ref().map(|i| i.name.clone()),
-            "state": image.as_ref().map(|i| i.state.clone()),
+            "state": image.as_ref().map(|i| i.state.to_string()),
             "created": image.as_ref().and_then(|i| i.creation_date),
             "age": age(image.as_ref().and_then(|i| i.creation_date), now),
-            "base_image_id": image.as_ref().and_then(|i| i.tags.get(TAG_BASE_IMAGE_ID).cloned()),
-            "base_image_name": image.as_ref().and_then(|i| i.tags.get(TAG_BASE_IMAGE_NAME).cloned()),
+            "base_image_id": image.as_ref().and_then(|i| i.tags.get(BASE_IMAGE_ID).cloned()),
+            "base_image_name": image.as_ref().and_then(|i| i.tags.get(BASE_IMAGE_NAME).cloned()),
         })).collect::<Vec<_>>(),
         "last_deployment": last,
         "newer_base_image": newer,
@@ -200,7 +193,8 @@ pub async fn run(ctx: &Ctx, worker_type: Option<&str>) -> Result<u8> {
     .await;
     let failed = docs.iter().any(|d| d.get("error").is_some());
     let human: Vec<String> = docs.iter().map(render).collect();
-    ctx.emit(human.join("\n").trim_end(), &json!({"workerTypes": docs}));
+    ctx.shell
+        .result(human.join("\n").trim_end(), &json!({"workerTypes": docs}));
     Ok(if failed { 1 } else { 0 })
 }
 

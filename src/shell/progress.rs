@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::duration::format_duration;
+use crate::duration::format_elapsed;
 
 pub struct Progress {
     started: Instant,
@@ -16,7 +16,8 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new() -> Self {
+    /// Made by [`super::Shell::progress`].
+    pub(super) fn new() -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new_spinner();
             bar.set_style(
@@ -63,7 +64,7 @@ impl Progress {
         {
             self.line(&format!(
                 "  done in {}: {text}",
-                format_duration(round(t.elapsed()))
+                format_elapsed(t.elapsed())
             ));
         }
     }
@@ -81,20 +82,10 @@ impl Progress {
     }
 }
 
-impl Default for Progress {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Drop for Progress {
     fn drop(&mut self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
     }
-}
-
-fn round(d: Duration) -> Duration {
-    Duration::from_millis(d.as_millis() as u64 / 100 * 100)
 }

@@ -1,0 +1,17 @@
+//! The tag vocabulary: every tag tc-ami puts on what it creates, and reads back to find it.
+
+/// The build that made it: `20261124T214001Z-3f9a2c`. With [`WORKER_TYPE`], what marks a
+/// resource as tc-ami's.
+pub const BUILD_ID: &str = "tc-ami:build-id";
+pub const WORKER_TYPE: &str = "tc-ami:worker-type";
+/// When the build started (RFC 3339): the age of resources EC2 gives no creation time.
+pub const CREATED_AT: &str = "tc-ami:created-at";
+pub const BASE_IMAGE_ID: &str = "tc-ami:base-image-id";
+pub const BASE_IMAGE_NAME: &str = "tc-ami:base-image-name";
+pub const USER_DATA_SHA256: &str = "tc-ami:user-data-sha256";
+pub const VERSION: &str = "tc-ami:version";
+pub const SOURCE_REGION: &str = "tc-ami:source-region";
+/// On a copy: the image it was copied from.
+pub const SOURCE_IMAGE_ID: &str = "tc-ami:source-image-id";
+/// EC2's own name tag.
+pub const NAME: &str = "Name";

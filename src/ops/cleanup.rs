@@ -1,0 +1,218 @@
+//! Carrying out a cleanup plan ([`crate::cleanup`]): listing what each region holds, then
+//! deleting, every region at once, with the removals every command shares. Never cancelled
+//! half-way: an interrupt stops new deletions from starting.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use anyhow::Result;
+use futures::StreamExt;
+use futures::future::join_all;
+
+use crate::cleanup::{Item, Plan};
+use crate::ec2::Ec2;
+use crate::interrupt::Cancel;
+use crate::model::inventory::{Inventory, Kind};
+use crate::model::tags;
+use crate::ops::access::delete_group_when_free;
+use crate::ops::images::{Snapshots, delete_snapshot_when_free, remove_image};
+use crate::ops::instances::{not_terminated, terminate_and_wait};
+use crate::wait::POLL_INTERVAL;
+
+/// Images removed at once per region: enough to hide each call's latency, few enough to stay
+/// under EC2's request rate limits (throttled calls are retried by the SDK).
+const IMAGE_CONCURRENCY: usize = 8;
+
+/// Everything in `region` the plan needs, listed with one call per kind (every page).
+pub async fn inventory(ec2: &Ec2, region: &str) -> Result<Inventory> {
+    let (images, snapshots, instances, groups, key_pairs) = tokio::try_join!(
+        ec2.list_own_images(region),
+        ec2.list_own_snapshots_tagged(region, tags::BUILD_ID),
+        ec2.list_instances_tagged(region, tags::BUILD_ID),
+        ec2.list_security_groups_tagged(region, tags::BUILD_ID),
+        ec2.list_key_pairs_tagged(region, tags::BUILD_ID),
+    )?;
+    let mut resources = instances;
+    resources.extend(groups);
+    resources.extend(key_pairs);
+    resources.extend(snapshots);
+    Ok(Inventory {
+        region: region.to_string(),
+        images,
+        resources,
+    })
+}
+
+/// Why a planned deletion did not happen.
+#[derive(Debug, Clone)]
+pub enum Undone {
+    Failed(String),
+    /// Not started: interrupted, or something it depends on failed.
+    Skipped(String),
+}
+
+impl Undone {
+    pub fn text(&self) -> &str {
+        match self {
+            Undone::Failed(s) | Undone::Skipped(s) => s,
+        }
+    }
+}
+
+/// (region, id) → what became of each planned deletion.
+pub type Results = BTreeMap<(String, String), Result<(), Undone>>;
+
+/// Carries out the plan's deletions, every region at once.
+pub async fn execute(ec2: &Ec2, plan: &Plan, cancel: &Cancel) -> Results {
+    let results = Mutex::new(Results::new());
+    let regions: BTreeSet<&str> = plan.to_delete().map(|i| i.region.as_str()).collect();
+    join_all(regions.into_iter().map(|region| {
+        let items: Vec<&Item> = plan.to_delete().filter(|i| i.region == region).collect();
+        let run = RegionRun {
+            ec2,
+            region,
+            cancel,
+            results: &results,
+        };
+        async move { run.execute(items).await }
+    }))
+    .await;
+    results.into_inner().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The deletions in one region.
+struct RegionRun<'a> {
+    ec2: &'a Ec2,
+    region: &'a str,
+    cancel: &'a Cancel,
+    results: &'a Mutex<Results>,
+}
+
+fn failed(e: anyhow::Error) -> Undone {
+    Undone::Failed(format!("{e:#}"))
+}
+
+impl RegionRun<'_> {
+    fn record(&self, item: &Item, r: Result<(), Undone>) {
+        self.results
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((self.region.to_string(), item.id.clone()), r);
+    }
+
+    fn interrupted(&self) -> Option<Undone> {
+        self.cancel
+            .interrupted()
+            .map(|i| Undone::Skipped(format!("not started: {i}")))
+    }
+
+    /// Images, a few at a time, while the leftovers of killed builds go in their order.
+    async fn execute(&self, items: Vec<&Item>) {
+        let of_kind = |kind: Kind| -> Vec<&Item> {
+            items.iter().copied().filter(|i| i.kind == kind).collect()
+        };
+        let images = futures::stream::iter(of_kind(Kind::Image))
+            .map(|item| async move {
+                let r = match self.interrupted() {
+                    Some(skip) => Err(skip),
+                    None => remove_image(
+                        self.ec2,
+                        self.region,
+                        &item.id,
+                        Snapshots::Listed(&item.snapshot_ids),
+                    )
+                    .await
+                    .map(drop)
+                    .map_err(failed),
+                };
+                self.record(item, r);
+            })
+            .buffer_unordered(IMAGE_CONCURRENCY)
+            .collect::<Vec<()>>();
+        let leftovers = async {
+            let not_terminated = self.instances(&of_kind(Kind::Instance)).await;
+            self.groups(&of_kind(Kind::SecurityGroup), &not_terminated)
+                .await;
+            self.key_pairs(&of_kind(Kind::KeyPair)).await;
+            self.snapshots(&of_kind(Kind::Snapshot)).await;
+        };
+        tokio::join!(images, leftovers);
+    }
+
+    /// Terminates the instances, all at once, and waits for them; returns the builds whose
+    /// instance is not terminated (their groups cannot go).
+    async fn instances(&self, instances: &[&Item]) -> BTreeSet<String> {
+        let mut not_done = BTreeSet::new();
+        if instances.is_empty() {
+            return not_done;
+        }
+        if let Some(skip) = self.interrupted() {
+            for i in instances {
+                not_done.insert(i.build_id.clone());
+                self.record(i, Err(skip.clone()));
+            }
+            return not_done;
+        }
+        let ids: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
+        let outcome = terminate_and_wait(self.ec2, self.region, &ids, POLL_INTERVAL).await;
+        for i in instances {
+            let r = match &outcome {
+                Err(e) => Err(Undone::Failed(format!("{e:#}"))),
+                Ok(left) => match left.get(&i.id) {
+                    Some(state) => Err(Undone::Failed(not_terminated(state))),
+                    None => Ok(()),
+                },
+            };
+            if r.is_err() {
+                not_done.insert(i.build_id.clone());
+            }
+            self.record(i, r);
+        }
+        not_done
+    }
+
+    async fn groups(&self, groups: &[&Item], not_terminated: &BTreeSet<String>) {
+        for group in groups {
+            let r = if let Some(skip) = self.interrupted() {
+                Err(skip)
+            } else if not_terminated.contains(&group.build_id) {
+                Err(Undone::Skipped(format!(
+                    "not deleted: the instance of build {} was not terminated",
+                    group.build_id
+                )))
+            } else {
+                delete_group_when_free(self.ec2, self.region, &group.id)
+                    .await
+                    .map_err(failed)
+            };
+            self.record(group, r);
+        }
+    }
+
+    async fn key_pairs(&self, keys: &[&Item]) {
+        for key in keys {
+            let r = match self.interrupted() {
+                Some(skip) => Err(skip),
+                // Deleted by name: that is how instances refer to it.
+                None => self
+                    .ec2
+                    .delete_key_pair(self.region, &key.name)
+                    .await
+                    .map_err(failed),
+            };
+            self.record(key, r);
+        }
+    }
+
+    async fn snapshots(&self, snapshots: &[&Item]) {
+        for snap in snapshots {
+            let r = match self.interrupted() {
+                Some(skip) => Err(skip),
+                None => delete_snapshot_when_free(self.ec2, self.region, &snap.id)
+                    .await
+                    .map_err(failed),
+            };
+            self.record(snap, r);
+        }
+    }
+}

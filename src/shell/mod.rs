@@ -1,0 +1,109 @@
+//! The one output channel (cargo's `Shell` is the model). A command's result goes to stdout:
+//! its human text, or with `--json` one JSON document and nothing else. Everything else goes to
+//! stderr: progress, notes, warnings, questions, errors, and the log of every AWS and
+//! Taskcluster call at `-v` (debug) and `-vv` (trace), which never holds a secret.
+
+mod progress;
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use serde_json::Value;
+use tracing_subscriber::EnvFilter;
+
+pub use progress::Progress;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Shell {
+    json: bool,
+    verbosity: u8,
+}
+
+impl Shell {
+    pub fn new(json: bool, verbosity: u8) -> Shell {
+        Shell { json, verbosity }
+    }
+
+    /// Sends `tracing`'s events to stderr: warnings by default, tc-ami's debug events (each AWS
+    /// and Taskcluster call, with its duration) at `-v`, everything at `-vv`; `RUST_LOG` wins.
+    pub fn init_logging(&self) {
+        let default_filter = match self.verbosity {
+            0 => "warn",
+            1 => "warn,tc_ami=debug",
+            _ => "info,tc_ami=trace",
+        };
+        let filter =
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+        let color = std::io::stderr().is_terminal()
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(color)
+            .with_env_filter(filter)
+            .with_target(false)
+            .init();
+    }
+
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
+    /// The command's result: `human` on stdout, or with `--json` the document `doc`.
+    pub fn result(&self, human: &str, doc: &Value) {
+        if self.json {
+            self.json_doc(doc);
+        } else if !human.is_empty() {
+            println!("{human}");
+        }
+    }
+
+    /// The JSON document, with `--json` only (the human text was shown on the way).
+    pub fn json_doc(&self, doc: &Value) {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(doc).unwrap_or_else(|_| doc.to_string())
+            );
+        }
+    }
+
+    /// Text that is the output without `--json` (a diff, a plan): on stdout, or on stderr when
+    /// stdout carries the JSON document. `render` learns whether that stream is a terminal.
+    pub fn document(&self, render: impl FnOnce(bool) -> String) {
+        if self.json {
+            eprint!("{}", render(std::io::stderr().is_terminal()));
+        } else {
+            print!("{}", render(std::io::stdout().is_terminal()));
+        }
+    }
+
+    /// A line for the person at the terminal (stderr).
+    pub fn note(&self, text: &str) {
+        eprintln!("{text}");
+    }
+
+    /// A line shown only at `-v` or more.
+    pub fn verbose(&self, text: impl FnOnce() -> String) {
+        if self.verbosity > 0 {
+            eprintln!("{}", text());
+        }
+    }
+
+    /// The final error line: `tc-ami: error: …` (or `tc-ami: …` for an interrupt).
+    pub fn error(&self, text: &str) {
+        eprintln!("tc-ami: {text}");
+    }
+
+    /// A spinner with the stage on a terminal, timestamped lines otherwise (stderr).
+    pub fn progress(&self) -> Progress {
+        Progress::new()
+    }
+
+    /// Asks on stderr and reads one line from stdin.
+    pub fn ask(&self, question: &str) -> std::io::Result<String> {
+        eprint!("{question} ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        Ok(answer)
+    }
+}
