@@ -51,12 +51,12 @@ pub async fn create_security_group<'a>(
     description: &str,
     tags: &Tags,
 ) -> Result<(String, Step)> {
-    let step = td.register(sweep_security_groups(ec2, region, name));
-    let id = ec2
-        .create_security_group(region, name, description, tags)
-        .await?;
-    td.replace(step, remove_security_group(ec2, region, &id));
-    Ok((id, step))
+    td.create(
+        sweep_security_groups(ec2, region, name),
+        ec2.create_security_group(region, name, description, tags),
+        |id| remove_security_group(ec2, region, id),
+    )
+    .await
 }
 
 pub fn remove_security_group<'a>(ec2: &'a Ec2, region: &str, id: &str) -> Undo<'a> {
@@ -77,26 +77,15 @@ async fn group_removal(ec2: &Ec2, region: &str, id: &str) -> Removal {
 
 fn sweep_security_groups<'a>(ec2: &'a Ec2, region: &str, name: &str) -> Undo<'a> {
     let (region, name) = (region.to_string(), name.to_string());
-    Undo::new(
-        format!("security group {name} in {region}"),
-        move |_| async move {
-            match ec2.find_security_groups_by_name(&region, &name).await {
-                Ok(ids) => {
-                    let mut removal = Removal::default();
-                    for id in ids {
-                        removal.add(group_removal(ec2, &region, &id).await);
-                    }
-                    removal
-                }
-                Err(e) => Removal {
-                    removed: vec![],
-                    left: vec![format!(
-                        "security group {name} in {region} (could not list: {e})"
-                    )],
-                },
-            }
-        },
-    )
+    let what = format!("security group {name} in {region}");
+    Undo::new(what.clone(), move |_| async move {
+        let found = ec2.find_security_groups_by_name(&region, &name).await;
+        Removal::each(found, &what, |id| {
+            let region = &region;
+            async move { group_removal(ec2, region, &id).await }
+        })
+        .await
+    })
 }
 
 /// Deletes a security group, waiting while an instance that is terminating still holds it.

@@ -43,12 +43,12 @@ pub async fn create_image<'a>(
     tags: &Tags,
     marks: &ImageMarks,
 ) -> Result<(String, Step)> {
-    let step = td.register(sweep_images(ec2, region, marks));
-    let id = ec2
-        .create_image(region, instance_id, &marks.name, description, tags)
-        .await?;
-    td.replace(step, remove_image_undo(ec2, region, &id, marks));
-    Ok((id, step))
+    td.create(
+        sweep_images(ec2, region, marks),
+        ec2.create_image(region, instance_id, &marks.name, description, tags),
+        |id| remove_image_undo(ec2, region, id, marks),
+    )
+    .await
 }
 
 /// Waits until the image is available (an error if it fails).
@@ -123,18 +123,21 @@ pub async fn copy_image_to<'a>(
     tags.push((tags::SOURCE_IMAGE_ID.into(), copy.image_id.to_string()));
     let tags = &tags;
     let copies = join_all(dests.iter().map(|dest| async move {
-        let step = td.register(sweep_images(ec2, dest, &copy.marks));
-        let copy_id = ec2
-            .copy_image(
-                dest,
-                copy.source_region,
-                copy.image_id,
-                &copy.marks.name,
-                copy.description,
-                &format!("{}-{dest}", copy.token_prefix),
+        let token = format!("{}-{dest}", copy.token_prefix);
+        let (copy_id, step) = td
+            .create(
+                sweep_images(ec2, dest, &copy.marks),
+                ec2.copy_image(
+                    dest,
+                    copy.source_region,
+                    copy.image_id,
+                    &copy.marks.name,
+                    copy.description,
+                    &token,
+                ),
+                |id| remove_image_undo(ec2, dest, id, &copy.marks),
             )
             .await?;
-        td.replace(step, remove_image_undo(ec2, dest, &copy_id, &copy.marks));
         ec2.create_tags(dest, std::slice::from_ref(&copy_id), tags)
             .await?;
         progress.note(&format!("copy {copy_id} in {dest}"));
@@ -190,11 +193,12 @@ fn sweep_images<'a>(ec2: &'a Ec2, region: &str, marks: &ImageMarks) -> Undo<'a> 
             let mut ids: Vec<String> = found.into_iter().map(|i| i.id).collect();
             ids.sort();
             ids.dedup();
-            let mut removal = Removal::default();
-            for id in ids {
-                removal.add(image_removal(ec2, &region, &id, marks.build_id.as_deref()).await);
-            }
-            removal
+            let build_id = marks.build_id.as_deref();
+            Removal::each(Ok(ids), &marks.name, |id| {
+                let region = &region;
+                async move { image_removal(ec2, region, &id, build_id).await }
+            })
+            .await
         },
     )
 }

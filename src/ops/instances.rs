@@ -24,10 +24,12 @@ pub async fn launch<'a>(
     spec: &LaunchSpec<'_>,
     sweep_tag: (&str, &str),
 ) -> Result<(String, Step)> {
-    let step = td.register(sweep_instances(ec2, region, sweep_tag));
-    let id = ec2.run_instance(region, spec).await?;
-    td.replace(step, remove_instance(ec2, region, &id));
-    Ok((id, step))
+    td.create(
+        sweep_instances(ec2, region, sweep_tag),
+        ec2.run_instance(region, spec),
+        |id| remove_instance(ec2, region, id),
+    )
+    .await
 }
 
 /// Terminates the instance and waits until it is terminated.
@@ -58,26 +60,15 @@ async fn instance_removal(ec2: &Ec2, region: &str, id: &str, pace: Duration) -> 
 
 fn sweep_instances<'a>(ec2: &'a Ec2, region: &str, (key, value): (&str, &str)) -> Undo<'a> {
     let (region, key, value) = (region.to_string(), key.to_string(), value.to_string());
-    Undo::new(
-        format!("instances tagged {key}={value} in {region}"),
-        move |pace| async move {
-            match ec2.find_instances_by_tag(&region, &key, &value).await {
-                Ok(found) => {
-                    let mut removal = Removal::default();
-                    for i in found {
-                        removal.add(instance_removal(ec2, &region, &i.id, pace).await);
-                    }
-                    removal
-                }
-                Err(e) => Removal {
-                    removed: vec![],
-                    left: vec![format!(
-                        "instances tagged {key}={value} in {region} (could not list them: {e})"
-                    )],
-                },
-            }
-        },
-    )
+    let what = format!("instances tagged {key}={value} in {region}");
+    Undo::new(what.clone(), move |pace| async move {
+        let found = ec2.find_instances_by_tag(&region, &key, &value).await;
+        Removal::each(found, &what, |i| {
+            let region = &region;
+            async move { instance_removal(ec2, region, &i.id, pace).await }
+        })
+        .await
+    })
 }
 
 /// Terminates the instances and waits until they are, looking every `pace` (the first look one

@@ -42,6 +42,31 @@ impl Removal {
         self.removed.extend(other.removed);
         self.left.extend(other.left);
     }
+
+    /// A sweep: removes each thing `listed` found, one after the other; if the listing failed,
+    /// `what` is left (`what (could not list: …)`).
+    pub async fn each<T, Fut>(
+        listed: anyhow::Result<Vec<T>>,
+        what: &str,
+        remove: impl Fn(T) -> Fut,
+    ) -> Removal
+    where
+        Fut: Future<Output = Removal>,
+    {
+        match listed {
+            Ok(found) => {
+                let mut removal = Removal::default();
+                for thing in found {
+                    removal.add(remove(thing).await);
+                }
+                removal
+            }
+            Err(e) => Removal {
+                removed: vec![],
+                left: vec![format!("{what} (could not list: {e})")],
+            },
+        }
+    }
 }
 
 type Run<'a> = Box<dyn FnOnce(Duration) -> BoxFuture<'a, Removal> + Send + 'a>;
@@ -94,6 +119,21 @@ impl<'a> Teardown<'a> {
         *next += 1;
         self.steps().push((step, undo));
         step
+    }
+
+    /// Creates something: registers `sweep` (how to find and remove it if the answer never
+    /// arrives), sends `create`, and as soon as it answers puts `by_id` (the removal of what it
+    /// answered) in the sweep's place.
+    pub async fn create<T>(
+        &self,
+        sweep: Undo<'a>,
+        create: impl Future<Output = anyhow::Result<T>>,
+        by_id: impl FnOnce(&T) -> Undo<'a>,
+    ) -> anyhow::Result<(T, Step)> {
+        let step = self.register(sweep);
+        let created = create.await?;
+        self.replace(step, by_id(&created));
+        Ok((created, step))
     }
 
     /// Puts `undo` in the place of `step` (a create call answered: remove by id, not sweep).
@@ -220,6 +260,30 @@ mod tests {
         assert_eq!(rest.removed, ["a"]);
         assert_eq!(*log.lock().unwrap(), ["c", "b", "a"]);
         assert!(td.pending().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_create_keeps_its_sweep_until_it_answers() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let td = Teardown::new();
+        let (id, _) = td
+            .create(recording(&log, "sweep a", false), async { Ok("a") }, |id| {
+                recording(&log, id, false)
+            })
+            .await
+            .unwrap();
+        assert_eq!(id, "a");
+        let lost = td
+            .create(
+                recording(&log, "sweep b", false),
+                async { Err::<&str, _>(anyhow::anyhow!("no answer")) },
+                |id| recording(&log, id, false),
+            )
+            .await;
+        assert!(lost.is_err());
+        assert_eq!(td.pending(), ["a", "sweep b"]);
+        td.run(Duration::ZERO).await;
+        assert_eq!(*log.lock().unwrap(), ["sweep b", "a"]);
     }
 
     #[tokio::test]
