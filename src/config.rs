@@ -1,7 +1,7 @@
 //! Worker type configuration: `worker-types/<W>.toml` plus the top-level `base-ami.txt`.
 //!
-//! Pure: reads text, returns a validated [`WorkerType`] or an error that names the file, the
-//! key and what is allowed. Files are read by [`load_worker_type`]; everything else takes text.
+//! Pure: takes text, returns a validated [`WorkerType`] or an error that names the file, the
+//! key and what is allowed. [`crate::config_dir`] reads the files.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -146,70 +146,12 @@ fn expected(key: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The config directory's worker type names, sorted.
-pub fn list_worker_types(config_dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(config_dir.join("worker-types"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let p = e.path();
-            (p.extension().and_then(|x| x.to_str()) == Some("toml"))
-                .then(|| p.file_stem().and_then(|s| s.to_str()).map(str::to_string))
-                .flatten()
-        })
-        .collect();
-    names.sort();
-    names
-}
-
 pub fn valid_worker_type_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
-
-/// Reads `worker-types/<name>.toml` and `base-ami.txt` from `config_dir` and validates them.
-pub fn load_worker_type(config_dir: &Path, name: &str) -> Result<WorkerType, ConfigError> {
-    if !valid_worker_type_name(name) {
-        return Err(ConfigError::BadWorkerTypeName(name.to_string()));
-    }
-    let file = config_dir.join("worker-types").join(format!("{name}.toml"));
-    let text = match std::fs::read_to_string(&file) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let known = list_worker_types(config_dir);
-            return Err(ConfigError::UnknownWorkerType {
-                name: name.to_string(),
-                path: file.display().to_string(),
-                known: if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                },
-            });
-        }
-        Err(e) => {
-            return Err(ConfigError::Unreadable {
-                file: file.display().to_string(),
-                reason: e.to_string(),
-            });
-        }
-    };
-    let base_ami_file = config_dir.join("base-ami.txt");
-    let base_ami_txt = match std::fs::read_to_string(&base_ami_file) {
-        Ok(t) => Some(t),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            return Err(ConfigError::Unreadable {
-                file: base_ami_file.display().to_string(),
-                reason: e.to_string(),
-            });
-        }
-    };
-    parse_worker_type(name, &file, &text, base_ami_txt.as_deref(), config_dir)
 }
 
 /// The first non-empty, non-comment line of base-ami.txt.

@@ -7,7 +7,8 @@
 //! 2. The pure core, functions of data with their unit tests: [`config`], [`duration`],
 //!    [`text`], [`base_ami`], [`user_data`], [`build`] (the build plan), [`pool`], [`diff`],
 //!    [`history`] (its rules), [`image_arg`], [`cleanup`] (planning), [`password`].
-//! 3. Runtime support, no network: [`interrupt`], [`wait`], [`shell`] (the one output channel).
+//! 3. Runtime support, no network: [`config_dir`] (reading the config files), [`interrupt`],
+//!    [`wait`], [`shell`] (the one output channel).
 //! 4. Adapters, thin, SDK types in and model data out: [`ec2`], [`ec2_inventory`],
 //!    [`taskcluster`].
 //! 5. [`ops`]: the lifecycle of what tc-ami creates, with registered cleanups.
@@ -28,6 +29,7 @@ pub mod pool;
 pub mod text;
 pub mod user_data;
 
+pub mod config_dir;
 pub mod interrupt;
 pub mod shell;
 pub mod wait;

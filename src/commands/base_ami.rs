@@ -4,7 +4,8 @@ use anyhow::{Result, bail};
 
 use crate::base_ami::{choose_base_ami, unavailable_matches};
 use crate::commands::Ctx;
-use crate::config::{WorkerType, load_worker_type};
+use crate::config::WorkerType;
+use crate::config_dir::load_worker_type;
 use crate::ec2::Ec2;
 use crate::model::Image;
 

@@ -45,7 +45,7 @@ impl Target {
     /// Loads the worker type and fetches its pool: a missing pool, bad credentials or a missing
     /// scope stop a command here, before it builds or copies anything.
     pub async fn load(ctx: &Ctx, worker_type: &str) -> Result<Target> {
-        let wt = crate::config::load_worker_type(&ctx.config_dir, worker_type)?;
+        let wt = crate::config_dir::load_worker_type(&ctx.config_dir, worker_type)?;
         let env = TcEnv::from_env(true)?;
         let wm = WorkerManagerApi::new(&env)?;
         let live = wm.get_pool(&wt.worker_pool_id).await?;

@@ -19,7 +19,8 @@ use crate::cleanup::{
 };
 use crate::commands::Ctx;
 use crate::commands::change::confirm;
-use crate::config::{WorkerType, list_worker_types, load_worker_type};
+use crate::config::WorkerType;
+use crate::config_dir::{list_worker_types, load_worker_type};
 use crate::ec2::Ec2;
 use crate::ops::cleanup::{Results, Undone, execute, inventory};
 use crate::ops::deployments;

@@ -4,7 +4,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::commands::Ctx;
-use crate::config::load_worker_type;
+use crate::config_dir::load_worker_type;
 use crate::history::{self, History, Images};
 use crate::ops::deployments;
 use crate::pool::{definition, live_images};

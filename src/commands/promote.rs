@@ -7,7 +7,7 @@ use crate::commands::Ctx;
 use crate::commands::change::{
     Asked, Change, PushTo, RecordAs, check_available, copy_missing, review_and_push,
 };
-use crate::config::load_worker_type;
+use crate::config_dir::load_worker_type;
 use crate::ec2::Ec2;
 use crate::history::Kind;
 use crate::pool::{definition, live_images, pool_regions};

@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 
 use crate::commands::Ctx;
 use crate::commands::base_ami::find_base_image;
-use crate::config::{WorkerType, list_worker_types, load_worker_type};
+use crate::config::WorkerType;
+use crate::config_dir::{list_worker_types, load_worker_type};
 use crate::duration::format_age;
 use crate::ec2::Ec2;
 use crate::model::Image;
