@@ -5,6 +5,7 @@ Entry point: ``sandbox/ec2_sandbox.py``.  Modules:
 * ``config``  - the sandbox configuration (defaults, deep merge, validation)
 * ``events``  - the scheduler thread and the transition log
 * ``sim``     - the hooks into moto's EC2 models (the guest simulator)
+* ``console`` - the guest's serial console text (GetConsoleOutput)
 * ``seed``    - seed-image fix-ups and run-time seed images
 * ``faults``  - request counting and fault injection (WSGI middleware)
 * ``app``     - the WSGI application: control API + faults + moto

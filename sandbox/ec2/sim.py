@@ -14,9 +14,14 @@ from the mixins in ``moto/ec2/models/*.py``) and of
 * ``password_delay_seconds`` after `running`, GetPasswordData returns a random
   administrator password encrypted (RSA PKCS#1 v1.5, base64) with the public
   key of the instance's key pair, as Windows does;
+* the guest writes to its serial console (GetConsoleOutput): EC2Launch-like boot
+  lines, then ``TC-AMI-STEP: <stage>`` for each of ``guest.steps``, spread over
+  its run time;
 * ``guest.shutdown_after_seconds`` after `running` the guest shuts down: the
   instance goes `stopping` then `stopped` (or `shutting-down` then
-  `terminated`) with StateReason ``Client.InstanceInitiatedShutdown``;
+  `terminated`) with StateReason ``Client.InstanceInitiatedShutdown``; in
+  ``guest.mode`` ``fail`` it writes ``TC-AMI-FAILED: <reason>`` instead and
+  stays `running`;
 * StopInstances/TerminateInstances take ``instance_stop_seconds`` /
   ``instance_terminate_seconds`` in `stopping` / `shutting-down`;
 * CreateImage and CopyImage leave the image (and its snapshot) `pending` for
@@ -47,7 +52,7 @@ import secrets
 import string
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from cryptography.hazmat.primitives import serialization
@@ -72,6 +77,7 @@ from moto.ec2.models.instances import InstanceState, StateReason
 from moto.ec2.responses import EC2Response
 from moto.ec2.utils import public_key_parse
 
+from . import console
 from .config import Config
 from .events import EventLog, Scheduler
 
@@ -184,6 +190,15 @@ class InstanceSim:
     # scheduled under an older generation are dropped.
     gen: int = 0
     running_since_wall: float | None = None
+    # The serial console: lines written so far, and how many of them were
+    # "posted" at the last state transition (what GetConsoleOutput returns
+    # without Latest=true), with the times of the last write and of that post.
+    console: list[str] = field(default_factory=list)
+    console_t: float | None = None
+    posted: int = 0
+    posted_t: float | None = None
+    step: str | None = None  # the latest TC-AMI-STEP text
+    failed: str | None = None  # the TC-AMI-FAILED reason
 
 
 @dataclass
@@ -237,6 +252,9 @@ class Simulator:
         elif name == "running":
             inst.state_reason = None  # EC2 shows no StateReason for a running instance (moto: empty strings)
         self.events.record("instance", inst.id, region, old, name, cause)
+        s = self.instances.get(inst.id)
+        if s is not None:
+            self._post_console(s)
 
     def _later(self, s: InstanceSim, delay: float, fn: Callable[[InstanceSim], None], what: str) -> None:
         """Schedules ``fn(s)`` unless the instance's generation changes first."""
@@ -250,6 +268,28 @@ class Simulator:
 
     def is_simulated_image(self, ami_id: str) -> bool:
         return ami_id in self.images
+
+    # ------------------------------------------------------------ the console
+
+    def _write_console(self, s: InstanceSim, lines: list[str]) -> None:
+        s.console.extend(lines)
+        s.console_t = time.time()
+
+    def _post_console(self, s: InstanceSim) -> None:
+        """What EC2 buffers at a state transition (GetConsoleOutput without Latest)."""
+        s.posted = len(s.console)
+        s.posted_t = s.console_t
+
+    def console_output(self, s: InstanceSim, latest: bool) -> tuple[str | None, float | None]:
+        """(base64 Output or None, time of that output) for GetConsoleOutput."""
+        if latest:
+            return console.encode(s.console), s.console_t
+        return console.encode(s.console[: s.posted]), s.posted_t
+
+    def _console_line(self, s: InstanceSim, line: str) -> None:
+        """One line of tc-ami's console protocol, logged as a `console` event."""
+        self._write_console(s, [line])
+        self.events.record("console", s.id, s.region, None, line, "guest")
 
     # ----------------------------------------------------------- launch checks
 
@@ -352,14 +392,54 @@ class Simulator:
             return
         self._set_instance_state(inst, s.region, "running", "boot")
         s.running_since_wall = time.time()
+        be = self.backend(s.account, s.region)
+        ami = be.amis.get(inst.image_id) if be is not None else None
+        self._write_console(
+            s, console.boot_lines(s.running_since_wall, inst.image_id, ami.name if ami else None, inst.id, inst.instance_type)
+        )
+        self._post_console(s)
         if not s.first_boot:
             return  # a restarted instance: the first-boot script does not run again
         s.first_boot = False
         cfg = self.config.snapshot()
         if s.public_key is not None:
             self._later(s, cfg["password_delay_seconds"], self._password_ready, "password")
-        if s.user_data_ok and s.guest_mode != "never":
-            self._later(s, cfg["guest"]["shutdown_after_seconds"], self._guest_shutdown, "guest-shutdown")
+        if s.user_data_ok:
+            self._run_first_boot_script(s, cfg["guest"])
+
+    def _run_first_boot_script(self, s: InstanceSim, g: dict[str, Any]) -> None:
+        """Schedules what the first-boot script does: `TC-AMI-STEP` lines spread evenly over
+        its run time, then the shutdown (or, in mode `fail`, `TC-AMI-FAILED` and no shutdown)."""
+        steps = list(g["steps"])
+        if s.guest_mode == "fail":
+            run_time = g["fail_after_seconds"]
+            if g["fail_after_steps"] is not None:
+                steps = steps[: g["fail_after_steps"]]
+        else:
+            run_time = g["shutdown_after_seconds"]
+        for i, text in enumerate(steps):
+            line = console.STEP_PREFIX + text
+            self._later(s, run_time * i / len(steps), lambda s, text=text, line=line: self._step(s, text, line), "guest-step")
+        if s.guest_mode == "fail":
+            line = console.FAILED_PREFIX + g["fail_reason"]
+            self._later(s, run_time, lambda s, reason=g["fail_reason"], line=line: self._fail(s, reason, line), "guest-failed")
+        elif s.guest_mode != "never":
+            self._later(s, run_time, self._guest_shutdown, "guest-shutdown")
+
+    def _step(self, s: InstanceSim, text: str, line: str) -> None:
+        inst = self._instance(s)
+        if inst is None or inst.state != "running":
+            return
+        s.step = text
+        self._console_line(s, line)
+
+    def _fail(self, s: InstanceSim, reason: str, line: str) -> None:
+        inst = self._instance(s)
+        if inst is None or inst.state != "running":
+            return
+        s.failed = reason
+        self._console_line(s, line)
+        log.info("%s instance %s: the first-boot script failed (guest.mode fail); it stays running", s.region, s.id)
 
     def _password_ready(self, s: InstanceSim) -> None:
         inst = self._instance(s)
@@ -369,6 +449,7 @@ class Simulator:
         assert s.public_key is not None
         s.password = random_windows_password()
         s.password_data = encrypt_password(s.public_key, s.password)
+        self._write_console(s, console.password_lines(time.time(), s.password_data))
         self.events.record("password", s.id, s.region, None, "available", "windows-boot")
 
     def _guest_shutdown(self, s: InstanceSim) -> None:
@@ -402,6 +483,7 @@ class Simulator:
         inst.state_reason = StateReason(reason[1], reason[0])
         inst._reason = transition or _transition_reason()
         self.events.record("instance", s.id, s.region, "stopping", "stopped", cause)
+        self._post_console(s)
 
     def _finish_terminate(self, s: InstanceSim, reason: tuple[str, str], cause: str) -> None:
         inst = self._instance(s)
@@ -412,6 +494,7 @@ class Simulator:
         inst.state_reason = StateReason(reason[1], reason[0])
         inst._reason = transition or _transition_reason()
         self.events.record("instance", s.id, s.region, "shutting-down", "terminated", cause)
+        self._post_console(s)
 
     # ---------------------------------------------------------- image lifecycle
 
@@ -698,8 +781,8 @@ class Simulator:
 
         B.delete_security_group = delete_security_group
 
-        # --- response level: tag specifications moto ignores or chokes on
-        _install_response_patches()
+        # --- response level: tag specifications moto ignores or chokes on; GetConsoleOutput
+        _install_response_patches(sim)
 
 
 def _check_unique_image_name(backend: Any, name: str | None) -> None:
@@ -720,10 +803,30 @@ def _tags_of(spec_list: list[dict[str, Any]], resource_type: str) -> dict[str, s
     return tags
 
 
-def _install_response_patches() -> None:
+def _install_response_patches(sim: Simulator) -> None:
     """Patches on moto.ec2.responses.EC2Response (methods from
-    moto/ec2/responses/amis.py and elastic_block_store.py)."""
+    moto/ec2/responses/amis.py, elastic_block_store.py and general.py)."""
     R = EC2Response
+
+    # GetConsoleOutput: moto (responses/general.py) answers a fixed Linux boot log for
+    # every instance; a simulated guest has its own console.
+    orig_console_output = R.get_console_output
+
+    def get_console_output(self: Any) -> ActionResult:
+        inst = self.ec2_backend.get_instance(self._get_param("InstanceId"))  # InvalidInstanceID.NotFound
+        s = sim.instances.get(inst.id)
+        if s is None:
+            return orig_console_output(self)
+        latest = self._get_bool_param("Latest", False)
+        self.error_on_dryrun()
+        output, t = sim.console_output(s, latest)
+        when = datetime.datetime.fromtimestamp(t if t is not None else time.time(), datetime.timezone.utc)
+        result: dict[str, Any] = {"InstanceId": inst.id, "Timestamp": when.replace(tzinfo=None)}
+        if output is not None:
+            result["Output"] = output
+        return ActionResult(result)
+
+    R.get_console_output = get_console_output
 
     # CreateImage with a `snapshot` TagSpecification: moto raises
     # NotImplementedError (an invalid XML answer); EC2 tags the new snapshots.

@@ -196,10 +196,10 @@ def decrypt(private_pem: bytes, password_data: str) -> str:
 def test_ready_and_control_api(sb: Sandbox) -> None:
     assert sb.get("/_sandbox/health") == {"ok": True}
     cfg = sb.get("/_sandbox/config")
-    assert cfg["guest"] == {"mode": "stop", "shutdown_after_seconds": 0.8}
+    assert (cfg["guest"]["mode"], cfg["guest"]["shutdown_after_seconds"]) == ("stop", 0.8)
     assert cfg["first_boot_script"] is None and cfg["faults"]["rate"] == 0
     new = sb.post("/_sandbox/config", {"guest": {"mode": "never"}})
-    assert new["guest"] == {"mode": "never", "shutdown_after_seconds": 0.8}  # deep merge
+    assert new["guest"] == dict(cfg["guest"], mode="never")  # deep merge: only the mode changed
     assert sb.call("POST", "/_sandbox/config", {"guest": {"mood": "x"}})[0] == 400
     assert sb.call("POST", "/_sandbox/config", {"guest": {"mode": "sleep"}})[0] == 400
     assert sb.call("POST", "/_sandbox/config", {"faults": {"rate": 2}})[0] == 400
@@ -409,6 +409,93 @@ def test_guest_modes(sb: Sandbox) -> None:
     assert instance(ec2, never)["State"]["Name"] == "stopping"
     wait_for(lambda: instance(ec2, never)["State"]["Name"] == "stopped")
     assert instance(ec2, never)["StateReason"]["Code"] == "Client.UserInitiatedShutdown"
+
+
+def console_text(ec2: Any, iid: str, latest: bool = True) -> tuple[str, dict[str, Any]]:
+    """The console text. The wire carries base64; botocore decodes `Output` itself
+    (botocore.handlers.decode_console_output), other SDKs do not."""
+    out = ec2.get_console_output(InstanceId=iid, Latest=latest)
+    return out.get("Output", ""), out
+
+
+def protocol_lines(text: str) -> list[str]:
+    """tc-ami's console protocol: lines that start with TC-AMI-STEP: / TC-AMI-FAILED:."""
+    return [line for line in text.split("\r\n") if line.startswith(("TC-AMI-STEP: ", "TC-AMI-FAILED: "))]
+
+
+def test_console_protocol_of_a_build_guest(sb: Sandbox) -> None:
+    ec2 = sb.ec2()
+    ec2.create_key_pair(KeyName="k")
+    steps = ["downloading and verifying pinned files", "installing Git", "installing Python"]
+    sb.post("/_sandbox/config", {"guest": {"steps": steps, "shutdown_after_seconds": 1.5}})
+    iid = launch(ec2, "k")
+    text, out = console_text(ec2, iid)
+    assert text == "" and "Output" not in out  # pending: Windows has written nothing yet
+    wait_for(lambda: len(protocol_lines(console_text(ec2, iid)[0])) >= 2, what="two steps")
+    # without Latest: what was posted at the last state transition (boot), so no step yet
+    posted, _ = console_text(ec2, iid, latest=False)
+    assert "Message: Windows is Ready to use" in posted and protocol_lines(posted) == []
+    wait_for(lambda: instance(ec2, iid)["State"]["Name"] == "stopped", what="stopped")
+    text, out = console_text(ec2, iid)
+    assert out["InstanceId"] == iid and out["Timestamp"].year >= 2024
+    assert protocol_lines(text) == [f"TC-AMI-STEP: {s}" for s in steps]
+    assert console_text(ec2, iid, latest=False)[0] == text  # posted again at the stop
+    assert f"Instance-ID: {iid}: " not in text and f": Instance-ID: {iid}\r\n" in text
+    assert ": AMI Origin Name: Windows_Server-2016-English-Full-Base\r\n" in text
+    assert "<Password>\r\n" in text and text.endswith("\r\n")  # EC2Launch's password block, then the steps
+    # the steps are spread over the script's run time: 0, 1/3, 2/3 of shutdown_after_seconds
+    ev = events_of(sb, iid)
+    running = next(e["t"] for e in ev if e["to"] == "running")
+    offsets = [e["t"] - running for e in ev if e["kind"] == "console"]
+    assert [e["to"] for e in ev if e["kind"] == "console"] == [f"TC-AMI-STEP: {s}" for s in steps]
+    assert all(abs(t - i * 1.5 / 3) < TOLERANCE for i, t in enumerate(offsets)), offsets
+    assert sim_instance(sb, iid)["console_step"] == steps[-1] and sim_instance(sb, iid)["console_failed"] is None
+
+
+def test_console_failed_guest_stays_running(sb: Sandbox) -> None:
+    ec2 = sb.ec2()
+    ec2.create_key_pair(KeyName="k")
+    reason = "No SHA-256 pinned for: GenericWorker, StartWorker. Fill in $Pins (see FIRST-BOOT.md)."
+    sb.post("/_sandbox/config", {"guest": {"mode": "fail", "fail_after_seconds": 0.6, "fail_reason": reason}})
+    default_steps = sb.get("/_sandbox/config")["guest"]["steps"]
+    failed = launch(ec2, "k")
+    wait_for(lambda: instance(ec2, failed)["State"]["Name"] == "running")  # the script's settings are read at boot
+    sb.post("/_sandbox/config", {"guest": {"fail_after_steps": 1}})
+    first_only = launch(ec2, "k")
+    no_script = launch(ec2, "k", user_data="<powershell></powershell>")  # nothing runs: no protocol line
+    wait_for(lambda: "TC-AMI-FAILED: " in console_text(ec2, failed)[0], what="failed line")
+    wait_for(lambda: "TC-AMI-FAILED: " in console_text(ec2, first_only)[0], what="failed line")
+    lines = protocol_lines(console_text(ec2, failed)[0])
+    assert lines == [f"TC-AMI-STEP: {s}" for s in default_steps] + [f"TC-AMI-FAILED: {reason}"]
+    assert protocol_lines(console_text(ec2, first_only)[0]) == [f"TC-AMI-STEP: {default_steps[0]}", f"TC-AMI-FAILED: {reason}"]
+    ev = events_of(sb, failed)
+    running = next(e["t"] for e in ev if e["to"] == "running")
+    failed_at = next(e["t"] for e in ev if e["kind"] == "console" and e["to"].startswith("TC-AMI-FAILED: "))
+    assert abs(failed_at - running - 0.6) < TOLERANCE
+    # a failed script does not shut down: long after shutdown_after_seconds, still running
+    time.sleep(FAST["guest"]["shutdown_after_seconds"] + 0.5)
+    for iid in (failed, first_only, no_script):
+        assert instance(ec2, iid)["State"]["Name"] == "running", iid
+    st = sim_instance(sb, failed)
+    assert st["console_failed"] == reason and st["guest_mode"] == "fail" and st["password"]
+    assert protocol_lines(console_text(ec2, no_script)[0]) == []
+    assert "Message: Windows is Ready to use" in console_text(ec2, no_script)[0]
+    # the console keeps the last 64 KB, as EC2
+    sb.post("/_sandbox/config", {"guest": {"mode": "never", "steps": [f"step {i} " + "x" * 300 for i in range(300)], "shutdown_after_seconds": 0.3}})
+    chatty = launch(ec2, "k")
+    wait_for(lambda: "step 299 " in console_text(ec2, chatty)[0], what="last step")
+    text = console_text(ec2, chatty)[0]
+    assert 60000 < len(text.encode()) <= 65536 and "step 0 " not in text
+    # GetConsoleOutput is counted like any EC2 call; moto's own answer for an instance it does not simulate
+    plain = ec2.run_instances(ImageId=base_ami(ec2)["ImageId"], MinCount=1, MaxCount=1, InstanceType="m5.large")["Instances"][0]["InstanceId"]
+    sb.post("/_sandbox/stats/reset")
+    assert "Output" in ec2.get_console_output(InstanceId=plain)
+    with pytest.raises(ClientError) as e:
+        ec2.get_console_output(InstanceId="i-0123456789abcdef0")
+    assert e.value.response["Error"]["Code"] == "InvalidInstanceID.NotFound"
+    assert sb.get("/_sandbox/stats")["requests"] == {"GetConsoleOutput": 2}
+    for bad in ({"guest": {"mode": "fial"}}, {"guest": {"fail_reason": "two\nlines"}}, {"guest": {"steps": "x"}}, {"guest": {"fail_after_steps": -1}}):
+        assert sb.call("POST", "/_sandbox/config", bad)[0] == 400, bad
 
 
 def test_image_and_copy_failures(sb: Sandbox) -> None:
