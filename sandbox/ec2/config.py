@@ -14,7 +14,7 @@ import threading
 from typing import Any
 
 GUEST_MODES = ("stop", "never", "terminate", "fail")
-FAULT_KINDS = ("throttle", "500", "denied")
+FAULT_KINDS = ("throttle", "500", "denied", "lost-500", "lost-connection")
 
 # The stages of scripts/first-boot.ps1, in its order (see its comments).
 DEFAULT_STEPS = (
@@ -89,7 +89,10 @@ DEFAULTS: dict[str, Any] = {
         # Fraction of EC2 API requests answered with an injected error.
         "rate": 0,
         # Error kinds to choose from: "throttle" (503 RequestLimitExceeded),
-        # "500" (500 InternalError), "denied" (403 UnauthorizedOperation, not retried).
+        # "500" (500 InternalError), "denied" (403 UnauthorizedOperation, not retried),
+        # both with no side effect; "lost-500" (the call is applied, then answered
+        # 500 InternalError) and "lost-connection" (applied, then the connection
+        # closes with no answer): a lost response.
         "kinds": ["throttle", "500"],
         # Seed of the random generator deciding which requests fail.
         "seed": 1,

@@ -803,6 +803,36 @@ def _tags_of(spec_list: list[dict[str, Any]], resource_type: str) -> dict[str, s
     return tags
 
 
+def _request_parameters(response: Any) -> list[tuple[str, tuple[str, ...]]]:
+    """The request's parameters but the client token, in a comparable form."""
+    return sorted((k, tuple(v)) for k, v in response.querystring.items() if k != "ClientToken")
+
+
+def _idempotent(response: Any, action: str, token: str) -> Any:
+    """The result remembered for (action, token) in this region, if the parameters are the
+    same; None for a new token. Raises IdempotentParameterMismatch for other parameters."""
+    tokens = getattr(response.ec2_backend, "_sandbox_client_tokens", {})
+    seen = tokens.get((action, token))
+    if seen is None:
+        return None
+    params, result = seen
+    if params != _request_parameters(response):
+        raise EC2ClientError(
+            "IdempotentParameterMismatch",
+            "Arguments on this idempotent request are inconsistent with arguments used in previous request(s).",
+        )
+    log.info("%s with client token %s again: the first call's result", action, token)
+    return result
+
+
+def _remember(response: Any, action: str, token: str, result: Any) -> None:
+    """Kept on the region's backend, so a reset forgets the tokens with everything else."""
+    be = response.ec2_backend
+    if not hasattr(be, "_sandbox_client_tokens"):
+        be._sandbox_client_tokens = {}
+    be._sandbox_client_tokens[(action, token)] = (_request_parameters(response), result)
+
+
 def _install_response_patches(sim: Simulator) -> None:
     """Patches on moto.ec2.responses.EC2Response (methods from
     moto/ec2/responses/amis.py, elastic_block_store.py and general.py)."""
@@ -828,6 +858,25 @@ def _install_response_patches(sim: Simulator) -> None:
 
     R.get_console_output = get_console_output
 
+    # RunInstances / CopyImage with a ClientToken: moto stores the token but does not honour
+    # it, so an SDK's retry of a call whose answer was lost would make a second instance or
+    # copy. EC2 returns the first call's result for the same token and parameters, and
+    # IdempotentParameterMismatch for the same token with other parameters.
+    orig_run_instances = R.run_instances
+
+    def run_instances(self: Any) -> ActionResult:
+        token = self._get_param("ClientToken")
+        if not token:
+            return orig_run_instances(self)
+        seen = _idempotent(self, "RunInstances", token)
+        if seen is not None:
+            return ActionResult(seen)
+        result = orig_run_instances(self)
+        _remember(self, "RunInstances", token, result.result)
+        return result
+
+    R.run_instances = run_instances
+
     # CreateImage with a `snapshot` TagSpecification: moto raises
     # NotImplementedError (an invalid XML answer); EC2 tags the new snapshots.
     def create_image(self: Any) -> ActionResult:
@@ -851,8 +900,13 @@ def _install_response_patches(sim: Simulator) -> None:
 
     R.create_image = create_image
 
-    # CopyImage: moto ignores TagSpecifications and CopyImageTags.
+    # CopyImage: moto ignores TagSpecifications, CopyImageTags and ClientToken.
     def copy_image(self: Any) -> ActionResult:
+        token = self._get_param("ClientToken")
+        if token:
+            seen = _idempotent(self, "CopyImage", token)
+            if seen is not None:
+                return ActionResult({"ImageId": seen})
         source_image_id = self._get_param("SourceImageId")
         source_region = self._get_param("SourceRegion")
         name = self._get_param("Name")
@@ -871,6 +925,8 @@ def _install_response_patches(sim: Simulator) -> None:
         snap_tags = _tags_of(specs, "snapshot")
         if snap_tags:
             image.ebs_snapshot.add_tags(snap_tags)
+        if token:
+            _remember(self, "CopyImage", token, image.id)
         return ActionResult({"ImageId": image.id})
 
     R.copy_image = copy_image

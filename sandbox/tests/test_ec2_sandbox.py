@@ -571,6 +571,86 @@ def test_faults(sb: Sandbox) -> None:
     assert sb.ec2().describe_key_pairs()["KeyPairs"][0]["KeyName"] == "k"
 
 
+def tags(resource: dict[str, Any]) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
+
+
+def lose(sb: Sandbox, action: str, kind: str = "lost-500") -> None:
+    """The next call of `action` is applied, then its response is lost."""
+    sb.post("/_sandbox/config", {"faults": {"next": 1, "actions": [action], "kinds": [kind]}})
+
+
+def test_lost_responses_then_sdk_retries(sb: Sandbox) -> None:
+    ec2 = sb.ec2()  # the SDK's own retries, as tc-ami has them
+    east = sb.ec2("us-east-1")
+    spec = lambda rt: [{"ResourceType": rt, "Tags": [{"Key": BUILD_TAG, "Value": "b1"}]}]  # noqa: E731
+    # CreateKeyPair: applied, 500, retried -> the key pair exists: InvalidKeyPair.Duplicate
+    lose(sb, "CreateKeyPair")
+    with pytest.raises(ClientError) as e:
+        ec2.create_key_pair(KeyName="tc-ami-b1", TagSpecifications=spec("key-pair"))
+    assert e.value.response["Error"]["Code"] == "InvalidKeyPair.Duplicate"
+    assert e.value.response["ResponseMetadata"]["RetryAttempts"] == 1
+    assert tags(ec2.describe_key_pairs(KeyNames=["tc-ami-b1"])["KeyPairs"][0]) == {BUILD_TAG: "b1"}
+    # CreateSecurityGroup, with the connection closed instead: InvalidGroup.Duplicate
+    lose(sb, "CreateSecurityGroup", "lost-connection")
+    with pytest.raises(ClientError) as e:
+        ec2.create_security_group(GroupName="tc-ami-b1", Description="d", TagSpecifications=spec("security-group"))
+    assert e.value.response["Error"]["Code"] == "InvalidGroup.Duplicate"
+    sg = ec2.describe_security_groups(GroupNames=["tc-ami-b1"])["SecurityGroups"][0]
+    assert tags(sg) == {BUILD_TAG: "b1"}
+    # RunInstances: the retry carries the same ClientToken: the same instance, not a second one
+    for kind in ("lost-500", "lost-connection"):
+        lose(sb, "RunInstances", kind)
+        out = ec2.run_instances(
+            ImageId=base_ami(ec2)["ImageId"], MinCount=1, MaxCount=1, InstanceType="m5.large", KeyName="tc-ami-b1",
+            SecurityGroupIds=[sg["GroupId"]], UserData=f"<powershell>{SCRIPT_TEXT}</powershell>",
+            TagSpecifications=spec("instance"),
+        )
+        assert out["ResponseMetadata"]["RetryAttempts"] == 1
+    mine = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+    assert len(mine) == 2 and all(tags(i) == {BUILD_TAG: "b1"} for i in mine)
+    iid = out["Instances"][0]["InstanceId"]
+    assert iid in {i["InstanceId"] for i in mine}
+    wait_for(lambda: instance(ec2, iid)["State"]["Name"] == "stopped", what="stopped")
+    # CreateImage: no client token; the retry finds the name taken: InvalidAMIName.Duplicate
+    lose(sb, "CreateImage")
+    with pytest.raises(ClientError) as e:
+        ec2.create_image(InstanceId=iid, Name="tc-ami-b1", TagSpecifications=spec("image"))
+    assert e.value.response["Error"]["Code"] == "InvalidAMIName.Duplicate"
+    ami = ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": ["tc-ami-b1"]}])["Images"][0]
+    assert tags(ami) == {BUILD_TAG: "b1"}
+    wait_for(lambda: image(ec2, ami["ImageId"])["State"] == "available", what="image")
+    # CopyImage: same ClientToken on the retry: the same copy
+    lose(sb, "CopyImage", "lost-connection")
+    copy = east.copy_image(SourceImageId=ami["ImageId"], SourceRegion="us-west-2", Name="tc-ami-b1", TagSpecifications=spec("image"))
+    copies = east.describe_images(Owners=["self"])["Images"]
+    assert [c["ImageId"] for c in copies] == [copy["ImageId"]] and tags(copies[0]) == {BUILD_TAG: "b1"}
+    stats = sb.get("/_sandbox/stats")
+    assert stats["faulted"] == {"CopyImage": 1, "CreateImage": 1, "CreateKeyPair": 1, "CreateSecurityGroup": 1, "RunInstances": 2}
+    assert stats["requests"]["RunInstances"] == 4 and stats["requests"]["CopyImage"] == 2
+
+
+def test_lost_response_without_retries_leaves_the_resource(sb: Sandbox) -> None:
+    ec2 = sb.ec2(retries=1)  # no SDK retry: the caller sees the error, the instance exists anyway
+    ec2.create_key_pair(KeyName="k")
+    lose(sb, "RunInstances")
+    with pytest.raises(ClientError) as e:
+        launch(ec2, "k", build_id="lost")
+    assert e.value.response["Error"]["Code"] == "InternalError"
+    found = ec2.describe_instances(Filters=[{"Name": f"tag:{BUILD_TAG}", "Values": ["lost"]}])["Reservations"]
+    assert len(found) == 1 and found[0]["Instances"][0]["State"]["Name"] in ("pending", "running")
+    # a client token is honoured as on EC2: same token and parameters, the same instance;
+    # same token, other parameters: IdempotentParameterMismatch
+    args = dict(ImageId=base_ami(ec2)["ImageId"], MinCount=1, MaxCount=1, InstanceType="m5.large", ClientToken="tok-1")
+    first = ec2.run_instances(**args)["Instances"][0]["InstanceId"]
+    assert ec2.run_instances(**args)["Instances"][0]["InstanceId"] == first
+    with pytest.raises(ClientError) as e:
+        ec2.run_instances(**dict(args, InstanceType="m5.xlarge"))
+    assert e.value.response["Error"]["Code"] == "IdempotentParameterMismatch"
+    assert sb.ec2("us-east-1").run_instances(**args)["Instances"][0]["InstanceId"] != first  # per region
+    assert len(ec2.describe_instances()["Reservations"]) == 2
+
+
 def test_denied_fault_is_not_retried(sb: Sandbox) -> None:
     sb.post("/_sandbox/config", {"faults": {"next": 1, "actions": ["DeregisterImage"], "kinds": ["denied"]}})
     ec2 = sb.ec2()  # with the SDK's retries: a 403 is not retried
