@@ -159,10 +159,10 @@ class SandboxApp:
 
         with self.lock:
             self.scheduler.clear()
+            if not keep_config:
+                self.config.reset()  # first: moto's reset re-creates the regions from it (extra_windows_images)
             moto_api_backend.reset()
             self._reset_sandbox_state()
-            if not keep_config:
-                self.config.reset()
             self.faults.reset()
             self.stats.reset()
         log.info("sandbox reset")
@@ -227,7 +227,10 @@ class SandboxApp:
 
     def _post_config(self, environ: dict[str, Any]) -> dict[str, Any]:
         patch = self._body(environ)
-        old, new = self.config.merge(patch)
+        with self.lock:
+            old, new = self.config.merge(patch)
+            if old["extra_windows_images"] != new["extra_windows_images"]:
+                self.seeds.apply_extra()
         log.info("config updated: %s", json.dumps(patch, sort_keys=True))
         return new
 

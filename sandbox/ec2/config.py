@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 GUEST_MODES = ("stop", "never", "terminate", "fail")
+MAX_EXTRA_WINDOWS_IMAGES = 5000
 FAULT_KINDS = ("throttle", "500", "denied", "lost-500", "lost-connection")
 
 # The stages of scripts/first-boot.ps1, in its order (see its comments).
@@ -85,6 +86,10 @@ DEFAULTS: dict[str, Any] = {
     # Wrap the base64 PasswordData in "\r\n" (as EC2Config writes it to the
     # console); off by default.
     "password_data_crlf": False,
+    # N more Amazon Windows base images in every region, named like Amazon's
+    # (versions x locales x Full/Core x flavours, monthly releases up to
+    # 2023.12), to try listing and paging over thousands of images.
+    "extra_windows_images": 0,
     "faults": {
         # Fraction of EC2 API requests answered with an injected error.
         "rate": 0,
@@ -191,6 +196,9 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
         _bool(cfg, key)
     for key in ("user_data_prefix", "user_data_suffix"):
         _str(cfg, key)
+    n = cfg["extra_windows_images"]
+    if isinstance(n, bool) or not isinstance(n, int) or not (0 <= n <= MAX_EXTRA_WINDOWS_IMAGES):
+        raise ConfigError(f"extra_windows_images: must be an integer from 0 to {MAX_EXTRA_WINDOWS_IMAGES}, got {n!r}")
     script = cfg["first_boot_script"]
     if script is not None:
         if not isinstance(script, str) or not script:

@@ -77,7 +77,7 @@ from moto.ec2.models.instances import InstanceState, StateReason
 from moto.ec2.responses import EC2Response
 from moto.ec2.utils import public_key_parse
 
-from . import console
+from . import console, paging
 from .config import Config
 from .events import EventLog, Scheduler
 
@@ -931,12 +931,13 @@ def _install_response_patches(sim: Simulator) -> None:
 
     R.copy_image = copy_image
 
-    # DescribeSnapshots: moto ignores OwnerIds.
+    # DescribeSnapshots: moto ignores OwnerIds, MaxResults and NextToken.
     orig_describe_snapshots = R.describe_snapshots
 
     def describe_snapshots(self: Any) -> Any:
         owners = self._get_param("OwnerIds", []) or []
-        if not owners:
+        paged = paging.requested(self)
+        if not owners and not paged:
             return orig_describe_snapshots(self)
         filters = self._filters_from_querystring()
         snapshot_ids = self._get_param("SnapshotIds", [])
@@ -954,6 +955,65 @@ def _install_response_patches(sim: Simulator) -> None:
                     return True
             return False
 
-        return ActionResult({"Snapshots": [s for s in snapshots if owned(s)]})
+        if owners:
+            snapshots = [s for s in snapshots if owned(s)]
+        if not paged:
+            return ActionResult({"Snapshots": snapshots})
+        snapshots, token = paging.page_request(self, "DescribeSnapshots", snapshots, key=lambda x: x.id)
+        return ActionResult({"Snapshots": snapshots, "NextToken": token})
 
     R.describe_snapshots = describe_snapshots
+
+    # DescribeImages / DescribeSecurityGroups: moto ignores MaxResults and NextToken
+    # (moto/ec2/responses/amis.py, security_groups.py).
+    orig_describe_images = R.describe_images
+
+    def describe_images(self: Any) -> Any:
+        if not paging.requested(self):
+            return orig_describe_images(self)
+        self.error_on_dryrun()
+        images = self.ec2_backend.describe_images(
+            ami_ids=self._get_param("ImageIds", []),
+            filters=self._filters_from_querystring(),
+            exec_users=self._get_param("ExecutableUsers", []),
+            owners=self._get_param("Owners", []),
+        )
+        images, token = paging.page_request(self, "DescribeImages", images, key=lambda x: x.id)
+        return ActionResult({"Images": images, "NextToken": token})
+
+    R.describe_images = describe_images
+
+    orig_describe_security_groups = R.describe_security_groups
+
+    def describe_security_groups(self: Any) -> Any:
+        if not paging.requested(self):
+            return orig_describe_security_groups(self)
+        groups = self.ec2_backend.describe_security_groups(
+            group_ids=self._get_param("GroupIds", []),
+            groupnames=self._get_param("GroupNames", []),
+            filters=self._filters_from_querystring(),
+        )
+        groups, token = paging.page_request(self, "DescribeSecurityGroups", groups, key=lambda x: x.id)
+        return ActionResult({"SecurityGroups": groups, "NextToken": token})
+
+    R.describe_security_groups = describe_security_groups
+
+    # DescribeInstances: moto pages by itself, but returns only 100 reservations when no
+    # MaxResults is given, takes a reservation id as the token and answers 500 for one it
+    # does not know (moto/ec2/responses/instances.py). Same filters, EC2's paging rules.
+    def describe_instances(self: Any) -> Any:
+        self.error_on_dryrun()
+        if "InstanceId.1" in self.data and "MaxResults" in self.data:
+            raise InvalidParameterCombination("The parameter instancesSet cannot be used with the parameter maxResults")
+        filter_dict = self._filters_from_querystring()
+        instance_ids = self._get_param("InstanceIds", [])
+        if instance_ids:
+            reservations = self.ec2_backend.get_reservations_by_instance_ids(instance_ids, filters=filter_dict)
+        else:
+            reservations = self.ec2_backend.describe_instances(filters=filter_dict)
+        if not paging.requested(self):
+            return ActionResult({"Reservations": reservations})
+        reservations, token = paging.page_request(self, "DescribeInstances", reservations, key=lambda x: x.id)
+        return ActionResult({"Reservations": reservations, "NextToken": token})
+
+    R.describe_instances = describe_instances

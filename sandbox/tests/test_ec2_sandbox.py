@@ -92,13 +92,13 @@ class Sandbox:
         )
 
 
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: Any) -> Any:
+def sandbox_process(tmp_path_factory: Any, config: dict[str, Any]) -> Any:
+    """Starts a sandbox process with `config`; yields it; stops it and checks how it ended."""
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
     log_path = str(tmp_path_factory.mktemp("ec2-sandbox") / "stderr.log")
     with open(log_path, "w") as err:
         proc = subprocess.Popen(
-            [sys.executable, SCRIPT, "--port", "0", "--config", json.dumps(FAST)],
+            [sys.executable, SCRIPT, "--port", "0", "--config", json.dumps(config)],
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,
@@ -125,6 +125,11 @@ def sandbox(tmp_path_factory: Any) -> Any:
     rest = proc.stdout.read()
     assert rc == 0, open(log_path).read()[-3000:]
     assert rest == "", f"stdout must hold only the READY line, got {rest!r}"
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: Any) -> Any:
+    yield from sandbox_process(tmp_path_factory, FAST)
 
 
 @pytest.fixture
@@ -649,6 +654,88 @@ def test_lost_response_without_retries_leaves_the_resource(sb: Sandbox) -> None:
     assert e.value.response["Error"]["Code"] == "IdempotentParameterMismatch"
     assert sb.ec2("us-east-1").run_instances(**args)["Instances"][0]["InstanceId"] != first  # per region
     assert len(ec2.describe_instances()["Reservations"]) == 2
+
+
+EXTRA = 3000  # generated Amazon Windows images in the `big` sandbox, besides the seed file's 12
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: Any) -> Any:
+    yield from sandbox_process(tmp_path_factory, dict(FAST, extra_windows_images=EXTRA))
+
+
+def error_code(call: Callable[[], Any]) -> str:
+    with pytest.raises(ClientError) as e:
+        call()
+    return e.value.response["Error"]["Code"]
+
+
+def test_paging_over_thousands_of_images(big: Sandbox) -> None:
+    big.post("/_sandbox/reset")
+    ec2 = big.ec2()
+    everything = ec2.describe_images()["Images"]  # no MaxResults: everything in one answer
+    assert len(everything) == EXTRA + 12
+    pages = list(ec2.get_paginator("describe_images").paginate(PaginationConfig={"PageSize": 1000}))
+    assert [len(p["Images"]) for p in pages] == [1000, 1000, 1000, 12]
+    assert all(p.get("NextToken") for p in pages[:-1]) and "NextToken" not in pages[-1]
+    paged = [i["ImageId"] for p in pages for i in p["Images"]]
+    assert len(set(paged)) == len(paged) and set(paged) == {i["ImageId"] for i in everything}
+    # names as Amazon's: versions x locales x Full/Core x flavours, monthly
+    names = {i["Name"] for i in everything}
+    for prefix in ("Windows_Server-2019-English-Full-Base-2023.12.13", "Windows_Server-2016-English-Core-Base-",
+                   "Windows_Server-2022-Japanese-Full-SQL_2019_Standard-", "Windows_Server-2019-Portuguese_Brazil-Full-Base-"):
+        assert any(n.startswith(prefix) for n in names), prefix
+    # filters (and owners) first, then paging
+    query = dict(Owners=["amazon"], Filters=[{"Name": "name", "Values": ["Windows_Server-2019-*-Full-Base-*"]},
+                                             {"Name": "state", "Values": ["available"]}])
+    unpaged = ec2.describe_images(**query)["Images"]
+    assert len(unpaged) > 300 and all("-Full-Base-" in i["Name"] and "2019" in i["Name"] for i in unpaged)
+    pages = list(ec2.get_paginator("describe_images").paginate(**query, PaginationConfig={"PageSize": 100}))
+    assert [len(p["Images"]) for p in pages[:-1]] == [100] * (len(pages) - 1) and 0 < len(pages[-1]["Images"]) <= 100
+    assert sorted(i["ImageId"] for p in pages for i in p["Images"]) == sorted(i["ImageId"] for i in unpaged)
+    # the base-image chooser still picks the seed's image: the generated ones are older (<= 2023.12)
+    assert base_ami(ec2)["Name"] == NEWEST_AVAILABLE
+    # EC2's rules: MaxResults 5..1000, tokens only for the listing that issued them
+    first = ec2.describe_images(MaxResults=5, **query)
+    assert len(first["Images"]) == 5
+    assert error_code(lambda: ec2.describe_images(MaxResults=4)) == "InvalidParameterValue"
+    assert error_code(lambda: ec2.describe_images(MaxResults=1001)) == "InvalidParameterValue"
+    assert error_code(lambda: ec2.describe_images(NextToken="not-a-token")) == "InvalidPaginationToken"
+    assert error_code(lambda: ec2.describe_images(NextToken=first["NextToken"], Owners=["amazon"])) == "InvalidPaginationToken"
+    assert error_code(lambda: big.ec2("us-east-1").describe_images(NextToken=first["NextToken"], **query)) == "InvalidPaginationToken"
+    second = ec2.describe_images(MaxResults=5, NextToken=first["NextToken"], **query)["Images"]
+    assert not {i["ImageId"] for i in second} & {i["ImageId"] for i in first["Images"]}
+    # generated images are seed images: not in the state dump, listed with ?seeded=1
+    assert big.state()["regions"] == {}
+    assert len(big.state(seeded="1", all_regions="1")["regions"]["us-west-2"]["images"]) == EXTRA + 12
+    # the number can change at run time, in every region; a reset restores the start-up number
+    assert big.post("/_sandbox/config", {"extra_windows_images": 100})["extra_windows_images"] == 100
+    assert len(ec2.describe_images()["Images"]) == 112 and len(big.ec2("eu-central-1").describe_images()["Images"]) == 112
+    assert big.call("POST", "/_sandbox/config", {"extra_windows_images": 5001})[0] == 400
+    big.post("/_sandbox/reset")
+    assert len(ec2.describe_images(Owners=["amazon"])["Images"]) == EXTRA + 10  # not the look-alike, not Canonical
+
+
+def test_paging_instances_snapshots_security_groups(sb: Sandbox) -> None:
+    ec2 = sb.ec2()
+    for n in range(12):
+        ec2.create_security_group(GroupName=f"g{n:02d}", Description="d")
+    pages = list(ec2.get_paginator("describe_security_groups").paginate(PaginationConfig={"PageSize": 5}))
+    assert [len(p["SecurityGroups"]) for p in pages] == [5, 5, 3]  # 12 + the default group
+    assert len({g["GroupId"] for p in pages for g in p["SecurityGroups"]}) == 13
+    ids = [
+        ec2.run_instances(ImageId=base_ami(ec2)["ImageId"], MinCount=1, MaxCount=1, InstanceType="m5.large")["Instances"][0]["InstanceId"]
+        for _ in range(7)
+    ]
+    pages = list(ec2.get_paginator("describe_instances").paginate(PaginationConfig={"PageSize": 5}))
+    assert [len(p["Reservations"]) for p in pages] == [5, 2]
+    assert sorted(r["Instances"][0]["InstanceId"] for p in pages for r in p["Reservations"]) == sorted(ids)
+    assert len(ec2.describe_instances()["Reservations"]) == 7
+    assert error_code(lambda: ec2.describe_instances(InstanceIds=ids[:1], MaxResults=5)) == "InvalidParameterCombination"
+    assert error_code(lambda: ec2.describe_instances(NextToken="r-0123456789abcdef0")) == "InvalidPaginationToken"
+    sb.post("/_sandbox/seed-owned-images", {"region": "us-west-2", "count": 3, "snapshots_per_image": 2})
+    pages = list(ec2.get_paginator("describe_snapshots").paginate(OwnerIds=["self"], PaginationConfig={"PageSize": 5}))
+    assert [len(p["Snapshots"]) for p in pages] == [5, 1]
 
 
 def test_denied_fault_is_not_retried(sb: Sandbox) -> None:
