@@ -79,6 +79,10 @@ DEFAULTS: dict[str, Any] = {
     # Exact text allowed before `<powershell>` / after `</powershell>`.
     "user_data_prefix": "",
     "user_data_suffix": "",
+    # A Windows instance without the build tag whose user data runs
+    # `shutdown /s /t N` shuts itself down N x this factor seconds after `running`
+    # (1: as on EC2; e.g. 0.001 turns a 4 h TTL into 14.4 s).
+    "user_data_shutdown_scale": 1,
     # One-shot: the next image created from a tc-ami instance ends `failed`.
     "image_fail": False,
     # One-shot: the next copy of a tc-ami image ends `failed`.
@@ -186,6 +190,7 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
         "copy_pending_seconds",
         "instance_stop_seconds",
         "instance_terminate_seconds",
+        "user_data_shutdown_scale",
     ):
         _num(cfg, key, "")
     _num(cfg["guest"], "shutdown_after_seconds", "guest.")

@@ -28,6 +28,11 @@ from the mixins in ``moto/ec2/models/*.py``) and of
   ``image_pending_seconds`` / ``copy_pending_seconds``, then `available` (or
   `failed` when ``image_fail`` / ``copy_fail`` is set).
 
+A Windows instance without the build tag whose user data runs ``shutdown /s /t N``
+(tc-ami's debug instance) is simulated too: it boots, gets its password and
+shuts down N x ``user_data_shutdown_scale`` seconds after `running`, following
+its InstanceInitiatedShutdownBehavior.
+
 A few EC2 rules moto does not enforce are added for every caller (not only
 tc-ami's resources), because a tool that passes against the sandbox should not
 then fail against EC2: the 16 KB user-data limit, RunInstances refusing an
@@ -48,6 +53,7 @@ import binascii
 import copy
 import datetime
 import logging
+import re
 import secrets
 import string
 import threading
@@ -170,14 +176,45 @@ def _describe_difference(got: bytes, want: bytes, path: str) -> str:
     )
 
 
+# `shutdown /s [/t <seconds>]` (or shutdown.exe, -s, -t) on a line of a <powershell> or
+# <script> block: Windows shuts down after the delay (default 30 s, per shutdown.exe's help).
+_USER_DATA_BLOCK = re.compile(rb"<(powershell|script)>(.*?)</\1>", re.S | re.I)
+_SHUTDOWN_CMD = re.compile(r"(?:^|[\s;&|('\"\\/])shutdown(?:\.exe)?['\"]?(?P<args>(?:\s[^\r\n;&|]*)?)$", re.I)
+_SHUTDOWN_DEFAULT_SECONDS = 30
+
+
+def scheduled_shutdown_seconds(user_data: bytes | None) -> int | None:
+    """The delay of a `shutdown /s /t N` that the user data runs (EC2Launch runs
+    <powershell> and <script> blocks), or None when it schedules no shutdown."""
+    if not user_data:
+        return None
+    for m in _USER_DATA_BLOCK.finditer(user_data):
+        for line in m.group(2).decode("utf-8", "replace").splitlines():
+            code = line.strip()
+            if not code or code.startswith("#") or code.lower().startswith("rem "):
+                continue
+            for part in re.split(r"[;&|]", code):
+                cmd = _SHUTDOWN_CMD.search(part.rstrip())
+                if cmd is None:
+                    continue
+                args = cmd.group("args")
+                if not re.search(r"(?:^|\s)[/-]s(?=\s|$)", args, re.I):
+                    continue  # /r (restart), /a (abort), /l, /h: not a shutdown
+                t = re.search(r"(?:^|\s)[/-]t(?:\s+|:)(\d+)(?=\s|$)", args, re.I)
+                return int(t.group(1)) if t else _SHUTDOWN_DEFAULT_SECONDS
+    return None
+
+
 @dataclass
 class InstanceSim:
-    """What the simulator knows about one tc-ami instance."""
+    """What the simulator knows about one simulated instance: a tc-ami build instance
+    (kind "build"), or a Windows instance whose user data schedules a shutdown (kind
+    "scheduled-shutdown", e.g. tc-ami's debug instance)."""
 
     account: str
     region: str
     id: str
-    build_id: str
+    build_id: str | None
     user_data_ok: bool
     user_data_error: str | None
     public_key: RSAPublicKey | None
@@ -199,6 +236,8 @@ class InstanceSim:
     posted_t: float | None = None
     step: str | None = None  # the latest TC-AMI-STEP text
     failed: str | None = None  # the TC-AMI-FAILED reason
+    kind: str = "build"  # or "scheduled-shutdown"
+    shutdown_in_seconds: int | None = None  # the /t of the user data's shutdown (kind scheduled-shutdown)
 
 
 @dataclass
@@ -386,6 +425,28 @@ class Simulator:
         self._set_instance_state(inst, s.region, "pending", "api:RunInstances", frm=None)
         self._later(s, self.config.get("instance_boot_seconds"), self._boot, "boot")
 
+    def on_launch_scheduled_shutdown(self, backend: Any, inst: Any, seconds: int) -> None:
+        """A Windows instance that is not a build instance, whose user data runs
+        `shutdown /s /t <seconds>`: it boots, gets its password, and shuts itself down after
+        the (scaled) delay, following its InstanceInitiatedShutdownBehavior."""
+        pub, perr = self.launch_key(backend, inst)
+        s = InstanceSim(
+            account=backend.account_id,
+            region=backend.region_name,
+            id=inst.id,
+            build_id=None,
+            user_data_ok=True,
+            user_data_error=None,
+            public_key=pub,
+            password_error=perr,
+            kind="scheduled-shutdown",
+            shutdown_in_seconds=seconds,
+        )
+        self.instances[inst.id] = s
+        log.info("%s instance %s: its user data shuts Windows down %d s after boot", s.region, s.id, seconds)
+        self._set_instance_state(inst, s.region, "pending", "api:RunInstances", frm=None)
+        self._later(s, self.config.get("instance_boot_seconds"), self._boot, "boot")
+
     def _boot(self, s: InstanceSim) -> None:
         inst = self._instance(s)
         if inst is None or inst.state != "pending":
@@ -404,7 +465,11 @@ class Simulator:
         cfg = self.config.snapshot()
         if s.public_key is not None:
             self._later(s, cfg["password_delay_seconds"], self._password_ready, "password")
-        if s.user_data_ok:
+        if s.kind == "scheduled-shutdown":
+            assert s.shutdown_in_seconds is not None
+            delay = s.shutdown_in_seconds * cfg["user_data_shutdown_scale"]
+            self._later(s, delay, self._guest_shutdown, "scheduled-shutdown")
+        elif s.user_data_ok:
             self._run_first_boot_script(s, cfg["guest"])
 
     def _run_first_boot_script(self, s: InstanceSim, g: dict[str, Any]) -> None:
@@ -562,6 +627,10 @@ class Simulator:
                 tags = self.tags.get(inst.id, {})
                 if BUILD_TAG in tags:
                     sim.on_launch(self, inst, tags[BUILD_TAG])
+                elif inst.platform == "windows":
+                    seconds = scheduled_shutdown_seconds(raw)
+                    if seconds is not None:
+                        sim.on_launch_scheduled_shutdown(self, inst, seconds)
             return reservation
 
         B.run_instances = run_instances

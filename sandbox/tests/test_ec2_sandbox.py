@@ -503,6 +503,56 @@ def test_console_failed_guest_stays_running(sb: Sandbox) -> None:
         assert sb.call("POST", "/_sandbox/config", bad)[0] == 400, bad
 
 
+DEBUG_USER_DATA = '<powershell>\r\nshutdown.exe /s /t 14400 /c "tc-ami debug instance: TTL 4h"\r\n</powershell>'
+
+
+def test_user_data_that_schedules_a_shutdown(sb: Sandbox) -> None:
+    """A debug instance: no build tag, InstanceInitiatedShutdownBehavior terminate, user data
+    that schedules a shutdown after its TTL (here 4 h, scaled down to 1.44 s)."""
+    ec2 = sb.ec2()
+    kp = ec2.create_key_pair(KeyName="dbg")
+    script = os.path.join(os.path.dirname(sb.log_path), "first-boot.ps1")
+    with open(script, "w", newline="") as f:
+        f.write(SCRIPT_TEXT)
+    sb.post("/_sandbox/config", {"user_data_shutdown_scale": 0.0001, "first_boot_script": script})
+    base = base_ami(ec2)["ImageId"]
+    debug_tags = [{"ResourceType": "instance", "Tags": [{"Key": "tc-ami:debug-instance", "Value": "w"}]}]
+
+    def run(**kw: Any) -> str:
+        args: dict[str, Any] = dict(ImageId=base, MinCount=1, MaxCount=1, InstanceType="m5.large", KeyName="dbg", UserData=DEBUG_USER_DATA)
+        args.update(kw)
+        return ec2.run_instances(**args)["Instances"][0]["InstanceId"]
+
+    debug = run(InstanceInitiatedShutdownBehavior="terminate", TagSpecifications=debug_tags)
+    stops = run()  # default behaviour: stop
+    # a build instance whose user data is not the first-boot script is left alone (never stops),
+    # whatever its shutdown behaviour and user data
+    build = launch(ec2, "dbg", user_data=DEBUG_USER_DATA, InstanceInitiatedShutdownBehavior="terminate")
+    restart = run(UserData="<powershell>shutdown /r /t 1</powershell>")  # a restart, not a shutdown: plain moto
+    assert instance(ec2, debug)["State"]["Name"] == "pending"
+    # the password comes as for a build instance, decryptable with the key pair
+    pw = wait_for(lambda: ec2.get_password_data(InstanceId=debug)["PasswordData"], what="password data")
+    assert decrypt(kp["KeyMaterial"].encode(), pw) == sim_instance(sb, debug)["password"]
+    assert "Message: Windows is Ready to use" in console_text(ec2, debug)[0]
+    assert protocol_lines(console_text(ec2, debug)[0]) == []  # not tc-ami's first-boot script
+    wait_for(lambda: instance(ec2, debug)["State"]["Name"] == "terminated", timeout=6, what="debug instance terminated")
+    wait_for(lambda: instance(ec2, stops)["State"]["Name"] == "stopped", timeout=6, what="stopped")
+    for iid in (debug, stops):
+        assert instance(ec2, iid)["StateReason"]["Code"] == "Client.InstanceInitiatedShutdown"
+    ev = events_of(sb, debug)
+    assert [e["to"] for e in ev if e["kind"] == "instance"] == ["pending", "running", "shutting-down", "terminated"]
+    running = next(e["t"] for e in ev if e["to"] == "running")
+    down = next(e for e in ev if e["to"] == "shutting-down")
+    assert abs(down["t"] - running - 14400 * 0.0001) < TOLERANCE and down["cause"] == "guest-shutdown"
+    st = {i["id"]: i for i in sb.state()["regions"]["us-west-2"]["instances"]}
+    assert st[debug]["guest"] == "scheduled-shutdown" and st[debug]["scheduled_shutdown_seconds"] == 14400
+    assert st[debug]["build_id"] is None and st[debug]["tags"] == {"tc-ami:debug-instance": "w"}
+    assert st[build]["guest"] == "build" and st[build]["user_data_ok"] is False
+    assert instance(ec2, build)["State"]["Name"] == "running"
+    assert st[restart]["simulated"] is False and instance(ec2, restart)["State"]["Name"] == "running"
+    assert sb.call("POST", "/_sandbox/config", {"user_data_shutdown_scale": -1})[0] == 400
+
+
 def test_image_and_copy_failures(sb: Sandbox) -> None:
     ec2 = sb.ec2()
     sb.post("/_sandbox/config", {"guest": {"shutdown_after_seconds": 0.1}, "image_fail": True, "copy_fail": True})
