@@ -49,9 +49,14 @@ _PARAM = re.compile(r"<([^>]+)>")
 
 
 def template_params(expr) -> set[str]:
-    """Parameter names used by a scope expression template."""
+    """Parameter names used by a scope expression template (lib-api's ScopeExpressionTemplate):
+    `<param>` in scopes, the `in` of `{for, in, each}` and the `if` of `{if, then}`."""
     if isinstance(expr, str):
         return set(_PARAM.findall(expr))
+    if "for" in expr:
+        return {expr["in"]} | (template_params(expr["each"]) - {expr["for"]})
+    if "if" in expr:
+        return {expr["if"]} | template_params(expr["then"])
     out: set[str] = set()
     for e in expr.get("AllOf", expr.get("AnyOf", [])):
         out |= template_params(e)
@@ -59,7 +64,9 @@ def template_params(expr) -> set[str]:
 
 
 def render(expr, params: dict):
-    """Substitute `<param>` in every scope of the template."""
+    """Substitute `<param>` in every scope of the template. `{for, in, each}` expands to one
+    `each` per element of the array parameter `in`, spliced into the enclosing AllOf/AnyOf;
+    `{if, then}` is `then` when the parameter `if` is true and disappears otherwise."""
     if isinstance(expr, str):
         def sub(m):
             v = params.get(m.group(1))
@@ -68,4 +75,17 @@ def render(expr, params: dict):
             return v
         return _PARAM.sub(sub, expr)
     key = "AllOf" if "AllOf" in expr else "AnyOf"
-    return {key: [render(e, params) for e in expr[key]]}
+    out = []
+    for e in expr[key]:
+        if isinstance(e, dict) and "for" in e:
+            values = params.get(e["in"])
+            if not isinstance(values, list):
+                raise ValueError(f"scope parameter {e['in']} missing or not an array")
+            for v in values:
+                out.append(render(e["each"], {**params, e["for"]: v}))
+        elif isinstance(e, dict) and "if" in e:
+            if params.get(e["if"]) is True:
+                out.append(render(e["then"], params))
+        else:
+            out.append(render(e, params))
+    return {key: out}

@@ -29,6 +29,7 @@ from jsonschema import FormatChecker, ValidationError
 from .jsjson import js_number, jsonb_equal
 
 INTERNAL_BASE = "https://tc-emulator.invalid"
+SERVICES = ("worker-manager", "secrets", "queue")  # the services the emulator serves, in routing order
 
 # ajv 8 keyword evaluation order (rules.ts / vocabularies); types checked up front get -1
 _UNTYPED = {"$ref": 0, "const": 1, "enum": 2, "not": 3, "anyOf": 4, "oneOf": 5, "allOf": 6, "if": 7,
@@ -123,9 +124,42 @@ def is_email(s) -> bool:
     return not isinstance(s, str) or bool(_EMAIL.match(s))
 
 
+# ajv-formats' "uri" (full mode): a scheme, then RFC 3986's hierarchical part, query and fragment
+_NOT_URI_FRAGMENT = re.compile(r"/|:")
+_URI = re.compile(
+    r"^(?:[a-z][a-z0-9+\-.]*:)(?:\/?\/(?:(?:[a-z0-9\-._~!$&'()*+,;=:]|%[0-9a-f]{2})*@)?(?:\[(?:(?:(?:(?:[0-9a-f]{1,4}:)"
+    r"{6}|::(?:[0-9a-f]{1,4}:){5}|(?:[0-9a-f]{1,4})?::(?:[0-9a-f]{1,4}:){4}|(?:(?:[0-9a-f]{1,4}:){0,1}[0-9a-f]{1,4})?::"
+    r"(?:[0-9a-f]{1,4}:){3}|(?:(?:[0-9a-f]{1,4}:){0,2}[0-9a-f]{1,4})?::(?:[0-9a-f]{1,4}:){2}|(?:(?:[0-9a-f]{1,4}:){0,3}"
+    r"[0-9a-f]{1,4})?::[0-9a-f]{1,4}:|(?:(?:[0-9a-f]{1,4}:){0,4}[0-9a-f]{1,4})?::)(?:[0-9a-f]{1,4}:[0-9a-f]{1,4}|(?:(?:25"
+    r"[0-5]|2[0-4]\d|[01]?\d\d?)\.){3}(?:25[0-5]|2[0-4]\d|[01]?\d\d?))|(?:(?:[0-9a-f]{1,4}:){0,5}[0-9a-f]{1,4})?::"
+    r"[0-9a-f]{1,4}|(?:(?:[0-9a-f]{1,4}:){0,6}[0-9a-f]{1,4})?::)|[Vv][0-9a-f]+\.[a-z0-9\-._~!$&'()*+,;=:]+)\]|(?:(?:25"
+    r"[0-5]|2[0-4]\d|[01]?\d\d?)\.){3}(?:25[0-5]|2[0-4]\d|[01]?\d\d?)|(?:[a-z0-9\-._~!$&'()*+,;=]|%[0-9a-f]{2})*)"
+    r"(?::\d*)?(?:\/(?:[a-z0-9\-._~!$&'()*+,;=:@]|%[0-9a-f]{2})*)*|\/(?:(?:[a-z0-9\-._~!$&'()*+,;=:@]|%[0-9a-f]{2})+"
+    r"(?:\/(?:[a-z0-9\-._~!$&'()*+,;=:@]|%[0-9a-f]{2})*)*)?|(?:[a-z0-9\-._~!$&'()*+,;=:@]|%[0-9a-f]{2})+(?:\/(?:"
+    r"[a-z0-9\-._~!$&'()*+,;=:@]|%[0-9a-f]{2})*)*)(?:\?(?:[a-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9a-f]{2})*)?(?:#(?:"
+    r"[a-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9a-f]{2})*)?\Z", re.I)
+
+
+def is_uri(s) -> bool:
+    return not isinstance(s, str) or bool(_NOT_URI_FRAGMENT.search(s) and _URI.match(s))
+
+
+def is_regex(s) -> bool:
+    """ajv-formats: `new RegExp(s)` does not throw (Python's re stands in for V8's parser)."""
+    if not isinstance(s, str):
+        return True
+    try:
+        re.compile(s)
+        return True
+    except re.error:
+        return False
+
+
 _FORMATS = FormatChecker(formats=())
 _FORMATS.checks("date-time")(is_date_time)
 _FORMATS.checks("email")(is_email)
+_FORMATS.checks("uri")(is_uri)
+_FORMATS.checks("regex")(is_regex)
 
 
 # ---------------------------------------------------------------------------
@@ -223,7 +257,7 @@ class SchemaSet:
                 doc.pop("$schema", None)
                 self.docs[uri] = doc
                 resources.append((uri, referencing.Resource(doc, referencing.jsonschema.DRAFT6)))
-        for svc in ("worker-manager", "secrets"):
+        for svc in SERVICES:
             p = os.path.join(generated_dir, "references", svc, "v1", "api.json")
             with open(p, encoding="utf-8") as fh:
                 self.references[svc] = json.load(fh)
@@ -302,13 +336,23 @@ class SchemaSet:
         keyed = []
         missing_iters: dict = {}
         for n, e in enumerate(raw):
+            key = self._sort_key(uri, instance, e)
+            sub = 0
+            if e.validator in ("anyOf", "oneOf"):
+                # ajv (allErrors) keeps every branch's errors, in branch order, before its own
+                for c in sorted(e.context, key=lambda c: list(c.relative_schema_path)[:1]):
+                    for msg in _ajv_messages(c, iter([p for p in c.validator_value if p not in c.instance])
+                                             if c.validator == "required" else None):
+                        keyed.append((key, n, sub, "data" + _pointer(c.absolute_path) + " " + msg))
+                        sub += 1
             mk = (tuple(e.absolute_path), tuple(e.absolute_schema_path))
             if e.validator == "required" and mk not in missing_iters:
                 missing_iters[mk] = iter([p for p in e.validator_value if p not in e.instance])
             for msg in _ajv_messages(e, missing_iters.get(mk)):
-                keyed.append((self._sort_key(uri, instance, e), n, "data" + _pointer(e.absolute_path) + " " + msg))
-        keyed.sort(key=lambda t: (t[0], t[1]))
-        return [line for _k, _n, line in keyed]
+                keyed.append((key, n, sub, "data" + _pointer(e.absolute_path) + " " + msg))
+                sub += 1
+        keyed.sort(key=lambda t: (t[0], t[1], t[2]))
+        return [line for _k, _n, _s, line in keyed]
 
     def message(self, service: str, schema_name: str, instance, root_url: str) -> str | None:
         """lib-validate's message, or None when valid."""
