@@ -329,10 +329,7 @@ class Simulator:
             for w in sorted(self.store.workers.values(), key=lambda w: (w.created, w.key)):
                 if w.worker_pool_id != tq or w.state != "running" or w.draining or w.task is not None:
                     continue
-                image = self._image_of(w)
-                if not image["usable"] and self.images.url:
-                    continue
-                self._claim(t, w, image)
+                self._claim(t, w, self._image_of(w))  # a running instance works whatever became of its image
                 break
 
     def _image_of(self, w: Worker) -> dict:

@@ -1206,6 +1206,20 @@ def test_worker_endpoints_paging_scopes_and_removal(emulator):
     assert_error(r, 403, "InsufficientScopes", "listWorkersForWorkerPool", MISSING_SCOPES_TEXT(
         "static/tester/limited", "worker-manager:list-workers:proj-servo/many",
         "worker-manager:list-workers:proj-servo/many"))
+    # the queue knows the workers that ran (from their first claimWork), worker-manager all of them
+    q = queue(emulator)
+    page = q.listWorkers("proj-servo", "many", query={"limit": 2})
+    assert [w["workerId"] for w in page["workers"]] == ids[:2] and page["continuationToken"] == "jGzmdv8vpK"
+    seen = []
+    q.listWorkers("proj-servo", "many", query={"limit": 2, "quarantined": "false"},
+                  paginationHandler=lambda r: seen.extend(w["workerId"] for w in r["workers"]))
+    assert seen == [ids[0], ids[1], ids[3], ids[4]]  # the requested one never claimed
+    assert q.listWorkers("proj-servo", "many", query={"quarantined": "true"}) == {"workers": []}
+    wml = client.listWorkers("proj-servo", "many", query={"workerState": "running"})["workers"]
+    assert [(w["workerId"], w["state"]) for w in wml] == [(ids[0], "running"), (ids[1], "running")]
+    r = call(emulator, "GET", "/api/queue/v1/provisioners/proj-servo/worker-types/many/workers", client="queue-reader")
+    assert_error(r, 403, "InsufficientScopes", "listWorkers", MISSING_SCOPES_TEXT(
+        "queue-reader", "queue:list-workers:proj-servo/many", "queue:list-workers:proj-servo/many"))
     path = f"/api/worker-manager/v1/workers/proj-servo%2Fmany/us-west-2/{ids[0]}"
     r = call(emulator, "DELETE", path, client="queue-reader")
     scope = f"worker-manager:remove-worker:proj-servo/many/us-west-2/{ids[0]}"
