@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Emulator of the Taskcluster worker-manager, secrets and queue services, for tests and the sandbox.
+"""Emulator of the Taskcluster worker-manager, secrets, queue and hooks services, for tests and the sandbox.
 
     python sandbox/tc_emulator.py [--port 0] --seed sandbox/seed/taskcluster.json
 
 Serves on 127.0.0.1 (port 0 = a free port), prints exactly one line `READY <rootUrl>` on
 stdout once it accepts connections, logs to stderr, exits cleanly on SIGTERM/SIGINT.
 APIs: <rootUrl>/api/worker-manager/v1/..., <rootUrl>/api/secrets/v1/..., <rootUrl>/api/queue/v1/...,
+<rootUrl>/api/hooks/v1/...,
 with simulated workers running the tasks; control API under
 <rootUrl>/_emulator/. See sandbox/TASKCLUSTER.md.
 """
@@ -25,9 +26,9 @@ from tc_emulator_lib.server import GENERATED_DIR, Emulator, SeedError, serve  # 
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Taskcluster worker-manager, secrets and queue emulator (sandbox only).")
+    p = argparse.ArgumentParser(description="Taskcluster worker-manager, secrets, queue and hooks emulator (sandbox only).")
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default 0: any free port)")
-    p.add_argument("--seed", required=True, help="seed file: clients, providers, workerPools, secrets")
+    p.add_argument("--seed", required=True, help="seed file: clients, roles, providers, workerPools, secrets, hooks")
     p.add_argument("--schemas", default=GENERATED_DIR,
                    help="directory with the official generated schemas and references (default: the vendored copy)")
     p.add_argument("--quiet", action="store_true", help="log only warnings and errors")

@@ -23,6 +23,7 @@ from . import hawk
 from . import scopes as scopelib
 from .hashids import paginate
 from .jsjson import JSONParseError, has_nul, js_key_order, parse, stringify
+from .hooks import HooksError, HooksService
 from .queue import QueueError
 from .store import NULL_PROVIDER, LaunchConfigConflict, Secret, iso, parse_date, utcnow
 from .validation import SERVICES
@@ -32,7 +33,7 @@ STATUS = {
     "AuthenticationFailed": 401, "InsufficientScopes": 403, "ResourceNotFound": 404, "RequestConflict": 409,
     "ResourceExpired": 410, "InputTooLarge": 413, "InternalServerError": 500,
 }
-SERVICE_ERROR_CODES = {"worker-manager": {"ProviderSetupFailed": 503}, "secrets": {}, "queue": {}}
+SERVICE_ERROR_CODES = {"worker-manager": {"ProviderSetupFailed": 503}, "secrets": {}, "queue": {}, "hooks": {}}
 SLUGID_PATTERN = r"^[A-Za-z0-9_-]{8}[Q-T][A-Za-z0-9_-][CGKOSWaeimquy26-][A-Za-z0-9_-]{10}[AQgw]$"
 GENERIC_ID_PATTERN = r"^[a-zA-Z0-9-_]{1,38}$"
 
@@ -54,6 +55,10 @@ PARAM_PATTERNS = {
         "workerId": GENERIC_ID_PATTERN,
         "runId": r"^[1-9]*[0-9]+$",
         "name": r"^[\x20-\x7e]+$",
+    },
+    "hooks": {  # services/hooks/src/api.js (as JS prints the RegExp source)
+        "hookGroupId": r"^[a-zA-Z0-9-_]{1,1000}$",
+        "hookId": r"^[a-zA-Z0-9-_\/]{1,1000}$",
     },
 }
 # query-string patterns per endpoint (declared in the handlers' `query`)
@@ -212,7 +217,14 @@ class Api:
             ("queue", "cancelTask"): self.cancel_task,
             ("queue", "listWorkers"): self.queue_list_workers,
             ("queue", "getWorker"): self.queue_get_worker,
+            ("hooks", "ping"): self.ping,
+            ("hooks", "lbheartbeat"): self.lbheartbeat,
+            ("hooks", "version"): self.version,
+            ("hooks", "heartbeat"): self.lbheartbeat,
         }
+        self.hooks = HooksService(self)
+        for name, fn in self.hooks.handlers().items():
+            self.handlers[("hooks", name)] = fn
 
     # ------------------------------------------------------------------ routing
 
@@ -259,7 +271,7 @@ class Api:
                                "but is not implemented by this emulator"}), ctx
             try:
                 reply = handler(ctx)
-            except QueueError as e:  # res.reportError in a handler of the queue
+            except (QueueError, HooksError) as e:  # res.reportError in a handler of the queue or hooks
                 raise ApiError(e.code, e.message, e.details)
             return self._reply(ctx, reply), ctx
         except ApiError as err:
@@ -290,7 +302,7 @@ class Api:
             try:
                 res = hawk.authenticate(
                     clients=self.em.store.clients, method=ctx.req.method, resource=ctx.req.raw_uri,
-                    host_header=ctx.req.headers.get("Host"), headers=ctx.req.headers)
+                    host_header=ctx.req.headers.get("Host"), headers=ctx.req.headers, expand=self.em.store.expand)
                 ctx.auth = res
                 if res.status == "auth-success" and res.hash is not None:
                     # lib-api checks the payload hash itself, over the body text it parsed
@@ -310,7 +322,7 @@ class Api:
             raise res
         required = scopelib.render(ctx.entry["scopes"], params)
         if res.status == "no-auth":
-            if not scopelib.satisfies([], required):
+            if not scopelib.satisfies(self.em.store.expand(["assume:anonymous"]), required):
                 raise ApiError("InsufficientScopes", NO_CREDENTIALS, {"required": required}, request_info=False)
             return
         if not scopelib.satisfies(res.scopes, required):
@@ -366,7 +378,7 @@ class Api:
         if not has_body or ctype != "application/json":
             raise ApiError("MalformedPayload", "Payload must be JSON with content-type: application/json "
                            "got content-type: {{contentType}}", {"contentType": h.get("Content-Type")})
-        if ctx.service == "queue" and self.em.store.options.get("applySchemaDefaults", True):
+        if ctx.service in ("queue", "hooks") and self.em.store.options.get("applySchemaDefaults", True):
             self.em.schemas.apply_defaults(ctx.service, schema, ctx.body)  # ajv useDefaults, as it validates
         msg = self.em.schemas.message(ctx.service, schema, ctx.body, self.em.root_url)
         if msg:
@@ -652,21 +664,35 @@ class Api:
                              f"URL parameter 'taskId' given as '{task_id}' must match regular expression: "
                              f"'/{SLUGID_PATTERN}/'")
         body = copy.deepcopy(body)
-        schema = "v1/create-task-request.json#"
-        if self.em.store.options.get("applySchemaDefaults", True):
-            self.em.schemas.apply_defaults("queue", schema, body)
-        msg = self.em.schemas.message("queue", schema, body, self.em.root_url)
-        if msg:
-            raise QueueError("InputValidationError", msg)
-        entry = next(e for e in self.em.schemas.references["queue"]["entries"] if e["name"] == "createTask")
+        try:
+            schema = "v1/create-task-request.json#"
+            if self.em.store.options.get("applySchemaDefaults", True):
+                self.em.schemas.apply_defaults("queue", schema, body)
+            msg = self.em.schemas.message("queue", schema, body, self.em.root_url)
+            if msg:
+                raise QueueError("InputValidationError", msg,
+                                 {"schema": f"{self.em.root_url}/schemas/queue/{schema[:-1]}"})
+            entry = next(e for e in self.em.schemas.references["queue"]["entries"] if e["name"] == "createTask")
 
-        def authorize(params):
-            required = scopelib.render(entry["scopes"], params)
-            if not scopelib.satisfies(scopes, required):
-                raise QueueError("InsufficientScopes", MISSING_SCOPES.replace("{clientId}", client_id), {
-                    "scopes": scopes, "required": required,
-                    "unsatisfied": scopelib.remove_given_scopes(scopes, required)})
-        return self.em.queue.create_task(task_id, body, authorize)
+            def authorize(params):
+                required = scopelib.render(entry["scopes"], params)
+                if not scopelib.satisfies(scopes, required):
+                    raise QueueError("InsufficientScopes", MISSING_SCOPES.replace("{clientId}", client_id), {
+                        "scopes": scopes, "required": required,
+                        "unsatisfied": scopelib.remove_given_scopes(scopes, required)})
+            return self.em.queue.create_task(task_id, body, authorize)
+        except QueueError as e:
+            e.payload = body  # what the API's requestInfo.payload would show (the handler patches it)
+            raise
+
+    def queue_error_body(self, e: QueueError, task_id: str) -> dict:
+        """The body createTask's error `e` has on the wire (code, message with the `---` block,
+        requestInfo), plus `_status` (its HTTP status, not part of the body)."""
+        ctx = Ctx(Request("PUT", f"/api/queue/v1/task/{task_id}", {}, b""), "queue",
+                  {"name": "createTask"}, {"taskId": task_id})
+        ctx.body = getattr(e, "payload", {})
+        resp = self.error_response(ctx, ApiError(e.code, e.message, e.details))
+        return {**resp.body, "_status": resp.status}
 
     def _task_or_404(self, ctx, message: str):
         task = self.em.store.tasks.get(ctx.params["taskId"])

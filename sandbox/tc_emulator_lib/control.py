@@ -149,7 +149,8 @@ class Control:
 
     def help(self, body):
         return {"endpoints": {
-            "GET /_emulator/state": "pools (with archived launch configs), secrets, request log, faults, changes",
+            "GET /_emulator/state": "pools (with archived launch configs), secrets, roles, hooks (with their last "
+                                    "fires), request log, faults, changes",
             "POST /_emulator/reset": "reload the seed file; clears faults, changes and the request log",
             "GET|POST /_emulator/faults": "{latency_ms, fail: {status, count, code?, message?, match?}, clear?}",
             "POST /_emulator/concurrent-change": "{workerPoolId, after_requests, patch}",
@@ -176,6 +177,11 @@ class Control:
             "secrets": {n: {"secret": s.secret, "expires": iso(s.expires), "expired": s.expires <= now}
                         for n, s in sorted(store.secrets.items())},
             "clients": [{"clientId": c, "scopes": v.get("scopes", [])} for c, v in store.clients.items()],
+            "roles": [{"roleId": r, "scopes": s} for r, s in store.roles],
+            "hooks": {f"{g}/{h}": {"definition": hook.definition(), "nextScheduledDate": iso(hook.next_scheduled_date),
+                                   "lastFires": [{**f, "taskCreateTime": iso(f["taskCreateTime"])}
+                                                 for f in hook.last_fires]}
+                      for (g, h), hook in sorted(store.hooks.items())},
             "providers": store.providers,
             "requests": list(self.em.request_log),
             "faults": self.em.faults.view(),

@@ -45,6 +45,59 @@ def remove_given_scopes(scopeset, expr):
     raise ValueError(f"bad scope expression {expr!r}")
 
 
+def _grants(scope: str, role_id: str):
+    """Whether `scope` grants the role `role_id`, and the role parameter it gives (None for a
+    role without a trailing `*`). A final `*` in a role id is a wildcard (the role is assumed
+    by any `assume:<prefix>...`); an `assume` scope ending in `*` grants every role it is a
+    prefix of."""
+    target = "assume:" + role_id
+    star = scope.endswith("*")
+    if role_id.endswith("*"):
+        prefix = target[:-1]
+        if scope.startswith(prefix):
+            return True, scope[len(prefix):]
+        if star and prefix.startswith(scope[:-1]):
+            return True, "*"
+        return False, None
+    if scope == target or (star and target.startswith(scope[:-1])):
+        return True, None
+    return False, None
+
+
+def _substitute_param(scope: str, param: str | None) -> str:
+    # parameterized roles: `<..>` takes the part of the assumed scope the role's `*` matched;
+    # a parameter ending in `*` ends the scope there
+    if param is None or "<..>" not in scope:
+        return scope
+    i = scope.index("<..>")
+    if param.endswith("*"):
+        return scope[:i] + param
+    return scope[:i] + param + scope[i + 4:]
+
+
+def expand(scopes, roles) -> list[str]:
+    """The scopes implied by `scopes` through `roles` ([(roleId, [scopes])]), repeatedly, as the
+    auth service's expandScopes does. Returns `scopes` itself when no role applies."""
+    out = list(scopes)
+    seen = set(out)
+    i = 0
+    while i < len(out):
+        s = out[i]
+        i += 1
+        if not (s.startswith("assume:") or (s.endswith("*") and "assume:".startswith(s[:-1]))):
+            continue
+        for role_id, role_scopes in roles:
+            ok, param = _grants(s, role_id)
+            if not ok:
+                continue
+            for t in role_scopes:
+                t = _substitute_param(t, param)
+                if t not in seen:
+                    seen.add(t)
+                    out.append(t)
+    return out if len(out) == len(scopes) else sorted(out)
+
+
 _PARAM = re.compile(r"<([^>]+)>")
 
 

@@ -16,6 +16,7 @@ from werkzeug.wsgi import get_input_stream
 from . import hawk
 from .api import Api, DecodeParamError, Request, Response
 from .control import ConcurrentChanges, Control, Faults
+from .hooks import load_seed_hooks
 from .queue import Queue
 from .sim import Clock, SimError, Simulator, validate_config
 from .store import NULL_PROVIDER, SeedError, Secret, Store, load_seed, parse_date, utcnow
@@ -79,6 +80,7 @@ class Emulator:
             raise SeedError(str(e))
         for c in seed.get("clients", []):
             store.clients[c["clientId"]] = {"accessToken": c["accessToken"], "scopes": list(c.get("scopes", []))}
+        store.roles = [(r["roleId"], list(r.get("scopes", []))) for r in seed.get("roles", [])]
         for pid, p in (seed.get("providers") or {}).items():
             store.providers[pid] = {"providerType": p.get("providerType", "null" if pid == NULL_PROVIDER else "aws"),
                                     "setup": p.get("setup", "ok")}
@@ -90,6 +92,7 @@ class Emulator:
             if msg:
                 raise SeedError(f"seed {path}: secrets.{name} is invalid:{msg}")
             store.secrets[name] = Secret(s["secret"], parse_date(s["expires"]))
+        load_seed_hooks(self, store, path, seed.get("hooks", []))
         return store
 
     def _seed_pool(self, store: Store, path: str, i: int, wp):

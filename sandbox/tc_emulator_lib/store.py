@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 from dataclasses import dataclass, field
 
+from . import scopes as scopelib
 from .jsjson import JSONParseError, jsonb_equal, jsonb_order, jsonb_text, parse
 
 NULL_PROVIDER = "null-provider"
@@ -192,6 +193,7 @@ class Secret:
 class Store:
     def __init__(self):
         self.clients: dict[str, dict] = {}
+        self.roles: list[tuple[str, list[str]]] = []  # (roleId, scopes), as the seed lists them
         self.providers: dict[str, dict] = {}
         self.pools: dict[str, WorkerPool] = {}
         self.secrets: dict[str, Secret] = {}
@@ -202,6 +204,11 @@ class Store:
         self.task_groups: dict = {}  # taskGroupId -> TaskGroup
         self.queue_workers: dict = {}  # (taskQueueId, workerGroup, workerId) -> QueueWorker
         self.workers: dict = {}  # (workerPoolId, workerGroup, workerId) -> Worker
+        self.hooks: dict = {}  # (hookGroupId, hookId) -> hooks.Hook
+
+    def expand(self, scopes) -> list[str]:
+        """The scopes with everything the roles they assume imply (auth's expandScopes)."""
+        return scopelib.expand(scopes, self.roles)
 
     # -- worker pools
     def create_pool(self, wpid, provider_id, description, config, owner, email_on_error, now) -> WorkerPool | None:
@@ -264,7 +271,8 @@ def load_seed(path: str) -> dict:
         raise SeedError(f"seed {path} is not JSON: {e}")
     if not isinstance(seed, dict):
         raise SeedError(f"seed {path}: top level must be an object")
-    allowed = {"clients", "providers", "workerPools", "secrets", "options", "simulation", "_comment", "$comment"}
+    allowed = {"clients", "roles", "providers", "workerPools", "secrets", "hooks", "options", "simulation",
+               "_comment", "$comment"}
     for k in seed:
         if k not in allowed:
             raise SeedError(f"seed {path}: unknown key {k!r} (allowed: {', '.join(sorted(allowed))})")
@@ -273,6 +281,19 @@ def load_seed(path: str) -> dict:
             raise SeedError(f"seed {path}: clients[{i}] needs string clientId and accessToken")
         if not isinstance(c.get("scopes", []), list) or not all(isinstance(s, str) for s in c.get("scopes", [])):
             raise SeedError(f"seed {path}: clients[{i}].scopes must be a list of strings")
+    if not isinstance(seed.get("roles", []), list):
+        raise SeedError(f"seed {path}: roles must be a list of {{roleId, scopes}}")
+    for i, r in enumerate(seed.get("roles", [])):
+        if not isinstance(r, dict) or not isinstance(r.get("roleId"), str) or not r["roleId"]:
+            raise SeedError(f"seed {path}: roles[{i}] needs a non-empty string roleId")
+        if set(r) - {"roleId", "scopes", "description"}:
+            raise SeedError(f"seed {path}: roles[{i}] ({r['roleId']}): unknown keys "
+                            f"{', '.join(sorted(set(r) - {'roleId', 'scopes', 'description'}))}")
+        if not isinstance(r.get("scopes", []), list) or not all(scopelib.valid_scope(s) for s in r.get("scopes", [])):
+            raise SeedError(f"seed {path}: roles[{i}] ({r['roleId']}).scopes must be a list of scopes "
+                            "(printable ASCII strings)")
+    if not isinstance(seed.get("hooks", []), list):
+        raise SeedError(f"seed {path}: hooks must be a list of hook definitions")
     for pid, p in seed.get("providers", {}).items():
         if not isinstance(p, dict):
             raise SeedError(f"seed {path}: providers.{pid} must be an object")

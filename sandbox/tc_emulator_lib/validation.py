@@ -29,7 +29,7 @@ from jsonschema import FormatChecker, ValidationError
 from .jsjson import js_number, jsonb_equal
 
 INTERNAL_BASE = "https://tc-emulator.invalid"
-SERVICES = ("worker-manager", "secrets", "queue")  # the services the emulator serves, in routing order
+SERVICES = ("worker-manager", "secrets", "queue", "hooks")  # the services the emulator serves, in routing order
 
 # ajv 8 keyword evaluation order (rules.ts / vocabularies); types checked up front get -1
 _UNTYPED = {"$ref": 0, "const": 1, "enum": 2, "not": 3, "anyOf": 4, "oneOf": 5, "allOf": 6, "if": 7,
@@ -190,7 +190,9 @@ def _uniq_indices(items):
     return None
 
 
-def _ajv_messages(e: ValidationError, missing_iter) -> list[str]:
+def _ajv_messages(e: ValidationError, missing_iter, name_extras: bool = True) -> list[str]:
+    """ajv 8's messages for one jsonschema error. `name_extras`: lib-validate appends the name of
+    each additional property (`: "name"`); ajv's own message does not."""
     kw, v = e.validator, e.validator_value
     if kw == "type":
         return ["must be " + (",".join(v) if isinstance(v, list) else v)]
@@ -200,6 +202,8 @@ def _ajv_messages(e: ValidationError, missing_iter) -> list[str]:
         props = e.schema.get("properties", {}) if isinstance(e.schema, dict) else {}
         pats = e.schema.get("patternProperties", {}) if isinstance(e.schema, dict) else {}
         extras = [k for k in e.instance if k not in props and not any(re.search(_js_regex(p), k) for p in pats)]
+        if not name_extras:
+            return ["must NOT have additional properties" for _k in extras]
         return ["must NOT have additional properties: " + json.dumps(k, ensure_ascii=False) for k in extras]
     if kw == "pattern":
         return [f'must match pattern "{v}"']
@@ -329,7 +333,9 @@ class SchemaSet:
 
     def errors(self, service: str, schema_name: str, instance) -> list[str]:
         """ajv-style error lines ('data/path message'), in ajv's order; [] when valid."""
-        uri = self.schema_uri(service, schema_name)
+        return self._errors(self.schema_uri(service, schema_name), instance)
+
+    def _errors(self, uri: str, instance, name_extras: bool = True) -> list[str]:
         raw = list(self._validator(uri).iter_errors(instance))
         if not raw:
             return []
@@ -342,13 +348,13 @@ class SchemaSet:
                 # ajv (allErrors) keeps every branch's errors, in branch order, before its own
                 for c in sorted(e.context, key=lambda c: list(c.relative_schema_path)[:1]):
                     for msg in _ajv_messages(c, iter([p for p in c.validator_value if p not in c.instance])
-                                             if c.validator == "required" else None):
+                                             if c.validator == "required" else None, name_extras):
                         keyed.append((key, n, sub, "data" + _pointer(c.absolute_path) + " " + msg))
                         sub += 1
             mk = (tuple(e.absolute_path), tuple(e.absolute_schema_path))
             if e.validator == "required" and mk not in missing_iters:
                 missing_iters[mk] = iter([p for p in e.validator_value if p not in e.instance])
-            for msg in _ajv_messages(e, missing_iters.get(mk)):
+            for msg in _ajv_messages(e, missing_iters.get(mk), name_extras):
                 keyed.append((key, n, sub, "data" + _pointer(e.absolute_path) + " " + msg))
                 sub += 1
         keyed.sort(key=lambda t: (t[0], t[1], t[2]))
@@ -383,3 +389,93 @@ class SchemaSet:
         if isinstance(inst, list) and isinstance(node.get("items"), dict):
             for x in inst:
                 self._defaults(node["items"], base, x, depth + 1)
+
+
+# ---------------------------------------------------------------------------
+# schemas that come with the data: a hook's triggerSchema (ajv 8, draft-07, ajv-formats)
+
+DRAFT7_META = "http://json-schema.org/draft-07/schema"
+_Draft7 = jsonschema.validators.extend(jsonschema.Draft7Validator, validators={"pattern": _pattern})
+# what ajv 8 (draft-07 vocabulary, strict mode) compiles without "unknown keyword"
+DRAFT7_KEYWORDS = {
+    "$id", "$schema", "$ref", "$comment", "definitions", "title", "description", "default", "examples", "readOnly",
+    "writeOnly", "type", "enum", "const", "multipleOf", "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum",
+    "maxLength", "minLength", "pattern", "format", "items", "additionalItems", "maxItems", "minItems", "uniqueItems",
+    "contains", "maxProperties", "minProperties", "required", "properties", "patternProperties",
+    "additionalProperties", "dependencies", "propertyNames", "if", "then", "else", "allOf", "anyOf", "oneOf", "not",
+    "contentMediaType", "contentEncoding", "nullable", "discriminator",
+}
+# ajv-formats' full set: formats ajv knows (only date-time, email, uri and regex are checked here)
+AJV_FORMATS = {
+    "date", "time", "date-time", "iso-time", "iso-date-time", "duration", "uri", "uri-reference", "uri-template",
+    "url", "email", "hostname", "ipv4", "ipv6", "regex", "uuid", "json-pointer", "json-pointer-uri-fragment",
+    "relative-json-pointer", "byte", "int32", "int64", "float", "double", "password", "binary",
+}
+_SUBSCHEMA = {"additionalItems", "additionalProperties", "contains", "propertyNames", "if", "then", "else", "not"}
+_SUBSCHEMA_MAPS = {"definitions", "properties", "patternProperties", "dependencies"}
+
+
+class AdhocSchema(SchemaSet):
+    """One schema given as data, validated as ajv 8 validates with the draft-07 vocabulary."""
+
+    def __init__(self, schema: dict, validator=_Draft7):
+        self.uri = INTERNAL_BASE + "/adhoc/schema.json"
+        doc = dict(schema)
+        doc["$id"] = self.uri + "#"
+        doc.pop("$schema", None)
+        self.docs = {self.uri: doc}
+        self.references = {}
+        self.registry = referencing.Registry().with_resources(
+            [(self.uri, referencing.Resource(doc, referencing.jsonschema.DRAFT7))])
+        self._validators = {}
+        self._validator_class = validator
+
+    def _validator(self, uri: str):
+        if uri not in self._validators:
+            self._validators[uri] = self._validator_class(self.docs[uri], registry=self.registry,
+                                                          format_checker=_FORMATS)
+        return self._validators[uri]
+
+    def ajv_errors(self, instance) -> list[str]:
+        """ajv's own error lines ('data/path message'), in ajv's order."""
+        return self._errors(self.uri, instance, name_extras=False)
+
+
+def meta_schema_errors(schema) -> list[tuple[str, str]]:
+    """ajv.validateSchema(schema) with ajv 8's default meta-schema (draft-07): [(instancePath,
+    message)] in ajv's order; [] when valid or when `$schema` names a meta-schema ajv does not
+    have (ajv then only warns)."""
+    if isinstance(schema, dict) and "$schema" in schema and \
+            str(schema["$schema"]).split("#")[0] != DRAFT7_META:
+        return []
+    meta = AdhocSchema(jsonschema.Draft7Validator.META_SCHEMA)
+    out = []
+    for line in meta.ajv_errors(schema):
+        path, _, msg = line[len("data"):].partition(" ")
+        out.append((path, msg))
+    return out
+
+
+def strict_mode_error(schema, path: str = "#") -> str | None:
+    """The error ajv 8's strict mode throws when compiling `schema`, or None."""
+    if not isinstance(schema, dict):
+        return None
+    for k, v in schema.items():
+        if k not in DRAFT7_KEYWORDS:
+            return f'strict mode: unknown keyword: "{k}"'
+        if k == "format" and isinstance(v, str) and v not in AJV_FORMATS:
+            return f'unknown format "{v}" ignored in schema at path "{path}"'
+        subs = []
+        if k in _SUBSCHEMA:
+            subs = [(f"{path}/{k}", v)]
+        elif k in _SUBSCHEMA_MAPS and isinstance(v, dict):
+            subs = [(f"{path}/{k}/{n}", x) for n, x in v.items()]
+        elif k in ("allOf", "anyOf", "oneOf") and isinstance(v, list):
+            subs = [(f"{path}/{k}/{i}", x) for i, x in enumerate(v)]
+        elif k == "items":
+            subs = [(f"{path}/{k}/{i}", x) for i, x in enumerate(v)] if isinstance(v, list) else [(f"{path}/{k}", v)]
+        for p, sub in subs:
+            err = strict_mode_error(sub, p)
+            if err:
+                return err
+    return None
