@@ -95,7 +95,11 @@ def expand(scopes, roles) -> list[str]:
                 if t not in seen:
                     seen.add(t)
                     out.append(t)
-    return out if len(out) == len(scopes) else sorted(out)
+    if len(out) == len(scopes):
+        return out
+    # a normalized scope set, as expandScopes returns: no scope another one's `*` already covers
+    stars = [t[:-1] for t in out if t.endswith("*")]
+    return sorted(s for s in out if not any(s != p + "*" and s.startswith(p) for p in stars))
 
 
 _PARAM = re.compile(r"<([^>]+)>")
