@@ -18,6 +18,7 @@ pub mod image_arg;
 pub mod interrupt;
 pub mod model;
 pub mod password;
+pub mod pins;
 pub mod pool;
 pub mod progress;
 pub mod taskcluster;
