@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod diff;
+pub mod download;
 pub mod duration;
 pub mod ec2;
 pub mod ec2_inventory;
