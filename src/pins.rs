@@ -393,17 +393,23 @@ fn expand(content: &str, vars: &HashMap<String, Result<String, String>>) -> Resu
                     }
                     Some(c) if is_ident_char(*c) => {
                         let n = b[i + 1..].iter().take_while(|c| is_ident_char(**c)).count();
-                        if b.get(i + 1 + n) == Some(&b':')
-                            && b.get(i + 2 + n).is_some_and(|c| is_ident_char(*c))
-                        {
+                        if b.get(i + 1 + n) == Some(&b':') {
                             let m = b[i + 2 + n..]
                                 .iter()
                                 .take_while(|c| is_ident_char(**c))
                                 .count();
-                            return Err(format!(
-                                "it uses ${}, which tc-ami does not evaluate",
-                                &content[i + 1..i + 2 + n + m]
-                            ));
+                            let name = &content[i + 1..i + 1 + n];
+                            return Err(if m == 0 {
+                                // PowerShell itself refuses `"$Name: …"` (a drive-qualified name).
+                                format!(
+                                    "PowerShell cannot parse `${name}:` in a double-quoted string: write `${{{name}}}:`"
+                                )
+                            } else {
+                                format!(
+                                    "it uses ${}, which tc-ami does not evaluate",
+                                    &content[i + 1..i + 2 + n + m]
+                                )
+                            });
                         }
                         (&content[i + 1..i + 1 + n], i + 1 + n)
                     }
@@ -688,7 +694,8 @@ mod tests {
                  Y = @{ Url = \"$env:TEMP/y\"; Sha256 = '' }\n\
                  Z = @{ Url = \"$A/z\"; Sha256 = '' }\n\
                  W = @{ Url = \"a`nb\"; Sha256 = '' }\n\
-                 V = @{ Url = \"`$5 and \"\"q\"\" and $ alone\"; Sha256 = '' }\n}\n";
+                 V = @{ Url = \"`$5 and \"\"q\"\" and $ alone\"; Sha256 = '' }\n\
+                 U = @{ Url = \"$A: b\"; Sha256 = '' }\n}\n";
         let block = parse(s).unwrap().unwrap();
         let urls: Vec<_> = block.pins.iter().map(|p| p.url.clone()).collect();
         assert_eq!(
@@ -699,6 +706,7 @@ mod tests {
                 Err("$A cannot be resolved: it uses a subexpression `$(...)`, which tc-ami does not evaluate".into()),
                 Err("it uses the escape `n, which tc-ami does not evaluate".into()),
                 Ok("$5 and \"q\" and $ alone".into()),
+                Err("PowerShell cannot parse `$A:` in a double-quoted string: write `${A}:`".into()),
             ]
         );
     }
