@@ -520,3 +520,26 @@ fn a_url_that_cannot_be_resolved_is_an_error_naming_the_entry() {
         run.stdout
     );
 }
+
+#[test]
+fn pinning_that_would_exceed_the_user_data_limit_writes_nothing() {
+    let s = Setup::new();
+    let head = format!(
+        "$Pins = [ordered]@{{\n  Alpha = @{{ Url = '{}/files/v1.2.3/alpha.bin'; Sha256 = '' }}\n}}\n",
+        s.server.url
+    );
+    // 16,384 bytes of user data less the 25 of the <powershell> tags; 10 bytes to spare, and
+    // the hash needs 64.
+    let filler = 16 * 1024 - 25 - 10 - head.len();
+    let text = format!("{head}#{}\n", "x".repeat(filler - 2));
+    s.cfg.write("scripts/first-boot.ps1", &text);
+    let run = s.tc_ami(&["pin", "-w", "w"]);
+    run.assert_code(1);
+    let err = assert_one_line_error(&run);
+    assert!(
+        err.contains("after pinning, user data is 16438 bytes, over EC2's limit"),
+        "{err}"
+    );
+    assert!(err.ends_with("nothing was written"), "{err}");
+    assert_eq!(s.read(), text.as_bytes());
+}

@@ -16,7 +16,7 @@ use crate::commands::Ctx;
 use crate::config::{list_worker_types, load_worker_type};
 use crate::download::{self, Downloaded};
 use crate::pins::{self, Pin, PinBlock, PinState};
-use crate::user_data::{MAX_USER_DATA_BYTES, user_data_for};
+use crate::user_data::user_data_for;
 
 /// Downloads at a time.
 const PARALLEL: usize = 4;
@@ -305,9 +305,7 @@ async fn pin(ctx: &Ctx, scripts: &[Script], force: bool) -> Result<u8> {
         }
         let new_text = pins::rewrite(&s.text, &edits);
         if let Err(e) = user_data_for(&new_text, &s.path.display().to_string()) {
-            bail!(
-                "{e} (after pinning; the limit is {MAX_USER_DATA_BYTES} bytes); nothing was written"
-            );
+            bail!("after pinning, {e}; nothing was written");
         }
         let mut counts = vec![format!("{filled} pinned")];
         if changed > 0 {
@@ -519,6 +517,24 @@ mod tests {
         assert_eq!(human_bytes(1023), "1023 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(120 * 1024 * 1024), "120.0 MiB");
+    }
+
+    #[test]
+    fn write_in_place_replaces_the_file_and_refuses_if_it_changed_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.ps1");
+        std::fs::write(&path, "old").unwrap();
+        let err = write_in_place(&path, "what was read", "new").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("changed while tc-ami was downloading"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "old");
+        write_in_place(&path, "old", "new").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary file left");
     }
 
     #[test]
