@@ -12,6 +12,7 @@ pub mod cleanup;
 pub mod deploy;
 pub mod diff;
 pub mod history;
+pub mod pin;
 pub mod promote;
 pub mod rollback;
 pub mod status;
@@ -91,6 +92,12 @@ pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
             dry_run,
             yes,
         } => promote::run(ctx, &from, &to, dry_run, yes).await.into(),
+        // Its only write comes after the last await and is atomic: an interrupt stops it cleanly.
+        Command::Pin {
+            worker_type,
+            check,
+            force,
+        } => read_only(ctx, pin::run(ctx, worker_type.as_deref(), check, force)).await,
         Command::Status { worker_type } => {
             read_only(ctx, status::run(ctx, worker_type.as_deref())).await
         }
