@@ -3,6 +3,7 @@
 //! Pure modules (config, base AMI choice, user data, build plan) take data and return data;
 //! adapters (`ec2`, `taskcluster`) talk to the network; `commands` orchestrate and print.
 
+pub mod ami_names;
 pub mod base_ami;
 pub mod build;
 pub mod cleanup;
