@@ -17,6 +17,7 @@ pub mod ec2_inventory;
 pub mod history;
 pub mod image_arg;
 pub mod interrupt;
+pub mod managed;
 pub mod model;
 pub mod password;
 pub mod pool;
