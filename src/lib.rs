@@ -22,6 +22,7 @@ pub mod model;
 pub mod password;
 pub mod pool;
 pub mod progress;
+pub mod rollout;
 pub mod taskcluster;
 pub mod user_data;
 pub mod wait;
