@@ -24,5 +24,6 @@ pub mod pool;
 pub mod progress;
 pub mod rollout;
 pub mod taskcluster;
+pub mod try_pool;
 pub mod user_data;
 pub mod wait;
