@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     lock = threading.RLock()
     events = EventLog()
     scheduler = Scheduler(lock)
-    seeds = Seeds(seed)
+    seeds = Seeds(seed, config)
     seeds.install()
     sim = Simulator(config, events, scheduler, lock)
     sim.install()
@@ -153,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     serve = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="ec2-sandbox-http", daemon=True)
     serve.start()
     # The socket is bound and listening since make_server(): connections are accepted.
-    log.info("moto %s EC2 sandbox on http://127.0.0.1:%d (seed %s, %d images)", _moto_version(), port, amis, len(seed))
+    log.info(
+        "moto %s EC2 sandbox on http://127.0.0.1:%d (seed %s, %d images, %d generated Windows images)",
+        _moto_version(), port, amis, len(seed), config.get("extra_windows_images"),
+    )
     sys.stdout.write(f"READY http://127.0.0.1:{port}\n")
     sys.stdout.flush()
 

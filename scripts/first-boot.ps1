@@ -2,6 +2,7 @@
 # worker (generic-worker multiuser + worker-runner, aws provider). tc-ami sends it as
 # EC2 user data in <powershell></powershell>. On success it shuts the machine down
 # and tc-ami images the stopped instance. On failure it does NOT shut down (see end).
+# Progress and failure go to the serial console for tc-ami (Write-Console below).
 # Sources of every value: scripts/FIRST-BOOT.md.
 
 # ---- PINS ---------------------------------------------------------------------
@@ -37,10 +38,22 @@ $Pins = [ordered]@{
 # Fail loudly: any cmdlet error stops the script; everything goes to the transcript.
 $ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'  # the progress bar makes Invoke-WebRequest slow
-Set-ExecutionPolicy Unrestricted -Force -Scope Process  # lets us run EC2Launch's script below
-Start-Transcript -Path 'C:\first_boot.txt'
 $Dl = 'C:\first-boot-downloads'
-New-Item -ItemType Directory -Force -Path $Dl, 'C:\generic-worker', 'C:\worker-runner' | Out-Null
+
+# tc-ami's console protocol (PRODUCT.md): one line on COM1, which EC2's GetConsoleOutput
+# returns, and in the transcript. "TC-AMI-STEP: <stage>" as each stage starts,
+# "TC-AMI-FAILED: <reason>" on giving up. No usable COM1: the transcript only.
+function Write-Console([string]$Line) {
+  $Line = $Line -replace '\s*[\r\n]+\s*', ' '
+  Write-Host $Line
+  try {
+    $port = New-Object System.IO.Ports.SerialPort 'COM1'
+    $port.WriteTimeout = 5000
+    $port.Open()
+    try { $port.WriteLine($Line) } finally { $port.Close() }
+  } catch { }
+}
+function Write-Step([string]$Text) { Write-Console "TC-AMI-STEP: $Text" }
 
 # Download a file and check its SHA-256; throw if no hash is pinned or it differs.
 function Get-VerifiedFile([string]$Url, [string]$Sha256, [string]$OutFile) {
@@ -67,10 +80,15 @@ function Invoke-Program([string]$File, [string]$ArgLine, [int[]]$Ok = @(0)) {
 
 $succeeded = $false
 try {
+  Start-Transcript -Path 'C:\first_boot.txt'
+  Write-Step 'checking the SHA-256 pins'
+  Set-ExecutionPolicy Unrestricted -Force -Scope Process  # lets us run EC2Launch's script below
+  New-Item -ItemType Directory -Force -Path $Dl, 'C:\generic-worker', 'C:\worker-runner' | Out-Null
   # Check every pin before touching the machine, so an unpinned build fails at once.
   $bad = @($Pins.Keys | Where-Object { $Pins[$_].Sha256 -notmatch '^[0-9a-fA-F]{64}$' })
-  if ($bad) { throw "No SHA-256 pinned for: $($bad -join ', '). Fill in `$Pins (see FIRST-BOOT.md)." }
+  if ($bad) { throw "No SHA-256 pinned for: $($bad -join ', ')" }
 
+  Write-Step 'system settings: TLS, indexing, Defender, firewall, hosts'
   # TLS 1.2 for downloads (as in Servo's first-boot.ps1, bug 1443595).
   [Net.ServicePointManager]::SecurityProtocol = [Net.SecurityProtocolType]::Tls12
 
@@ -85,6 +103,7 @@ try {
   # http://taskcluster -> taskcluster-proxy, for tasks not using TASKCLUSTER_PROXY_URL.
   Add-Content -Path "$env:windir\System32\drivers\etc\hosts" -Value "`r`n127.0.0.1        taskcluster"
 
+  Write-Step "installing Taskcluster $TcVersion (generic-worker, livelog, taskcluster-proxy, worker-runner)"
   # Taskcluster binaries, all from the same release.
   $gw = Get-Pinned GenericWorker 'C:\generic-worker\generic-worker.exe'
   Get-Pinned Livelog 'C:\generic-worker\livelog.exe' | Out-Null
@@ -94,6 +113,7 @@ try {
   # Chain-of-trust signing key, referenced from the runner config below.
   Invoke-Program $gw 'new-ed25519-keypair --file C:\generic-worker\generic-worker-ed25519-signing-key.key'
 
+  Write-Step 'installing NSSM and the Generic Worker and worker-runner services'
   # NSSM, to run generic-worker and worker-runner as Windows services.
   Expand-Archive -Path (Get-Pinned Nssm "$Dl\nssm-2.24.zip") -DestinationPath 'C:\' -Force
   $nssm = 'C:\nssm-2.24\win64\nssm.exe'
@@ -143,20 +163,24 @@ workerConfig:
 '@
   [IO.File]::WriteAllText('C:\worker-runner\runner.yml', ($runner -replace "`r`n", "`n") + "`n")
 
+  Write-Step 'installing .NET Framework 4.8 if missing'
   # .NET 4.8 (release key 528040) before Visual Studio, as Servo's runner image does
   # (servo/ci-runners windows10/init.ps1).
   if ((Get-ItemProperty 'HKLM:\SOFTWARE\Microsoft\NET Framework Setup\NDP\v4\Full').Release -lt 528040) {
     Invoke-Program (Get-Pinned DotNet48 "$Dl\ndp48.exe") '/q /norestart' @(0, 3010)
   }
 
+  Write-Step 'installing Git for Windows'
   # Git for Windows, for all users.
   Invoke-Program (Get-Pinned Git "$Dl\git.exe") '/VERYSILENT /NORESTART /SUPPRESSMSGBOXES /LOG=C:\git-install.log' @(0, 3010)
   if (-not (Test-Path 'C:\Program Files\Git\cmd\git.exe')) { throw 'git.exe missing after install' }
 
+  Write-Step 'installing Python'
   # Python, for all users (task users are created per task) and on the system PATH.
   Invoke-Program (Get-Pinned Python "$Dl\python.exe") '/quiet InstallAllUsers=1 PrependPath=1' @(0, 3010)
   if (-not (Test-Path 'C:\Program Files\Python310\python.exe')) { throw 'python.exe missing after install' }
 
+  Write-Step 'installing Visual Studio 2022 Build Tools'
   # VS 2022 Build Tools with the components the Servo book lists for Windows
   # (servo/book src/hacking/setting-up-your-environment.md): Windows 10 SDK
   # 10.0.19041, MSVC v143 x64/x86, ATL, MFC.
@@ -166,6 +190,7 @@ workerConfig:
   $vswhere = "${env:ProgramFiles(x86)}\Microsoft Visual Studio\Installer\vswhere.exe"
   if ((& $vswhere -products * -property isComplete) -ne '1') { throw 'Visual Studio Build Tools install is not complete' }
 
+  Write-Step 'installing GStreamer'
   # GStreamer runtime + development MSIs, extracted the way mach does it (msiexec /a),
   # into C:\gstreamer\1.0\msvc_x86_64, a root that windows.py looks for.
   foreach ($g in 'Gst', 'GstDevel') {
@@ -173,6 +198,7 @@ workerConfig:
   }
   if (-not (Test-Path 'C:\gstreamer\1.0\msvc_x86_64\bin\ffi-7.dll')) { throw 'GStreamer missing after install' }
 
+  Write-Step 'preparing EC2Launch for the image'
   # EC2Launch v1 (Windows Server 2016): re-run instance initialisation (network
   # routes etc.) on the next boot of instances made from this image, and keep the
   # Administrator password that tc-ami stores with the image. From
@@ -185,17 +211,17 @@ workerConfig:
   & "$launch\Scripts\InitializeInstance.ps1" -Schedule
 
   Remove-Item $Dl -Recurse -Force
-  Write-Host 'first-boot.ps1 finished: shutting down for imaging'
+  Write-Step 'finished: shutting down for imaging'
   $succeeded = $true
 } catch {
-  Write-Host "FIRST BOOT FAILED: $_"
+  Write-Console "TC-AMI-FAILED: $_"
   Write-Host $_.ScriptStackTrace
   Set-Content -Path 'C:\first_boot_FAILED.txt' -Value "$_"
 } finally {
-  Stop-Transcript | Out-Null
+  try { Stop-Transcript | Out-Null } catch { }
 }
 
 # Only a complete install may become an image: tc-ami images the instance once it
-# stops. A failed run therefore does NOT shut down; it stays running until tc-ami's
-# build timeout ends the build, with C:\first_boot.txt saying why.
+# stops. A failed run therefore does NOT shut down: it stays running until tc-ami,
+# reading TC-AMI-FAILED on the console (or its build timeout), ends the build.
 if ($succeeded) { shutdown.exe /s /t 0 } else { exit 1 }

@@ -128,6 +128,19 @@ pub enum Command {
         #[arg(short = 'w', long = "worker-type", value_name = "W")]
         worker_type: Option<String>,
     },
+    /// Fill in the SHA-256 of every download the first-boot script pins (its `$Pins` block):
+    /// downloads each URL and writes the hashes into the script, changing no other byte.
+    Pin {
+        /// One worker type's script; default: the scripts of every worker-types/*.toml.
+        #[arg(short = 'w', long = "worker-type", value_name = "W")]
+        worker_type: Option<String>,
+        /// Change nothing, download nothing: list the entries that are not pinned; exit 1 if any.
+        #[arg(long, conflicts_with = "force")]
+        check: bool,
+        /// Accept a download whose hash differs from the one already pinned (the file changed).
+        #[arg(long)]
+        force: bool,
+    },
     /// Deregister tc-ami's old images and delete their snapshots in every region, and remove
     /// what interrupted builds left (instances, security groups, key pairs, snapshots).
     /// Never deleted: images live in a pool of any worker type, rollback targets, the N newest
@@ -182,6 +195,12 @@ pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
             dry_run,
             yes,
         } => promote::run(ctx, &from, &to, dry_run, yes).await.into(),
+        // Its only write comes after the last await and is atomic: an interrupt stops it cleanly.
+        Command::Pin {
+            worker_type,
+            check,
+            force,
+        } => read_only(ctx, pin::run(ctx, worker_type.as_deref(), check, force)).await,
         Command::Status { worker_type } => {
             read_only(ctx, status::run(ctx, worker_type.as_deref())).await
         }

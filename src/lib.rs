@@ -6,16 +6,18 @@
 //!    error codes tc-ami acts on, what a region holds.
 //! 2. The pure core, functions of data with their unit tests: [`config`], [`duration`],
 //!    [`text`], [`base_ami`], [`user_data`], [`build`] (the build plan), [`pool`], [`diff`],
-//!    [`history`] (its rules), [`image_arg`], [`cleanup`] (planning), [`password`].
+//!    [`history`] (its rules), [`image_arg`], [`cleanup`] (planning), [`password`], [`pins`],
+//!    [`ami_names`], [`managed`], [`rollout`], [`try_pool`].
 //! 3. Runtime support, no network: [`config_dir`] (reading the config files), [`interrupt`],
 //!    [`wait`], [`shell`] (the one output channel).
-//! 4. Adapters, thin, SDK types in and model data out: [`ec2`], [`ec2_inventory`],
+//! 4. Adapters, thin, SDK types in and model data out: [`download`], [`ec2`], [`ec2_inventory`],
 //!    [`taskcluster`].
 //! 5. [`ops`]: the lifecycle of what tc-ami creates, with registered cleanups.
 //! 6. [`commands`]: orchestration and printing. 7. [`cli`] (and the binary): the command line.
 
 pub mod model;
 
+pub mod ami_names;
 pub mod base_ami;
 pub mod build;
 pub mod cleanup;
@@ -24,9 +26,13 @@ pub mod diff;
 pub mod duration;
 pub mod history;
 pub mod image_arg;
+pub mod managed;
 pub mod password;
+pub mod pins;
 pub mod pool;
+pub mod rollout;
 pub mod text;
+pub mod try_pool;
 pub mod user_data;
 
 pub mod config_dir;
@@ -34,6 +40,7 @@ pub mod interrupt;
 pub mod shell;
 pub mod wait;
 
+pub mod download;
 pub mod ec2;
 pub mod ec2_inventory;
 pub mod taskcluster;

@@ -5,7 +5,9 @@ Entry point: ``sandbox/ec2_sandbox.py``.  Modules:
 * ``config``  - the sandbox configuration (defaults, deep merge, validation)
 * ``events``  - the scheduler thread and the transition log
 * ``sim``     - the hooks into moto's EC2 models (the guest simulator)
-* ``seed``    - seed-image fix-ups and run-time seed images
+* ``console`` - the guest's serial console text (GetConsoleOutput)
+* ``paging``  - EC2's MaxResults / NextToken for the Describe calls moto does not page
+* ``seed``    - seed-image fix-ups, run-time seed images, generated Windows images
 * ``faults``  - request counting and fault injection (WSGI middleware)
 * ``app``     - the WSGI application: control API + faults + moto
 * ``state``   - the JSON state dump

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import traceback
 from typing import Any, Callable, Iterable
@@ -19,7 +20,7 @@ from urllib.parse import parse_qs
 
 from .config import Config, ConfigError
 from .events import EventLog, Scheduler
-from .faults import FaultInjector, Stats, classify, error_response
+from .faults import LOST_KINDS, FaultInjector, Stats, classify, error_response
 from .seed import Seeds
 from .sim import Simulator
 from . import state as state_mod
@@ -40,6 +41,11 @@ ENDPOINTS = {
     "POST /_sandbox/stats/reset": "zero the request counters",
     "POST /_sandbox/reset": "reset moto and the simulator: reloads the seed, restores the start-up config (body {keep_config: true} keeps the current one), zeroes stats and events",
 }
+
+
+class ResponseLost(ConnectionAbortedError):
+    """Raised out of the WSGI app to drop the connection without an answer
+    (werkzeug's request handler treats a ConnectionError as a dropped connection)."""
 
 
 class SandboxApp:
@@ -78,6 +84,9 @@ class SandboxApp:
             self.stats.count(info)
             if info.service == "ec2":
                 kind = self.faults.decide(info.action)
+                if kind in LOST_KINDS:
+                    self.stats.count_fault(info.action)
+                    return self._lost_response(environ, start_response, info.region, info.action, kind)
                 if kind is not None:
                     self.stats.count_fault(info.action)
                     status, headers, body = error_response(kind)
@@ -85,11 +94,37 @@ class SandboxApp:
                     start_response(status, headers)
                     return [body]
             return self._moto(environ, start_response)
+        except ResponseLost:
+            raise  # werkzeug treats it as a dropped connection
         except Exception:  # noqa: BLE001 - the sandbox must answer, whatever happens
             log.error("unhandled error for %s %s:\n%s", environ.get("REQUEST_METHOD"), path, traceback.format_exc())
             status, headers, body = error_response("500")
             start_response(status, headers)
             return [body]
+
+    def _lost_response(
+        self, environ: dict[str, Any], start_response: StartResponse, region: str | None, action: str | None, kind: str
+    ) -> Iterable[bytes]:
+        """Lets moto apply the call, then loses its answer: HTTP 500 InternalError
+        (`lost-500`) or a connection closed before any byte of the answer
+        (`lost-connection`)."""
+        moto_status: list[str] = []
+        self._moto(environ, lambda status, headers, exc_info=None: moto_status.append(status))
+        log.info(
+            "fault injected after the call was applied: %s %s (moto answered %s) -> %s",
+            region, action, moto_status[0] if moto_status else "?", kind,
+        )
+        if kind == "lost-500":
+            status, headers, body = error_response("500")
+            start_response(status, headers)
+            return [body]
+        sock = environ.get("werkzeug.socket")
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        raise ResponseLost(f"{action}: response dropped after the call was applied")
 
     def _moto(self, environ: dict[str, Any], start_response: StartResponse, moto_reset: bool = False) -> Iterable[bytes]:
         captured: list[Any] = []
@@ -124,10 +159,10 @@ class SandboxApp:
 
         with self.lock:
             self.scheduler.clear()
+            if not keep_config:
+                self.config.reset()  # first: moto's reset re-creates the regions from it (extra_windows_images)
             moto_api_backend.reset()
             self._reset_sandbox_state()
-            if not keep_config:
-                self.config.reset()
             self.faults.reset()
             self.stats.reset()
         log.info("sandbox reset")
@@ -192,7 +227,10 @@ class SandboxApp:
 
     def _post_config(self, environ: dict[str, Any]) -> dict[str, Any]:
         patch = self._body(environ)
-        old, new = self.config.merge(patch)
+        with self.lock:
+            old, new = self.config.merge(patch)
+            if old["extra_windows_images"] != new["extra_windows_images"]:
+                self.seeds.apply_extra()
         log.info("config updated: %s", json.dumps(patch, sort_keys=True))
         return new
 

@@ -13,8 +13,29 @@ import os
 import threading
 from typing import Any
 
-GUEST_MODES = ("stop", "never", "terminate")
-FAULT_KINDS = ("throttle", "500", "denied")
+GUEST_MODES = ("stop", "never", "terminate", "fail")
+MAX_EXTRA_WINDOWS_IMAGES = 5000
+FAULT_KINDS = ("throttle", "500", "denied", "lost-500", "lost-connection")
+
+# The stages of scripts/first-boot.ps1, in its order (see its comments).
+DEFAULT_STEPS = (
+    "checking the pinned downloads",
+    "configuring Windows: indexing, Defender, firewall, hosts",
+    "downloading and verifying the Taskcluster binaries",
+    "installing the Generic Worker and worker-runner services",
+    "installing .NET Framework 4.8",
+    "installing Git",
+    "installing Python",
+    "installing Visual Studio Build Tools",
+    "installing GStreamer",
+    "configuring EC2Launch",
+)
+# What scripts/first-boot.ps1 throws while its $Pins lack hashes (it names every
+# entry whose Sha256 is empty).
+DEFAULT_FAIL_REASON = (
+    "No SHA-256 pinned for: GenericWorker, StartWorker, Livelog, TcProxy, Nssm, VsBuildTools, Gst, GstDevel. "
+    "Fill in $Pins (see FIRST-BOOT.md)."
+)
 
 DEFAULTS: dict[str, Any] = {
     # Seconds a tc-ami instance stays `pending` after RunInstances.
@@ -28,9 +49,20 @@ DEFAULTS: dict[str, Any] = {
         # never: the guest never shuts down.
         # terminate: the guest shuts down and the instance terminates,
         #       whatever its InstanceInitiatedShutdownBehavior.
+        # fail: the script gives up after fail_after_seconds: it writes
+        #       `TC-AMI-FAILED: <fail_reason>` to the console and does NOT shut down.
         "mode": "stop",
         # Seconds after `running` until the guest shuts down.
         "shutdown_after_seconds": 3,
+        # The stages the first-boot script announces on the serial console
+        # (`TC-AMI-STEP: <stage>`), spread evenly over its run time.
+        "steps": list(DEFAULT_STEPS),
+        # mode "fail": seconds after `running` until `TC-AMI-FAILED`.
+        "fail_after_seconds": 2,
+        # mode "fail": how many steps are written before the failure (null: all).
+        "fail_after_steps": None,
+        # mode "fail": the reason on the `TC-AMI-FAILED:` line.
+        "fail_reason": DEFAULT_FAIL_REASON,
     },
     # Seconds an image made by CreateImage from a tc-ami instance is `pending`.
     "image_pending_seconds": 2,
@@ -47,6 +79,10 @@ DEFAULTS: dict[str, Any] = {
     # Exact text allowed before `<powershell>` / after `</powershell>`.
     "user_data_prefix": "",
     "user_data_suffix": "",
+    # A Windows instance without the build tag whose user data runs
+    # `shutdown /s /t N` shuts itself down N x this factor seconds after `running`
+    # (1: as on EC2; e.g. 0.001 turns a 4 h TTL into 14.4 s).
+    "user_data_shutdown_scale": 1,
     # One-shot: the next image created from a tc-ami instance ends `failed`.
     "image_fail": False,
     # One-shot: the next copy of a tc-ami image ends `failed`.
@@ -54,11 +90,18 @@ DEFAULTS: dict[str, Any] = {
     # Wrap the base64 PasswordData in "\r\n" (as EC2Config writes it to the
     # console); off by default.
     "password_data_crlf": False,
+    # N more Amazon Windows base images in every region, named like Amazon's
+    # (versions x locales x Full/Core x flavours, monthly releases up to
+    # 2023.12), to try listing and paging over thousands of images.
+    "extra_windows_images": 0,
     "faults": {
         # Fraction of EC2 API requests answered with an injected error.
         "rate": 0,
         # Error kinds to choose from: "throttle" (503 RequestLimitExceeded),
-        # "500" (500 InternalError), "denied" (403 UnauthorizedOperation, not retried).
+        # "500" (500 InternalError), "denied" (403 UnauthorizedOperation, not retried),
+        # both with no side effect; "lost-500" (the call is applied, then answered
+        # 500 InternalError) and "lost-connection" (applied, then the connection
+        # closes with no answer): a lost response.
         "kinds": ["throttle", "500"],
         # Seed of the random generator deciding which requests fail.
         "seed": 1,
@@ -119,6 +162,22 @@ def _known(cfg: dict[str, Any], template: dict[str, Any], path: str) -> None:
             _known(cfg[key], sub, f"{path}{key}.")
 
 
+def _one_line(v: Any) -> bool:
+    return isinstance(v, str) and v.strip() != "" and "\r" not in v and "\n" not in v
+
+
+def _validate_console(g: dict[str, Any]) -> None:
+    steps = g["steps"]
+    if not isinstance(steps, list) or not all(_one_line(x) for x in steps):
+        raise ConfigError(f"guest.steps: must be a list of one-line, non-blank strings, got {steps!r}")
+    _num(g, "fail_after_seconds", "guest.")
+    n = g["fail_after_steps"]
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+        raise ConfigError(f"guest.fail_after_steps: must be null or an integer >= 0, got {n!r}")
+    if not _one_line(g["fail_reason"]):
+        raise ConfigError(f"guest.fail_reason: must be a one-line, non-blank string, got {g['fail_reason']!r}")
+
+
 def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     """Checks a complete config; returns it normalised (fault kinds as strings,
     first_boot_script as an absolute path)."""
@@ -131,15 +190,20 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
         "copy_pending_seconds",
         "instance_stop_seconds",
         "instance_terminate_seconds",
+        "user_data_shutdown_scale",
     ):
         _num(cfg, key, "")
     _num(cfg["guest"], "shutdown_after_seconds", "guest.")
     if cfg["guest"]["mode"] not in GUEST_MODES:
         raise ConfigError(f"guest.mode: must be one of {', '.join(GUEST_MODES)}, got {cfg['guest']['mode']!r}")
+    _validate_console(cfg["guest"])
     for key in ("image_fail", "copy_fail", "password_data_crlf"):
         _bool(cfg, key)
     for key in ("user_data_prefix", "user_data_suffix"):
         _str(cfg, key)
+    n = cfg["extra_windows_images"]
+    if isinstance(n, bool) or not isinstance(n, int) or not (0 <= n <= MAX_EXTRA_WINDOWS_IMAGES):
+        raise ConfigError(f"extra_windows_images: must be an integer from 0 to {MAX_EXTRA_WINDOWS_IMAGES}, got {n!r}")
     script = cfg["first_boot_script"]
     if script is not None:
         if not isinstance(script, str) or not script:

@@ -4,7 +4,9 @@ Every request that reaches the sandbox outside ``/_sandbox/`` is classified
 (service, action, region) from its SigV4 ``Authorization`` header and its
 form body / query string.  EC2 requests are counted per action; a configured
 fraction (or the next N) are answered with an EC2 error instead of reaching
-moto, so they have no side effect.
+moto, so they have no side effect; or, for the "lost" kinds, reach moto and then
+lose their response (a 500, or a closed connection), so the call took effect but
+the caller does not know it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ FAULTS = {
     # Not retried by SDKs: what a missing IAM permission looks like.
     "denied": (403, "Forbidden", "UnauthorizedOperation", "You are not authorized to perform this operation."),
 }
+# Kinds that let the call reach moto (and take effect), then lose its response.
+LOST_KINDS = ("lost-500", "lost-connection")
 
 
 @dataclass

@@ -9,16 +9,22 @@ and ``creation_date`` (checked below anyway) but marks every loaded image as
 owned by the alias ``amazon``; we give the alias only to Amazon's real owner
 ids, so that ``Owners=["amazon"]`` does not match a look-alike image of another
 account.
+
+``extra_windows_images`` (config) adds N generated Amazon Windows base images to
+every region, named as Amazon names them, to list and page over thousands of
+images (see ``windows_image_specs``).
 """
 
 from __future__ import annotations
 
+import calendar
 import datetime
 import hashlib
 import inspect
 import itertools
 import json
 import logging
+from functools import lru_cache
 from typing import Any
 
 from moto.core import DEFAULT_ACCOUNT_ID
@@ -34,6 +40,12 @@ AMAZON_OWNER_IDS = {
     "137112412989",  # Amazon Linux
 }
 REQUIRED_SEED_KEYS = ("ami_id", "name", "owner_id", "state", "creation_date")
+
+
+def _max_extra() -> int:
+    from .config import MAX_EXTRA_WINDOWS_IMAGES
+
+    return MAX_EXTRA_WINDOWS_IMAGES
 
 
 def load_seed_file(path: str) -> list[dict[str, Any]]:
@@ -67,16 +79,132 @@ def load_seed_file(path: str) -> list[dict[str, Any]]:
     return data
 
 
+# ---------------------------------------------------------------- generated base images
+# Synthetic, as the seed file: names follow the pattern of Amazon's Windows AMIs
+# (Windows_Server-<version>-<locale>-<Full|Core>-<flavour>-<YYYY.MM.DD>), one release a
+# month; which combinations Amazon really publishes, and when, is not checked.
+GEN_VERSIONS = ("2016", "2019", "2022")
+GEN_FIRST_MONTH = {"2016": (2016, 10), "2019": (2018, 11), "2022": (2021, 9)}
+GEN_LAST_MONTH = (2023, 12)  # older than every image of the seed file (2024)
+GEN_LOCALES_FULL = (
+    "English", "German", "French", "Spanish", "Italian", "Japanese", "Korean", "Chinese_Simplified",
+    "Chinese_Traditional", "Portuguese_Brazil", "Portuguese_Portugal", "Dutch", "Czech", "Hungarian",
+    "Polish", "Russian", "Swedish", "Turkish",
+)
+GEN_LOCALES_CORE = ("English", "German", "French", "Spanish", "Japanese", "Korean", "Chinese_Simplified", "Portuguese_Brazil")
+GEN_SQL = {
+    "2016": ("SQL_2016_SP3_Standard", "SQL_2016_SP3_Enterprise", "SQL_2016_SP3_Express", "SQL_2016_SP3_Web",
+             "SQL_2017_Standard", "SQL_2017_Enterprise"),
+    "2019": ("SQL_2017_Standard", "SQL_2017_Enterprise", "SQL_2019_Standard", "SQL_2019_Enterprise",
+             "SQL_2019_Express", "SQL_2019_Web", "SQL_2022_Standard", "SQL_2022_Enterprise"),
+    "2022": ("SQL_2019_Standard", "SQL_2019_Enterprise", "SQL_2022_Standard", "SQL_2022_Enterprise",
+             "SQL_2022_Express", "SQL_2022_Web"),
+}
+GEN_SQL_LOCALES = ("English", "Japanese")
+GEN_OTHER = {"2016": (("Full", "ECS_Optimized"),),
+             "2019": (("Full", "ContainersLatest"), ("Full", "ECS_Optimized"), ("Core", "ContainersLatest"), ("Core", "ECS_Optimized")),
+             "2022": (("Full", "ContainersLatest"), ("Full", "ECS_Optimized"), ("Core", "ContainersLatest"), ("Core", "ECS_Optimized"))}
+
+
+def _combinations(version: str) -> list[tuple[str, str, str]]:
+    """(locale, edition, flavour) published for a version, in a fixed order."""
+    out = [(loc, "Full", "Base") for loc in GEN_LOCALES_FULL]
+    out += [(loc, "Core", "Base") for loc in GEN_LOCALES_CORE]
+    out += [(loc, "Full", sql) for loc in GEN_SQL_LOCALES for sql in GEN_SQL[version]]
+    out += [("English", edition, flavour) for edition, flavour in GEN_OTHER[version]]
+    return out
+
+
+def _release_day(year: int, month: int) -> datetime.date:
+    """The day after the second Tuesday of the month (Microsoft's monthly updates)."""
+    first = datetime.date(year, month, 1)
+    second_tuesday = 1 + (calendar.TUESDAY - first.weekday()) % 7 + 7
+    return datetime.date(year, month, second_tuesday + 1)
+
+
+def _describe(version: str, locale: str, edition: str, flavour: str) -> str:
+    kind = "with Desktop Experience" if edition == "Full" else "Core"
+    extra = ""
+    if flavour.startswith("SQL_"):
+        parts = flavour.split("_")  # SQL_2019_Standard, SQL_2016_SP3_Web
+        extra = f" with SQL {parts[-1]} {parts[1]}"
+    elif flavour != "Base":
+        extra = f" with {flavour.replace('_', ' ')}"
+    return f"Microsoft Windows Server {version} {kind} Locale {locale}{extra} AMI provided by Amazon"
+
+
+@lru_cache(maxsize=4)
+def windows_image_specs(n: int) -> tuple[dict[str, Any], ...]:
+    """The first ``n`` generated images, newest release first: every (version, locale,
+    edition, flavour) of a month, then the month before.  Deterministic: the same name has
+    the same id (``ami-`` + 17 hex digits of its SHA-256) in every run."""
+    out: list[dict[str, Any]] = []
+    year, month = GEN_LAST_MONTH
+    combos = {v: _combinations(v) for v in GEN_VERSIONS}
+    while len(out) < n:
+        day = _release_day(year, month)
+        live = [v for v in GEN_VERSIONS if (year, month) >= GEN_FIRST_MONTH[v]]
+        if not live:
+            raise ValueError(f"only {len(out)} generated Windows images exist, {n} asked")
+        for version in live:
+            for locale, edition, flavour in combos[version]:
+                name = f"Windows_Server-{version}-{locale}-{edition}-{flavour}-{day:%Y.%m.%d}"
+                digest = hashlib.sha256(f"tc-ami-sandbox-generated:{name}".encode()).hexdigest()
+                seconds = int(digest[17:23], 16) % 3600
+                out.append(
+                    {
+                        "ami_id": "ami-" + digest[:17],
+                        "name": name,
+                        "description": _describe(version, locale, edition, flavour),
+                        "owner_id": AMAZON_WINDOWS_OWNER,
+                        "state": "available",
+                        "platform": "windows",
+                        "creation_date": f"{day:%Y-%m-%d}T07:{seconds // 60:02d}:{seconds % 60:02d}.000Z",
+                        "architecture": "x86_64",
+                    }
+                )
+                if len(out) == n:
+                    return tuple(out)
+        month -= 1
+        if month == 0:
+            year, month = year - 1, 12
+    return tuple(out)
+
+
 class Seeds:
     """Which images are seed images, and the run-time additions."""
 
-    def __init__(self, seed: list[dict[str, Any]]):
+    def __init__(self, seed: list[dict[str, Any]], config: Any = None):
         self.file_seed = {img["ami_id"]: img for img in seed}
         self.runtime: list[dict[str, Any]] = []  # specs added through the control API
         self._counter = itertools.count(1)
+        self.config = config  # for extra_windows_images
+
+    def _extra(self) -> tuple[dict[str, Any], ...]:
+        n = self.config.get("extra_windows_images") if self.config is not None else 0
+        return windows_image_specs(n) if n else ()
 
     def seeded_ids(self) -> set[str]:
-        return set(self.file_seed) | {s["ami_id"] for s in self.runtime}
+        return set(self.file_seed) | {s["ami_id"] for s in self.runtime} | {s["ami_id"] for s in self._extra()}
+
+    def apply_extra(self) -> int:
+        """Brings every existing region to ``extra_windows_images`` generated images (after a
+        config change); regions made later get them when moto loads their images.  Returns
+        the number of regions changed.  Call with the model lock held."""
+        want = self._extra()
+        keep = {s["ami_id"] for s in want}
+        every = {s["ami_id"] for s in windows_image_specs(_max_extra())}
+        changed = 0
+        for acct in list(dict.values(ec2_backends)):
+            for be in list(dict.values(acct)):
+                before = len(be.amis)
+                for ami_id in [a for a in be.amis if a in every and a not in keep]:
+                    ami = be.amis.pop(ami_id)
+                    be.snapshots.pop(ami.ebs_snapshot.id, None)
+                for spec in want:
+                    self._add_to_backend(be, spec)
+                changed += len(be.amis) != before
+        return changed
 
     def reset(self) -> None:
         self.runtime.clear()
@@ -101,6 +229,8 @@ class Seeds:
                 want = default_timestamp_parser(spec["creation_date"]) if isinstance(spec["creation_date"], str) else spec["creation_date"]
                 if ami.creation_date != want:
                     ami.creation_date = want
+            for spec in seeds._extra():
+                seeds._add_to_backend(self, spec)
             for spec in seeds.runtime:
                 if spec["region"] in ("all", self.region_name):
                     seeds._add_to_backend(self, spec)

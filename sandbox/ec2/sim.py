@@ -14,14 +14,24 @@ from the mixins in ``moto/ec2/models/*.py``) and of
 * ``password_delay_seconds`` after `running`, GetPasswordData returns a random
   administrator password encrypted (RSA PKCS#1 v1.5, base64) with the public
   key of the instance's key pair, as Windows does;
+* the guest writes to its serial console (GetConsoleOutput): EC2Launch-like boot
+  lines, then ``TC-AMI-STEP: <stage>`` for each of ``guest.steps``, spread over
+  its run time;
 * ``guest.shutdown_after_seconds`` after `running` the guest shuts down: the
   instance goes `stopping` then `stopped` (or `shutting-down` then
-  `terminated`) with StateReason ``Client.InstanceInitiatedShutdown``;
+  `terminated`) with StateReason ``Client.InstanceInitiatedShutdown``; in
+  ``guest.mode`` ``fail`` it writes ``TC-AMI-FAILED: <reason>`` instead and
+  stays `running`;
 * StopInstances/TerminateInstances take ``instance_stop_seconds`` /
   ``instance_terminate_seconds`` in `stopping` / `shutting-down`;
 * CreateImage and CopyImage leave the image (and its snapshot) `pending` for
   ``image_pending_seconds`` / ``copy_pending_seconds``, then `available` (or
   `failed` when ``image_fail`` / ``copy_fail`` is set).
+
+A Windows instance without the build tag whose user data runs ``shutdown /s /t N``
+(tc-ami's debug instance) is simulated too: it boots, gets its password and
+shuts down N x ``user_data_shutdown_scale`` seconds after `running`, following
+its InstanceInitiatedShutdownBehavior.
 
 A few EC2 rules moto does not enforce are added for every caller (not only
 tc-ami's resources), because a tool that passes against the sandbox should not
@@ -43,11 +53,12 @@ import binascii
 import copy
 import datetime
 import logging
+import re
 import secrets
 import string
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from cryptography.hazmat.primitives import serialization
@@ -72,6 +83,7 @@ from moto.ec2.models.instances import InstanceState, StateReason
 from moto.ec2.responses import EC2Response
 from moto.ec2.utils import public_key_parse
 
+from . import console, paging
 from .config import Config
 from .events import EventLog, Scheduler
 
@@ -164,14 +176,45 @@ def _describe_difference(got: bytes, want: bytes, path: str) -> str:
     )
 
 
+# `shutdown /s [/t <seconds>]` (or shutdown.exe, -s, -t) on a line of a <powershell> or
+# <script> block: Windows shuts down after the delay (default 30 s, per shutdown.exe's help).
+_USER_DATA_BLOCK = re.compile(rb"<(powershell|script)>(.*?)</\1>", re.S | re.I)
+_SHUTDOWN_CMD = re.compile(r"(?:^|[\s;&|('\"\\/])shutdown(?:\.exe)?['\"]?(?P<args>(?:\s[^\r\n;&|]*)?)$", re.I)
+_SHUTDOWN_DEFAULT_SECONDS = 30
+
+
+def scheduled_shutdown_seconds(user_data: bytes | None) -> int | None:
+    """The delay of a `shutdown /s /t N` that the user data runs (EC2Launch runs
+    <powershell> and <script> blocks), or None when it schedules no shutdown."""
+    if not user_data:
+        return None
+    for m in _USER_DATA_BLOCK.finditer(user_data):
+        for line in m.group(2).decode("utf-8", "replace").splitlines():
+            code = line.strip()
+            if not code or code.startswith("#") or code.lower().startswith("rem "):
+                continue
+            for part in re.split(r"[;&|]", code):
+                cmd = _SHUTDOWN_CMD.search(part.rstrip())
+                if cmd is None:
+                    continue
+                args = cmd.group("args")
+                if not re.search(r"(?:^|\s)[/-]s(?=\s|$)", args, re.I):
+                    continue  # /r (restart), /a (abort), /l, /h: not a shutdown
+                t = re.search(r"(?:^|\s)[/-]t(?:\s+|:)(\d+)(?=\s|$)", args, re.I)
+                return int(t.group(1)) if t else _SHUTDOWN_DEFAULT_SECONDS
+    return None
+
+
 @dataclass
 class InstanceSim:
-    """What the simulator knows about one tc-ami instance."""
+    """What the simulator knows about one simulated instance: a tc-ami build instance
+    (kind "build"), or a Windows instance whose user data schedules a shutdown (kind
+    "scheduled-shutdown", e.g. tc-ami's debug instance)."""
 
     account: str
     region: str
     id: str
-    build_id: str
+    build_id: str | None
     user_data_ok: bool
     user_data_error: str | None
     public_key: RSAPublicKey | None
@@ -184,6 +227,17 @@ class InstanceSim:
     # scheduled under an older generation are dropped.
     gen: int = 0
     running_since_wall: float | None = None
+    # The serial console: lines written so far, and how many of them were
+    # "posted" at the last state transition (what GetConsoleOutput returns
+    # without Latest=true), with the times of the last write and of that post.
+    console: list[str] = field(default_factory=list)
+    console_t: float | None = None
+    posted: int = 0
+    posted_t: float | None = None
+    step: str | None = None  # the latest TC-AMI-STEP text
+    failed: str | None = None  # the TC-AMI-FAILED reason
+    kind: str = "build"  # or "scheduled-shutdown"
+    shutdown_in_seconds: int | None = None  # the /t of the user data's shutdown (kind scheduled-shutdown)
 
 
 @dataclass
@@ -237,6 +291,9 @@ class Simulator:
         elif name == "running":
             inst.state_reason = None  # EC2 shows no StateReason for a running instance (moto: empty strings)
         self.events.record("instance", inst.id, region, old, name, cause)
+        s = self.instances.get(inst.id)
+        if s is not None:
+            self._post_console(s)
 
     def _later(self, s: InstanceSim, delay: float, fn: Callable[[InstanceSim], None], what: str) -> None:
         """Schedules ``fn(s)`` unless the instance's generation changes first."""
@@ -250,6 +307,28 @@ class Simulator:
 
     def is_simulated_image(self, ami_id: str) -> bool:
         return ami_id in self.images
+
+    # ------------------------------------------------------------ the console
+
+    def _write_console(self, s: InstanceSim, lines: list[str]) -> None:
+        s.console.extend(lines)
+        s.console_t = time.time()
+
+    def _post_console(self, s: InstanceSim) -> None:
+        """What EC2 buffers at a state transition (GetConsoleOutput without Latest)."""
+        s.posted = len(s.console)
+        s.posted_t = s.console_t
+
+    def console_output(self, s: InstanceSim, latest: bool) -> tuple[str | None, float | None]:
+        """(base64 Output or None, time of that output) for GetConsoleOutput."""
+        if latest:
+            return console.encode(s.console), s.console_t
+        return console.encode(s.console[: s.posted]), s.posted_t
+
+    def _console_line(self, s: InstanceSim, line: str) -> None:
+        """One line of tc-ami's console protocol, logged as a `console` event."""
+        self._write_console(s, [line])
+        self.events.record("console", s.id, s.region, None, line, "guest")
 
     # ----------------------------------------------------------- launch checks
 
@@ -346,20 +425,86 @@ class Simulator:
         self._set_instance_state(inst, s.region, "pending", "api:RunInstances", frm=None)
         self._later(s, self.config.get("instance_boot_seconds"), self._boot, "boot")
 
+    def on_launch_scheduled_shutdown(self, backend: Any, inst: Any, seconds: int) -> None:
+        """A Windows instance that is not a build instance, whose user data runs
+        `shutdown /s /t <seconds>`: it boots, gets its password, and shuts itself down after
+        the (scaled) delay, following its InstanceInitiatedShutdownBehavior."""
+        pub, perr = self.launch_key(backend, inst)
+        s = InstanceSim(
+            account=backend.account_id,
+            region=backend.region_name,
+            id=inst.id,
+            build_id=None,
+            user_data_ok=True,
+            user_data_error=None,
+            public_key=pub,
+            password_error=perr,
+            kind="scheduled-shutdown",
+            shutdown_in_seconds=seconds,
+        )
+        self.instances[inst.id] = s
+        log.info("%s instance %s: its user data shuts Windows down %d s after boot", s.region, s.id, seconds)
+        self._set_instance_state(inst, s.region, "pending", "api:RunInstances", frm=None)
+        self._later(s, self.config.get("instance_boot_seconds"), self._boot, "boot")
+
     def _boot(self, s: InstanceSim) -> None:
         inst = self._instance(s)
         if inst is None or inst.state != "pending":
             return
         self._set_instance_state(inst, s.region, "running", "boot")
         s.running_since_wall = time.time()
+        be = self.backend(s.account, s.region)
+        ami = be.amis.get(inst.image_id) if be is not None else None
+        self._write_console(
+            s, console.boot_lines(s.running_since_wall, inst.image_id, ami.name if ami else None, inst.id, inst.instance_type)
+        )
+        self._post_console(s)
         if not s.first_boot:
             return  # a restarted instance: the first-boot script does not run again
         s.first_boot = False
         cfg = self.config.snapshot()
         if s.public_key is not None:
             self._later(s, cfg["password_delay_seconds"], self._password_ready, "password")
-        if s.user_data_ok and s.guest_mode != "never":
-            self._later(s, cfg["guest"]["shutdown_after_seconds"], self._guest_shutdown, "guest-shutdown")
+        if s.kind == "scheduled-shutdown":
+            assert s.shutdown_in_seconds is not None
+            delay = s.shutdown_in_seconds * cfg["user_data_shutdown_scale"]
+            self._later(s, delay, self._guest_shutdown, "scheduled-shutdown")
+        elif s.user_data_ok:
+            self._run_first_boot_script(s, cfg["guest"])
+
+    def _run_first_boot_script(self, s: InstanceSim, g: dict[str, Any]) -> None:
+        """Schedules what the first-boot script does: `TC-AMI-STEP` lines spread evenly over
+        its run time, then the shutdown (or, in mode `fail`, `TC-AMI-FAILED` and no shutdown)."""
+        steps = list(g["steps"])
+        if s.guest_mode == "fail":
+            run_time = g["fail_after_seconds"]
+            if g["fail_after_steps"] is not None:
+                steps = steps[: g["fail_after_steps"]]
+        else:
+            run_time = g["shutdown_after_seconds"]
+        for i, text in enumerate(steps):
+            line = console.STEP_PREFIX + text
+            self._later(s, run_time * i / len(steps), lambda s, text=text, line=line: self._step(s, text, line), "guest-step")
+        if s.guest_mode == "fail":
+            line = console.FAILED_PREFIX + g["fail_reason"]
+            self._later(s, run_time, lambda s, reason=g["fail_reason"], line=line: self._fail(s, reason, line), "guest-failed")
+        elif s.guest_mode != "never":
+            self._later(s, run_time, self._guest_shutdown, "guest-shutdown")
+
+    def _step(self, s: InstanceSim, text: str, line: str) -> None:
+        inst = self._instance(s)
+        if inst is None or inst.state != "running":
+            return
+        s.step = text
+        self._console_line(s, line)
+
+    def _fail(self, s: InstanceSim, reason: str, line: str) -> None:
+        inst = self._instance(s)
+        if inst is None or inst.state != "running":
+            return
+        s.failed = reason
+        self._console_line(s, line)
+        log.info("%s instance %s: the first-boot script failed (guest.mode fail); it stays running", s.region, s.id)
 
     def _password_ready(self, s: InstanceSim) -> None:
         inst = self._instance(s)
@@ -369,6 +514,7 @@ class Simulator:
         assert s.public_key is not None
         s.password = random_windows_password()
         s.password_data = encrypt_password(s.public_key, s.password)
+        self._write_console(s, console.password_lines(time.time(), s.password_data))
         self.events.record("password", s.id, s.region, None, "available", "windows-boot")
 
     def _guest_shutdown(self, s: InstanceSim) -> None:
@@ -402,6 +548,7 @@ class Simulator:
         inst.state_reason = StateReason(reason[1], reason[0])
         inst._reason = transition or _transition_reason()
         self.events.record("instance", s.id, s.region, "stopping", "stopped", cause)
+        self._post_console(s)
 
     def _finish_terminate(self, s: InstanceSim, reason: tuple[str, str], cause: str) -> None:
         inst = self._instance(s)
@@ -412,6 +559,7 @@ class Simulator:
         inst.state_reason = StateReason(reason[1], reason[0])
         inst._reason = transition or _transition_reason()
         self.events.record("instance", s.id, s.region, "shutting-down", "terminated", cause)
+        self._post_console(s)
 
     # ---------------------------------------------------------- image lifecycle
 
@@ -479,6 +627,10 @@ class Simulator:
                 tags = self.tags.get(inst.id, {})
                 if BUILD_TAG in tags:
                     sim.on_launch(self, inst, tags[BUILD_TAG])
+                elif inst.platform == "windows":
+                    seconds = scheduled_shutdown_seconds(raw)
+                    if seconds is not None:
+                        sim.on_launch_scheduled_shutdown(self, inst, seconds)
             return reservation
 
         B.run_instances = run_instances
@@ -698,8 +850,8 @@ class Simulator:
 
         B.delete_security_group = delete_security_group
 
-        # --- response level: tag specifications moto ignores or chokes on
-        _install_response_patches()
+        # --- response level: tag specifications moto ignores or chokes on; GetConsoleOutput
+        _install_response_patches(sim)
 
 
 def _check_unique_image_name(backend: Any, name: str | None) -> None:
@@ -720,10 +872,79 @@ def _tags_of(spec_list: list[dict[str, Any]], resource_type: str) -> dict[str, s
     return tags
 
 
-def _install_response_patches() -> None:
+def _request_parameters(response: Any) -> list[tuple[str, tuple[str, ...]]]:
+    """The request's parameters but the client token, in a comparable form."""
+    return sorted((k, tuple(v)) for k, v in response.querystring.items() if k != "ClientToken")
+
+
+def _idempotent(response: Any, action: str, token: str) -> Any:
+    """The result remembered for (action, token) in this region, if the parameters are the
+    same; None for a new token. Raises IdempotentParameterMismatch for other parameters."""
+    tokens = getattr(response.ec2_backend, "_sandbox_client_tokens", {})
+    seen = tokens.get((action, token))
+    if seen is None:
+        return None
+    params, result = seen
+    if params != _request_parameters(response):
+        raise EC2ClientError(
+            "IdempotentParameterMismatch",
+            "Arguments on this idempotent request are inconsistent with arguments used in previous request(s).",
+        )
+    log.info("%s with client token %s again: the first call's result", action, token)
+    return result
+
+
+def _remember(response: Any, action: str, token: str, result: Any) -> None:
+    """Kept on the region's backend, so a reset forgets the tokens with everything else."""
+    be = response.ec2_backend
+    if not hasattr(be, "_sandbox_client_tokens"):
+        be._sandbox_client_tokens = {}
+    be._sandbox_client_tokens[(action, token)] = (_request_parameters(response), result)
+
+
+def _install_response_patches(sim: Simulator) -> None:
     """Patches on moto.ec2.responses.EC2Response (methods from
-    moto/ec2/responses/amis.py and elastic_block_store.py)."""
+    moto/ec2/responses/amis.py, elastic_block_store.py and general.py)."""
     R = EC2Response
+
+    # GetConsoleOutput: moto (responses/general.py) answers a fixed Linux boot log for
+    # every instance; a simulated guest has its own console.
+    orig_console_output = R.get_console_output
+
+    def get_console_output(self: Any) -> ActionResult:
+        inst = self.ec2_backend.get_instance(self._get_param("InstanceId"))  # InvalidInstanceID.NotFound
+        s = sim.instances.get(inst.id)
+        if s is None:
+            return orig_console_output(self)
+        latest = self._get_bool_param("Latest", False)
+        self.error_on_dryrun()
+        output, t = sim.console_output(s, latest)
+        when = datetime.datetime.fromtimestamp(t if t is not None else time.time(), datetime.timezone.utc)
+        result: dict[str, Any] = {"InstanceId": inst.id, "Timestamp": when.replace(tzinfo=None)}
+        if output is not None:
+            result["Output"] = output
+        return ActionResult(result)
+
+    R.get_console_output = get_console_output
+
+    # RunInstances / CopyImage with a ClientToken: moto stores the token but does not honour
+    # it, so an SDK's retry of a call whose answer was lost would make a second instance or
+    # copy. EC2 returns the first call's result for the same token and parameters, and
+    # IdempotentParameterMismatch for the same token with other parameters.
+    orig_run_instances = R.run_instances
+
+    def run_instances(self: Any) -> ActionResult:
+        token = self._get_param("ClientToken")
+        if not token:
+            return orig_run_instances(self)
+        seen = _idempotent(self, "RunInstances", token)
+        if seen is not None:
+            return ActionResult(seen)
+        result = orig_run_instances(self)
+        _remember(self, "RunInstances", token, result.result)
+        return result
+
+    R.run_instances = run_instances
 
     # CreateImage with a `snapshot` TagSpecification: moto raises
     # NotImplementedError (an invalid XML answer); EC2 tags the new snapshots.
@@ -748,8 +969,13 @@ def _install_response_patches() -> None:
 
     R.create_image = create_image
 
-    # CopyImage: moto ignores TagSpecifications and CopyImageTags.
+    # CopyImage: moto ignores TagSpecifications, CopyImageTags and ClientToken.
     def copy_image(self: Any) -> ActionResult:
+        token = self._get_param("ClientToken")
+        if token:
+            seen = _idempotent(self, "CopyImage", token)
+            if seen is not None:
+                return ActionResult({"ImageId": seen})
         source_image_id = self._get_param("SourceImageId")
         source_region = self._get_param("SourceRegion")
         name = self._get_param("Name")
@@ -768,16 +994,19 @@ def _install_response_patches() -> None:
         snap_tags = _tags_of(specs, "snapshot")
         if snap_tags:
             image.ebs_snapshot.add_tags(snap_tags)
+        if token:
+            _remember(self, "CopyImage", token, image.id)
         return ActionResult({"ImageId": image.id})
 
     R.copy_image = copy_image
 
-    # DescribeSnapshots: moto ignores OwnerIds.
+    # DescribeSnapshots: moto ignores OwnerIds, MaxResults and NextToken.
     orig_describe_snapshots = R.describe_snapshots
 
     def describe_snapshots(self: Any) -> Any:
         owners = self._get_param("OwnerIds", []) or []
-        if not owners:
+        paged = paging.requested(self)
+        if not owners and not paged:
             return orig_describe_snapshots(self)
         filters = self._filters_from_querystring()
         snapshot_ids = self._get_param("SnapshotIds", [])
@@ -795,6 +1024,65 @@ def _install_response_patches() -> None:
                     return True
             return False
 
-        return ActionResult({"Snapshots": [s for s in snapshots if owned(s)]})
+        if owners:
+            snapshots = [s for s in snapshots if owned(s)]
+        if not paged:
+            return ActionResult({"Snapshots": snapshots})
+        snapshots, token = paging.page_request(self, "DescribeSnapshots", snapshots, key=lambda x: x.id)
+        return ActionResult({"Snapshots": snapshots, "NextToken": token})
 
     R.describe_snapshots = describe_snapshots
+
+    # DescribeImages / DescribeSecurityGroups: moto ignores MaxResults and NextToken
+    # (moto/ec2/responses/amis.py, security_groups.py).
+    orig_describe_images = R.describe_images
+
+    def describe_images(self: Any) -> Any:
+        if not paging.requested(self):
+            return orig_describe_images(self)
+        self.error_on_dryrun()
+        images = self.ec2_backend.describe_images(
+            ami_ids=self._get_param("ImageIds", []),
+            filters=self._filters_from_querystring(),
+            exec_users=self._get_param("ExecutableUsers", []),
+            owners=self._get_param("Owners", []),
+        )
+        images, token = paging.page_request(self, "DescribeImages", images, key=lambda x: x.id)
+        return ActionResult({"Images": images, "NextToken": token})
+
+    R.describe_images = describe_images
+
+    orig_describe_security_groups = R.describe_security_groups
+
+    def describe_security_groups(self: Any) -> Any:
+        if not paging.requested(self):
+            return orig_describe_security_groups(self)
+        groups = self.ec2_backend.describe_security_groups(
+            group_ids=self._get_param("GroupIds", []),
+            groupnames=self._get_param("GroupNames", []),
+            filters=self._filters_from_querystring(),
+        )
+        groups, token = paging.page_request(self, "DescribeSecurityGroups", groups, key=lambda x: x.id)
+        return ActionResult({"SecurityGroups": groups, "NextToken": token})
+
+    R.describe_security_groups = describe_security_groups
+
+    # DescribeInstances: moto pages by itself, but returns only 100 reservations when no
+    # MaxResults is given, takes a reservation id as the token and answers 500 for one it
+    # does not know (moto/ec2/responses/instances.py). Same filters, EC2's paging rules.
+    def describe_instances(self: Any) -> Any:
+        self.error_on_dryrun()
+        if "InstanceId.1" in self.data and "MaxResults" in self.data:
+            raise InvalidParameterCombination("The parameter instancesSet cannot be used with the parameter maxResults")
+        filter_dict = self._filters_from_querystring()
+        instance_ids = self._get_param("InstanceIds", [])
+        if instance_ids:
+            reservations = self.ec2_backend.get_reservations_by_instance_ids(instance_ids, filters=filter_dict)
+        else:
+            reservations = self.ec2_backend.describe_instances(filters=filter_dict)
+        if not paging.requested(self):
+            return ActionResult({"Reservations": reservations})
+        reservations, token = paging.page_request(self, "DescribeInstances", reservations, key=lambda x: x.id)
+        return ActionResult({"Reservations": reservations, "NextToken": token})
+
+    R.describe_instances = describe_instances

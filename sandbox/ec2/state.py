@@ -63,6 +63,11 @@ def _instance(be: Any, inst: Any, sim: Simulator) -> dict[str, Any]:
         "password": s.password if s else None,
         "password_ready": bool(s and s.password_data),
         "password_error": s.password_error if s else None,
+        "guest": s.kind if s else None,
+        "scheduled_shutdown_seconds": s.shutdown_in_seconds if s else None,
+        "guest_mode": s.guest_mode if s and s.kind == "build" else None,
+        "console_step": s.step if s else None,
+        "console_failed": s.failed if s else None,
     }
 
 

@@ -23,14 +23,19 @@ from . import hawk
 from . import scopes as scopelib
 from .hashids import paginate
 from .jsjson import JSONParseError, has_nul, js_key_order, parse, stringify
+from .hooks import HooksError, HooksService
+from .queue import QueueError
 from .store import NULL_PROVIDER, LaunchConfigConflict, Secret, iso, parse_date, utcnow
+from .validation import SERVICES
 
 STATUS = {
     "MalformedPayload": 400, "InvalidRequestArguments": 400, "InputValidationError": 400, "InputError": 400,
     "AuthenticationFailed": 401, "InsufficientScopes": 403, "ResourceNotFound": 404, "RequestConflict": 409,
     "ResourceExpired": 410, "InputTooLarge": 413, "InternalServerError": 500,
 }
-SERVICE_ERROR_CODES = {"worker-manager": {"ProviderSetupFailed": 503}, "secrets": {}}
+SERVICE_ERROR_CODES = {"worker-manager": {"ProviderSetupFailed": 503}, "secrets": {}, "queue": {}, "hooks": {}}
+SLUGID_PATTERN = r"^[A-Za-z0-9_-]{8}[Q-T][A-Za-z0-9_-][CGKOSWaeimquy26-][A-Za-z0-9_-]{10}[AQgw]$"
+GENERIC_ID_PATTERN = r"^[a-zA-Z0-9-_]{1,38}$"
 
 # URL parameter patterns declared by the services (APIBuilder `params`)
 PARAM_PATTERNS = {
@@ -40,13 +45,36 @@ PARAM_PATTERNS = {
         "workerId": r"^([a-zA-Z0-9-_]{1,38})$",
     },
     "secrets": {},
+    "queue": {  # services/queue/src/api.js
+        "taskId": SLUGID_PATTERN,
+        "taskGroupId": SLUGID_PATTERN,
+        "taskQueueId": r"^[A-Za-z0-9_-]{1,38}\/[A-Za-z0-9_-]{1,38}$",
+        "provisionerId": GENERIC_ID_PATTERN,
+        "workerType": GENERIC_ID_PATTERN,
+        "workerGroup": GENERIC_ID_PATTERN,
+        "workerId": GENERIC_ID_PATTERN,
+        "runId": r"^[1-9]*[0-9]+$",
+        "name": r"^[\x20-\x7e]+$",
+    },
+    "hooks": {  # services/hooks/src/api.js (as JS prints the RegExp source)
+        "hookGroupId": r"^[a-zA-Z0-9-_]{1,1000}$",
+        "hookId": r"^[a-zA-Z0-9-_\/]{1,1000}$",
+    },
 }
 # query-string patterns per endpoint (declared in the handlers' `query`)
 PAGINATION_QUERY = {"continuationToken": r".", "limit": r"^[0-9]+$"}
+WORKER_STATE = r"^(requested|running|stopping|stopped)$"
+LAUNCH_CONFIG_ID = r"^([a-zA-Z0-9-_]*)$"
 QUERY_PATTERNS = {
     ("worker-manager", "listWorkerPools"): PAGINATION_QUERY,
     ("worker-manager", "listWorkerPoolLaunchConfigs"): {**PAGINATION_QUERY, "includeArchived": r"^(true|false)$"},
+    ("worker-manager", "listWorkersForWorkerPool"): {**PAGINATION_QUERY, "launchConfigId": LAUNCH_CONFIG_ID,
+                                                     "state": WORKER_STATE},
+    ("worker-manager", "listWorkers"): {**PAGINATION_QUERY, "quarantined": r"^(true|false)$",
+                                        "workerState": WORKER_STATE, "launchConfigId": LAUNCH_CONFIG_ID},
     ("secrets", "list"): PAGINATION_QUERY,
+    ("queue", "listTaskGroup"): PAGINATION_QUERY,
+    ("queue", "listWorkers"): {**PAGINATION_QUERY, "quarantined": r"^(true|false)$"},
 }
 CLEAN_PAYLOAD = {("secrets", "set")}  # requestInfo shows secret: '(OMITTED)'
 
@@ -92,7 +120,9 @@ def _route_regex(service: str, route: str):
         out += re.escape(route[pos:m.start()])
         name = m.group(1)
         params.append(name)
-        wildcard = (name == "workerPoolId" and route.startswith("/worker-pool")) or (service == "secrets" and name == "name")
+        wildcard = ((name == "workerPoolId" and (route.startswith("/worker-pool") or route == "/workers/<workerPoolId>"))
+                    or (service == "secrets" and name == "name")
+                    or (name == "taskQueueId" and route.startswith(("/claim-work/", "/pending/"))))
         out += "(.*)" if wildcard else "([^/]+?)"
         pos = m.end()
     out += re.escape(route[pos:])
@@ -148,7 +178,7 @@ class Api:
     def __init__(self, emulator):
         self.em = emulator  # server.Emulator: store, schemas, root_url, lock
         self.routes: list[Route] = []
-        for service in ("worker-manager", "secrets"):
+        for service in SERVICES:
             for entry in self.em.schemas.references[service]["entries"]:
                 regex, params = _route_regex(service, entry["route"])
                 self.routes.append(Route(service, entry, regex, params))
@@ -172,13 +202,35 @@ class Api:
             ("secrets", "get"): self.secret_get,
             ("secrets", "remove"): self.secret_remove,
             ("secrets", "list"): self.secret_list,
+            ("worker-manager", "listWorkersForWorkerPool"): self.list_workers_for_worker_pool,
+            ("worker-manager", "worker"): self.worker,
+            ("worker-manager", "removeWorker"): self.remove_worker,
+            ("worker-manager", "listWorkers"): self.wm_list_workers,
+            ("queue", "ping"): self.ping,
+            ("queue", "lbheartbeat"): self.lbheartbeat,
+            ("queue", "version"): self.version,
+            ("queue", "heartbeat"): self.lbheartbeat,
+            ("queue", "createTask"): self.create_task,
+            ("queue", "task"): self.task,
+            ("queue", "status"): self.task_status,
+            ("queue", "listTaskGroup"): self.list_task_group,
+            ("queue", "cancelTask"): self.cancel_task,
+            ("queue", "listWorkers"): self.queue_list_workers,
+            ("queue", "getWorker"): self.queue_get_worker,
+            ("hooks", "ping"): self.ping,
+            ("hooks", "lbheartbeat"): self.lbheartbeat,
+            ("hooks", "version"): self.version,
+            ("hooks", "heartbeat"): self.lbheartbeat,
         }
+        self.hooks = HooksService(self)
+        for name, fn in self.hooks.handlers().items():
+            self.handlers[("hooks", name)] = fn
 
     # ------------------------------------------------------------------ routing
 
     def match(self, method: str, path: str):
         """(route, params) or (None, None); params are decodeURIComponent'ed."""
-        for service in ("worker-manager", "secrets"):
+        for service in SERVICES:
             prefix = f"/api/{service}/v1"
             if not path.lower().startswith(prefix.lower()):
                 continue
@@ -217,7 +269,10 @@ class Api:
                     "code": "NotImplemented",
                     "message": f"tc-emulator: {ctx.service}.{ctx.entry['name']} exists in the real service "
                                "but is not implemented by this emulator"}), ctx
-            reply = handler(ctx)
+            try:
+                reply = handler(ctx)
+            except (QueueError, HooksError) as e:  # res.reportError in a handler of the queue or hooks
+                raise ApiError(e.code, e.message, e.details)
             return self._reply(ctx, reply), ctx
         except ApiError as err:
             return self.error_response(ctx, err), ctx
@@ -247,7 +302,7 @@ class Api:
             try:
                 res = hawk.authenticate(
                     clients=self.em.store.clients, method=ctx.req.method, resource=ctx.req.raw_uri,
-                    host_header=ctx.req.headers.get("Host"), headers=ctx.req.headers)
+                    host_header=ctx.req.headers.get("Host"), headers=ctx.req.headers, expand=self.em.store.expand)
                 ctx.auth = res
                 if res.status == "auth-success" and res.hash is not None:
                     # lib-api checks the payload hash itself, over the body text it parsed
@@ -267,7 +322,7 @@ class Api:
             raise res
         required = scopelib.render(ctx.entry["scopes"], params)
         if res.status == "no-auth":
-            if not scopelib.satisfies([], required):
+            if not scopelib.satisfies(self.em.store.expand(["assume:anonymous"]), required):
                 raise ApiError("InsufficientScopes", NO_CREDENTIALS, {"required": required}, request_info=False)
             return
         if not scopelib.satisfies(res.scopes, required):
@@ -323,6 +378,8 @@ class Api:
         if not has_body or ctype != "application/json":
             raise ApiError("MalformedPayload", "Payload must be JSON with content-type: application/json "
                            "got content-type: {{contentType}}", {"contentType": h.get("Content-Type")})
+        if ctx.service in ("queue", "hooks") and self.em.store.options.get("applySchemaDefaults", True):
+            self.em.schemas.apply_defaults(ctx.service, schema, ctx.body)  # ajv useDefaults, as it validates
         msg = self.em.schemas.message(ctx.service, schema, ctx.body, self.em.root_url)
         if msg:
             raise ApiError("InputValidationError", msg, {"schema": f"{self.em.root_url}/schemas/{ctx.service}/{schema}"})
@@ -512,6 +569,212 @@ class Api:
         if more:
             out["continuationToken"] = token
         return out
+
+    # ------------------------------------------------------------------ worker-manager: workers
+
+    def list_workers_for_worker_pool(self, ctx):
+        wpid = ctx.params["workerPoolId"]
+        if wpid not in self.em.store.pools:
+            raise ApiError("ResourceNotFound", "Worker Pool does not exist")
+        rows = sorted((w for w in self.em.store.workers.values() if w.worker_pool_id == wpid),
+                      key=lambda w: (w.worker_group, w.worker_id))
+        if "launchConfigId" in ctx.query:
+            rows = [w for w in rows if w.launch_config_id == ctx.query["launchConfigId"]]
+        if "state" in ctx.query:
+            rows = [w for w in rows if w.state == ctx.query["state"]]
+        page, token, more = paginate(rows, ctx.query)
+        out = {"workers": [w.view() for w in page]}
+        if more:
+            out["continuationToken"] = token
+        return out
+
+    def worker(self, ctx):
+        p = ctx.params
+        w = self.em.store.workers.get((p["workerPoolId"], p["workerGroup"], p["workerId"]))
+        if w is None:
+            raise ApiError("ResourceNotFound", "Worker not found")
+        return w.view()
+
+    def remove_worker(self, ctx):
+        p = ctx.params
+        w = self.em.store.workers.get((p["workerPoolId"], p["workerGroup"], p["workerId"]))
+        if w is None:
+            raise ApiError("ResourceNotFound", "Worker not found")
+        provider = self.em.store.providers.get(w.provider_id)
+        if provider is None:
+            raise ApiError("ResourceNotFound", f"Provider {w.provider_id} for this worker does not exist")
+        if provider.get("setup", "ok") != "ok":
+            raise ApiError("ProviderSetupFailed", "Provider backend may be down or misconfigured",
+                           {"providerId": w.provider_id})
+        if provider.get("providerType") != "aws":
+            raise ApiError("InputError", "not supported for this provider")  # Provider.removeWorker
+        if w.state in ("requested", "running"):  # the instance is terminated; a task it ran is lost
+            self.em.sim.stop(w, utcnow(), orphan_task=True)
+        return {}
+
+    def wm_list_workers(self, ctx):
+        """worker-manager's listWorkers (Worker Metadata): its workers joined with the queue's data."""
+        wpid = f"{ctx.params['provisionerId']}/{ctx.params['workerType']}"
+        now = utcnow()
+        rows = sorted((w for w in self.em.store.workers.values() if w.worker_pool_id == wpid),
+                      key=lambda w: (w.worker_group, w.worker_id))
+        page, token, more = paginate(rows, ctx.query)
+        q, state, lcid = ctx.query.get("quarantined"), ctx.query.get("workerState"), ctx.query.get("launchConfigId")
+        out = []
+        for w in page:
+            qw = self.em.store.queue_workers.get((wpid, w.worker_group, w.worker_id))
+            qu = qw.quarantine_until if qw else None
+            if q == "true" and not (qu is not None and qu >= now):
+                continue
+            if q == "false" and not (qu is not None and qu < now):
+                continue
+            if not (w.expires >= now or (qu is not None and qu >= now)):
+                continue
+            if (state and w.state != state) or (lcid and w.launch_config_id != lcid):
+                continue
+            e = {"workerGroup": w.worker_group, "workerId": w.worker_id}
+            if qw:
+                e["firstClaim"] = iso(qw.first_claim)
+                e["lastDateActive"] = iso(qw.last_date_active)
+            e.update({"workerPoolId": wpid, "state": w.state, "capacity": w.capacity, "providerId": w.provider_id})
+            if w.launch_config_id is not None:
+                e["launchConfigId"] = w.launch_config_id
+            if qu is not None:
+                e["quarantineUntil"] = iso(qu)
+            if qw and qw.recent_tasks:
+                e["latestTask"] = dict(qw.recent_tasks[-1])
+            out.append(e)
+        result = {"workers": out}
+        if more:
+            result["continuationToken"] = token
+        return result
+
+    # ------------------------------------------------------------------ queue
+
+    def create_task(self, ctx):
+        status = self.em.queue.create_task(ctx.params["taskId"], ctx.body, lambda params: self.authorize(ctx, params))
+        return {"status": status}
+
+    def create_task_as(self, task_id: str, body: dict, scopes: list, client_id: str) -> dict:
+        """createTask as a client holding `scopes` calls it (decision tasks' children, hooks):
+        URL parameter pattern, input schema with defaults, authorization, then the handler.
+        Returns the task status; raises QueueError with the code and message the API would send."""
+        if not re.search(SLUGID_PATTERN[:-1] + r"\Z", task_id or ""):
+            raise QueueError("InvalidRequestArguments", "Invalid URL patterns:\n" +
+                             f"URL parameter 'taskId' given as '{task_id}' must match regular expression: "
+                             f"'/{SLUGID_PATTERN}/'")
+        body = copy.deepcopy(body)
+        try:
+            schema = "v1/create-task-request.json#"
+            if self.em.store.options.get("applySchemaDefaults", True):
+                self.em.schemas.apply_defaults("queue", schema, body)
+            msg = self.em.schemas.message("queue", schema, body, self.em.root_url)
+            if msg:
+                raise QueueError("InputValidationError", msg,
+                                 {"schema": f"{self.em.root_url}/schemas/queue/{schema[:-1]}"})
+            entry = next(e for e in self.em.schemas.references["queue"]["entries"] if e["name"] == "createTask")
+
+            def authorize(params):
+                required = scopelib.render(entry["scopes"], params)
+                if not scopelib.satisfies(scopes, required):
+                    raise QueueError("InsufficientScopes", MISSING_SCOPES.replace("{clientId}", client_id), {
+                        "scopes": scopes, "required": required,
+                        "unsatisfied": scopelib.remove_given_scopes(scopes, required)})
+            return self.em.queue.create_task(task_id, body, authorize)
+        except QueueError as e:
+            e.payload = body  # what the API's requestInfo.payload would show (the handler patches it)
+            raise
+
+    def queue_error_body(self, e: QueueError, task_id: str) -> dict:
+        """The body createTask's error `e` has on the wire (code, message with the `---` block,
+        requestInfo), plus `_status` (its HTTP status, not part of the body)."""
+        ctx = Ctx(Request("PUT", f"/api/queue/v1/task/{task_id}", {}, b""), "queue",
+                  {"name": "createTask"}, {"taskId": task_id})
+        ctx.body = getattr(e, "payload", {})
+        resp = self.error_response(ctx, ApiError(e.code, e.message, e.details))
+        return {**resp.body, "_status": resp.status}
+
+    def _task_or_404(self, ctx, message: str):
+        task = self.em.store.tasks.get(ctx.params["taskId"])
+        if task is None:
+            raise ApiError("ResourceNotFound", message, {"taskId": ctx.params["taskId"]})
+        return task
+
+    def task(self, ctx):
+        return self._task_or_404(ctx, "`{{taskId}}` does not correspond to a task that exists.\n"
+                                      "Are you sure this task has already been submitted?").definition_view()
+
+    def task_status(self, ctx):
+        task = self._task_or_404(ctx, "`{{taskId}}` does not correspond to a task that exists.\n"
+                                      "Are you sure this task exists?")
+        return {"status": task.status()}
+
+    def list_task_group(self, ctx):
+        tgid = ctx.params["taskGroupId"]
+        group = self.em.store.task_groups.get(tgid)
+        rows, token, more = paginate(self.em.queue.group_tasks(tgid), ctx.query)
+        if group is None:
+            raise ApiError("ResourceNotFound", "No task-group with taskGroupId: `{{taskGroupId}}`", {"taskGroupId": tgid})
+        out = {**group.view(), "tasks": [{"status": t.status(), "task": t.definition_view()} for t in rows]}
+        if more:
+            out["continuationToken"] = token
+        return out
+
+    def cancel_task(self, ctx):
+        task = self._task_or_404(ctx, "Task `{{taskId}}` not found. Are you sure it was created?")
+        d = task.definition
+        self.authorize(ctx, {"taskId": task.task_id, "schedulerId": d["schedulerId"],
+                             "taskGroupId": d["taskGroupId"], "projectId": d["projectId"]})
+        if task.deadline < utcnow():
+            raise ApiError("RequestConflict", "Task `{{taskId}}` can't be canceled past its deadline of {{deadline}}.",
+                           {"taskId": task.task_id, "deadline": d["deadline"]})
+        self.em.queue.cancel(task)
+        return {"status": task.status()}
+
+    def queue_list_workers(self, ctx):
+        tq = f"{ctx.params['provisionerId']}/{ctx.params['workerType']}"
+        now = utcnow()
+        rows = sorted((qw for qw in self.em.store.queue_workers.values() if qw.task_queue_id == tq),
+                      key=lambda qw: (qw.worker_group, qw.worker_id))
+        page, token, more = paginate(rows, ctx.query)
+        q = ctx.query.get("quarantined")
+        out = []
+        for qw in page:  # the real handler filters the page it fetched
+            if q == "true" and not qw.quarantine_until >= now:
+                continue
+            if q == "false" and not qw.quarantine_until < now:
+                continue
+            if not (qw.expires >= now or qw.quarantine_until >= now):
+                continue
+            e = {"workerGroup": qw.worker_group, "workerId": qw.worker_id, "firstClaim": iso(qw.first_claim),
+                 "lastDateActive": iso(qw.last_date_active)}
+            if qw.recent_tasks:
+                e["latestTask"] = dict(qw.recent_tasks[-1])
+            if qw.quarantine_until > now:
+                e["quarantineUntil"] = iso(qw.quarantine_until)
+            out.append(e)
+        result = {"workers": out}
+        if more:
+            result["continuationToken"] = token
+        return result
+
+    def queue_get_worker(self, ctx):
+        p = ctx.params
+        tq = f"{p['provisionerId']}/{p['workerType']}"
+        now = utcnow()
+        qw = self.em.store.queue_workers.get((tq, p["workerGroup"], p["workerId"]))
+        if qw is None or (qw.expires < now and qw.quarantine_until < now):
+            raise ApiError("ResourceNotFound",
+                           "Worker with workerId `{{workerId}}`, workerGroup `{{workerGroup}}`,"
+                           "worker-type `{{workerType}}` and provisionerId `{{provisionerId}}` not found. "
+                           "Are you sure it was created?", {"workerId": p["workerId"], "workerGroup": p["workerGroup"],
+                                                            "workerType": p["workerType"],
+                                                            "provisionerId": p["provisionerId"]})
+        return {"taskQueueId": tq, "workerGroup": qw.worker_group, "workerId": qw.worker_id,
+                "quarantineUntil": iso(qw.quarantine_until), "expires": iso(qw.expires),
+                "firstClaim": iso(qw.first_claim), "recentTasks": [dict(t) for t in qw.recent_tasks],
+                "lastDateActive": iso(qw.last_date_active), "provisionerId": p["provisionerId"],
+                "workerType": p["workerType"]}
 
 
 def conflict_message(lcid: str) -> str:

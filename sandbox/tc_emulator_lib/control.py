@@ -1,4 +1,5 @@
-"""The /_emulator/ control API: fault injection, concurrent changes, state, reset, expiry.
+"""The /_emulator/ control API: fault injection, concurrent changes, state, reset, expiry, and the
+simulation (tasks, workers, time scale, forced outcomes).
 
 Plain JSON over HTTP, no auth, loopback clients only. Documented in sandbox/TASKCLUSTER.md.
 """
@@ -6,10 +7,14 @@ Plain JSON over HTTP, no auth, loopback clients only. Documented in sandbox/TASK
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import itertools
+import re
 
 from .api import Request, Response
 from .jsjson import JSONParseError, jsonb_equal, parse
+from .queue import QueueError, slugid_from
+from .sim import EXCEPTION_REASONS, STATES
 from .store import LaunchConfigConflict, iso, utcnow
 
 DEFAULT_FAULTS = {
@@ -118,6 +123,12 @@ class Control:
             ("POST", "/_emulator/faults"): self.set_faults,
             ("POST", "/_emulator/concurrent-change"): self.concurrent_change,
             ("POST", "/_emulator/expire"): self.expire,
+            ("GET", "/_emulator/tasks"): self.tasks,
+            ("GET", "/_emulator/workers"): self.workers,
+            ("POST", "/_emulator/workers"): self.add_workers,
+            ("POST", "/_emulator/time-scale"): self.time_scale,
+            ("POST", "/_emulator/advance"): self.advance,
+            ("POST", "/_emulator/task-outcome"): self.task_outcome,
         }
         fn = routes.get((req.method, path))
         if fn is None:
@@ -138,11 +149,20 @@ class Control:
 
     def help(self, body):
         return {"endpoints": {
-            "GET /_emulator/state": "pools (with archived launch configs), secrets, request log, faults, changes",
+            "GET /_emulator/state": "pools (with archived launch configs), secrets, roles, hooks (with their last "
+                                    "fires), request log, faults, changes",
             "POST /_emulator/reset": "reload the seed file; clears faults, changes and the request log",
             "GET|POST /_emulator/faults": "{latency_ms, fail: {status, count, code?, message?, match?}, clear?}",
             "POST /_emulator/concurrent-change": "{workerPoolId, after_requests, patch}",
-            "POST /_emulator/expire": "run the service's expiry jobs (deleted pools, archived launch configs, secrets)",
+            "POST /_emulator/expire": "run the services' expiry jobs (stopped workers, deleted pools, archived "
+                                      "launch configs, secrets)",
+            "GET /_emulator/tasks": "every task: state, runs, forced outcome, what the simulation did",
+            "GET /_emulator/workers": "every worker: worker-manager's view, its task, draining, the queue's record",
+            "POST /_emulator/workers": "{workerPoolId, workers: [{state, launchConfigId?, workerGroup?, workerId?, "
+                                       "capacity?, taskMaxRunTime?}]}",
+            "POST /_emulator/time-scale": "{timeScale}: real seconds per simulated second (0 freezes the clock)",
+            "POST /_emulator/advance": "{seconds}: move the simulated clock forward",
+            "POST /_emulator/task-outcome": "{taskId, outcome: completed|failed|exception, reason?}",
         }, "rootUrl": self.em.root_url}
 
     def state(self, body):
@@ -157,10 +177,16 @@ class Control:
             "secrets": {n: {"secret": s.secret, "expires": iso(s.expires), "expired": s.expires <= now}
                         for n, s in sorted(store.secrets.items())},
             "clients": [{"clientId": c, "scopes": v.get("scopes", [])} for c, v in store.clients.items()],
+            "roles": [{"roleId": r, "scopes": s} for r, s in store.roles],
+            "hooks": {f"{g}/{h}": {"definition": hook.definition(), "nextScheduledDate": iso(hook.next_scheduled_date),
+                                   "lastFires": [{**f, "taskCreateTime": iso(f["taskCreateTime"])}
+                                                 for f in hook.last_fires]}
+                      for (g, h), hook in sorted(store.hooks.items())},
             "providers": store.providers,
             "requests": list(self.em.request_log),
             "faults": self.em.faults.view(),
             "concurrentChanges": self.em.changes.view(),
+            "simulation": self.em.sim.view(),
         }
 
     def reset(self, body):
@@ -180,6 +206,147 @@ class Control:
 
     def expire(self, body):
         return self.em.store.expire(utcnow())
+
+    # ------------------------------------------------------------------ simulation
+
+    def tasks(self, body):
+        self.em.sim.tick()
+        return {"simulation": self.em.sim.view(), "tasks": [{
+            "taskId": t.task_id, "taskGroupId": t.definition["taskGroupId"],
+            "taskQueueId": t.definition["taskQueueId"], "name": t.definition["metadata"].get("name"),
+            "state": t.state(), "runs": t.status()["runs"],
+            "forcedOutcome": None if t.forced_outcome is None else {"outcome": t.forced_outcome[0],
+                                                                    "reason": t.forced_outcome[1]},
+            "log": list(t.log)} for t in sorted(self.em.store.tasks.values(), key=lambda t: t.task_id)]}
+
+    def _worker_view(self, w):
+        qw = self.em.store.queue_workers.get(w.key)
+        return {**w.view(), "imageId": w.image_id, "draining": w.draining,
+                "task": None if w.task is None else {"taskId": w.task[0], "runId": w.task[1]},
+                "queue": None if qw is None else {
+                    "firstClaim": iso(qw.first_claim), "lastDateActive": iso(qw.last_date_active),
+                    "expires": iso(qw.expires), "recentTasks": list(qw.recent_tasks)}}
+
+    def workers(self, body):
+        self.em.sim.tick()
+        return {"simulation": self.em.sim.view(), "workers": [
+            self._worker_view(w) for w in sorted(self.em.store.workers.values(), key=lambda w: w.key)]}
+
+    def add_workers(self, body):
+        unknown = set(body) - {"workerPoolId", "workers"}
+        if unknown:
+            raise ControlError(400, f"unknown keys {sorted(unknown)}; allowed: workerPoolId, workers")
+        wpid, specs = body.get("workerPoolId"), body.get("workers")
+        pool = self.em.store.pools.get(wpid) if isinstance(wpid, str) else None
+        if pool is None:
+            raise ControlError(404, f"no worker pool {wpid!r}")
+        if not isinstance(specs, list) or not specs or not all(isinstance(x, dict) for x in specs):
+            raise ControlError(400, "workers must be a non-empty list of {state, launchConfigId?, workerGroup?, "
+                                    "workerId?, capacity?, taskMaxRunTime?}")
+        provider = self.em.store.providers.get(pool.provider_id) or {}
+        if provider.get("providerType") != "aws":
+            raise ControlError(400, f"{wpid} has provider {pool.provider_id!r}; simulated workers come from an "
+                                    "aws provider (a deleted pool has null-provider)")
+        rows = {lc.launch_config_id: lc for lc in pool.launch_configs}
+        active = [lc for lc in pool.launch_configs if not lc.is_archived]
+        plan = []
+        for i, x in enumerate(specs):
+            bad = set(x) - {"state", "launchConfigId", "workerGroup", "workerId", "capacity", "taskMaxRunTime"}
+            if bad:
+                raise ControlError(400, f"workers[{i}]: unknown keys {sorted(bad)}")
+            state = x.get("state", "running")
+            if state not in STATES:
+                raise ControlError(400, f"workers[{i}].state must be one of {', '.join(STATES)}")
+            lcid = x.get("launchConfigId")
+            if lcid is None:
+                if not active:
+                    raise ControlError(400, f"workers[{i}]: {wpid} has no current launch config; name one "
+                                            "with launchConfigId (archived ones are listed by "
+                                            "listWorkerPoolLaunchConfigs?includeArchived=true)")
+                lc = active[0]
+            elif lcid in rows:
+                lc = rows[lcid]
+            else:
+                raise ControlError(400, f"workers[{i}]: {wpid} has no launch config {lcid!r}")
+            for k in ("workerGroup", "workerId"):
+                v = x.get(k)
+                if v is not None and (not isinstance(v, str) or not re.fullmatch(r"[a-zA-Z0-9-_]{1,38}", v)):
+                    raise ControlError(400, f"workers[{i}].{k} must match ^([a-zA-Z0-9-_]{{1,38}})$")
+            cap = x.get("capacity")
+            if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+                raise ControlError(400, f"workers[{i}].capacity must be a positive integer")
+            mrt = x.get("taskMaxRunTime")
+            if mrt is not None and (state != "running" or not isinstance(mrt, int) or isinstance(mrt, bool)
+                                    or not 1 <= mrt <= 86400):
+                raise ControlError(400, f"workers[{i}].taskMaxRunTime needs state running and 1 to 86400 seconds")
+            if x.get("workerId") is not None and (wpid, x.get("workerGroup") or lc.configuration.get("region"),
+                                                  x["workerId"]) in self.em.store.workers:
+                raise ControlError(409, f"workers[{i}]: worker {x['workerId']} already exists")
+            plan.append((x, state, lc, mrt))
+        now = utcnow()
+        made = []
+        for x, state, lc, mrt in plan:
+            w = self.em.sim.spawn(pool, lc, state, now, worker_group=x.get("workerGroup"),
+                                  worker_id=x.get("workerId"), capacity=x.get("capacity"))
+            if mrt is not None:
+                self._busy(w, mrt)
+            made.append(self._worker_view(w))
+        return {"workers": made}
+
+    def _busy(self, w, max_run_time: int):
+        """A task in the worker's pool, claimed by this worker at once."""
+        sim = self.em.sim
+        task_id = slugid_from(f"busy/{w.worker_pool_id}/{w.worker_group}/{w.worker_id}/{sim.now}")
+        now = utcnow()
+        body = {"taskQueueId": w.worker_pool_id, "created": iso(now), "deadline": iso(now + dt.timedelta(days=1)),
+                "metadata": {"name": f"busy {w.worker_id}", "description": "keeps a simulated worker busy",
+                             "owner": "tc-emulator@example.invalid", "source": "https://tc-emulator.invalid/"},
+                "payload": {"maxRunTime": max_run_time}}
+        try:
+            self.em.api.create_task_as(task_id, body, ["*"], "tc-emulator")
+        except QueueError as e:
+            raise ControlError(400, f"could not create the task that keeps {w.worker_id} busy: {e.message}")
+        sim._claim(self.em.store.tasks[task_id], w, sim._image_of(w))
+
+    def time_scale(self, body):
+        v = body.get("timeScale")
+        if set(body) != {"timeScale"} or not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+            raise ControlError(400, "the body must be {\"timeScale\": N}: real seconds per simulated second, "
+                                    "N >= 0 (0 freezes the clock)")
+        self.em.sim.set_time_scale(v)
+        return self.em.sim.view()
+
+    def advance(self, body):
+        v = body.get("seconds")
+        if set(body) != {"seconds"} or not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+            raise ControlError(400, "the body must be {\"seconds\": N}, N >= 0 simulated seconds")
+        self.em.sim.tick()
+        self.em.sim.run_until(self.em.sim.now + v)
+        return self.em.sim.view()
+
+    def task_outcome(self, body):
+        unknown = set(body) - {"taskId", "outcome", "reason"}
+        if unknown:
+            raise ControlError(400, f"unknown keys {sorted(unknown)}; allowed: taskId, outcome, reason")
+        task = self.em.store.tasks.get(body.get("taskId"))
+        if task is None:
+            raise ControlError(404, f"no task {body.get('taskId')!r}")
+        outcome, reason = body.get("outcome"), body.get("reason")
+        if outcome in ("completed", "failed"):
+            if reason is not None:
+                raise ControlError(400, "reason goes only with outcome exception")
+            forced = (outcome, outcome)
+        elif outcome == "exception":
+            reason = reason or "malformed-payload"
+            if reason not in EXCEPTION_REASONS:
+                raise ControlError(400, f"reason must be one of {', '.join(EXCEPTION_REASONS)}")
+            forced = ("exception", reason)
+        else:
+            raise ControlError(400, "outcome must be completed, failed or exception")
+        if task.state() in ("completed", "failed", "exception"):
+            raise ControlError(409, f"task {task.task_id} is already resolved ({task.state()})")
+        task.forced_outcome = forced
+        return {"taskId": task.task_id, "outcome": forced[0], "reason": forced[1]}
 
     def concurrent_change(self, body):
         unknown = set(body) - {"workerPoolId", "after_requests", "patch"}

@@ -127,13 +127,18 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _limit_client_with_ext(credential_name, issuing_client_id, access_token, client_scopes, ext):
-    """signaturevalidator.js limitClientWithExt: returns (accessToken, scopes)."""
+def _js_truthy(v) -> bool:
+    return not (v is None or v is False or v == "" or (isinstance(v, (int, float)) and not isinstance(v, bool) and (v == 0 or v != v)))
+
+
+def _limit_client_with_ext(credential_name, issuing_client_id, access_token, client_scopes, ext, expand=list):
+    """signaturevalidator.js limitClientWithExt: returns (accessToken, scopes). `expand` applies
+    the roles (the auth service's expandScopes)."""
     scopes = list(client_scopes)
     key = access_token
     if not isinstance(ext, dict):
         ext = {}
-    if ext.get("certificate"):
+    if _js_truthy(ext.get("certificate")):  # JS truthiness: {} and [] count
         cert = ext["certificate"]
         if not isinstance(cert, (dict, list)):
             raise AuthFailed("ext.certificate must be a JSON object")
@@ -184,13 +189,13 @@ def _limit_client_with_ext(credential_name, issuing_client_id, access_token, cli
         key = (base64.b64encode(hmac.new(access_token.encode(), cert["seed"].encode(), hashlib.sha256).digest())
                .decode().replace("+", "-").replace("/", "_").replace("=", ""))
         scopes = list(cert["scopes"])
-    if ext.get("authorizedScopes"):
+    if _js_truthy(ext.get("authorizedScopes")):  # an empty list restricts to nothing
         auth_scopes = ext["authorizedScopes"]
         if not isinstance(auth_scopes, list):
             raise AuthFailed("ext.authorizedScopes must be an array")
         if not all(scopelib.valid_scope(s) for s in auth_scopes):
             raise AuthFailed("ext.authorizedScopes must be an array of valid scopes")
-        with_anon = _merge(scopes, ["assume:anonymous"])
+        with_anon = expand(_merge(scopes, ["assume:anonymous"]))
         if not scopelib.satisfies(with_anon, {"AllOf": auth_scopes}):
             raise AuthFailed("\n".join([
                 "Supplied credentials do not satisfy authorizedScopes; credentials have scopes:",
@@ -209,8 +214,10 @@ def _merge(a, b):
 
 
 def authenticate(*, clients: dict, method: str, resource: str, host_header: str | None,
-                 headers, now: float | None = None) -> AuthResult:
-    """Authenticate a request. `clients` maps clientId -> {accessToken, scopes}.
+                 headers, now: float | None = None, expand=list) -> AuthResult:
+    """Authenticate a request. `clients` maps clientId -> {accessToken, scopes}; `expand(scopes)`
+    applies the roles where signaturevalidator.js does (the client's scopes, the credentials'
+    scopes before the authorizedScopes check, the final scopes).
 
     Returns AuthResult('no-auth') without an Authorization header; raises AuthFailed."""
     authorization = headers.get("Authorization")
@@ -236,10 +243,10 @@ def authenticate(*, clients: dict, method: str, resource: str, host_header: str 
     client = clients.get(issuing)
     if client is None:
         raise AuthFailed(f"Client with clientId '{issuing}' not found")
-    key, scopes = client["accessToken"], list(client.get("scopes", []))
+    key, scopes = client["accessToken"], expand(list(client.get("scopes", [])))
     if ext is not None:
-        key, scopes = _limit_client_with_ext(credential_name, issuing, key, scopes, ext)
-    scopes = _merge(scopes, ["assume:anonymous"])
+        key, scopes = _limit_client_with_ext(credential_name, issuing, key, scopes, ext, expand)
+    scopes = expand(_merge(scopes, ["assume:anonymous"]))
 
     normalized = normalized_string("header", attrs["ts"], attrs["nonce"], method, resource, host, port,
                                    attrs.get("hash", ""), attrs.get("ext", ""), attrs.get("app"), attrs.get("dlg"))

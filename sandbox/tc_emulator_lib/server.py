@@ -16,6 +16,9 @@ from werkzeug.wsgi import get_input_stream
 from . import hawk
 from .api import Api, DecodeParamError, Request, Response
 from .control import ConcurrentChanges, Control, Faults
+from .hooks import load_seed_hooks
+from .queue import Queue
+from .sim import Clock, SimError, Simulator, validate_config
 from .store import NULL_PROVIDER, SeedError, Secret, Store, load_seed, parse_date, utcnow
 from .validation import SchemaSet
 
@@ -26,7 +29,9 @@ _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden"
 
 
 class Emulator:
-    def __init__(self, seed_path: str, generated_dir: str = GENERATED_DIR, log: logging.Logger | None = None):
+    def __init__(self, seed_path: str, generated_dir: str = GENERATED_DIR, log: logging.Logger | None = None,
+                 simulation: dict | None = None):
+        """`simulation`: settings that override the seed's `simulation` (the command line's)."""
         self.log = log or logging.getLogger("tc-emulator")
         self.seed_path = os.path.abspath(seed_path)
         self.schemas = SchemaSet(generated_dir)
@@ -34,16 +39,31 @@ class Emulator:
         self.lock = threading.RLock()
         self.api = Api(self)
         self.control = Control(self)
+        self.queue = Queue(self)
+        self.sim_overrides = dict(simulation or {})
         self.store = self._load()
+        self.sim = Simulator(self, self.store.simulation)
         self.request_log: collections.deque = collections.deque(maxlen=2000)
         self.faults = Faults()
         self.changes = ConcurrentChanges()
+        self.clock: Clock | None = None
+
+    def start_clock(self):
+        """Run the simulation in the background (the command line does; tests of the store do not)."""
+        self.clock = Clock(self)
+        self.clock.start()
+
+    def stop_clock(self):
+        if self.clock is not None:
+            self.clock.stopped.set()
+            self.clock.join(5)
 
     # ------------------------------------------------------------------ seed
 
     def reset(self):
         with self.lock:
             self.store = self._load()
+            self.sim = Simulator(self, self.store.simulation)
             self.request_log.clear()
             self.faults = Faults()
             self.changes = ConcurrentChanges()
@@ -53,8 +73,14 @@ class Emulator:
         seed = load_seed(path)
         store = Store()
         store.options = {"applySchemaDefaults": True, **(seed.get("options") or {})}
+        try:
+            store.simulation = validate_config({**(seed.get("simulation") or {}), **self.sim_overrides},
+                                               f"seed {path}: simulation")
+        except SimError as e:
+            raise SeedError(str(e))
         for c in seed.get("clients", []):
             store.clients[c["clientId"]] = {"accessToken": c["accessToken"], "scopes": list(c.get("scopes", []))}
+        store.roles = [(r["roleId"], list(r.get("scopes", []))) for r in seed.get("roles", [])]
         for pid, p in (seed.get("providers") or {}).items():
             store.providers[pid] = {"providerType": p.get("providerType", "null" if pid == NULL_PROVIDER else "aws"),
                                     "setup": p.get("setup", "ok")}
@@ -66,6 +92,7 @@ class Emulator:
             if msg:
                 raise SeedError(f"seed {path}: secrets.{name} is invalid:{msg}")
             store.secrets[name] = Secret(s["secret"], parse_date(s["expires"]))
+        load_seed_hooks(self, store, path, seed.get("hooks", []))
         return store
 
     def _seed_pool(self, store: Store, path: str, i: int, wp):

@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 from dataclasses import dataclass, field
 
+from . import scopes as scopelib
 from .jsjson import JSONParseError, jsonb_equal, jsonb_order, jsonb_text, parse
 
 NULL_PROVIDER = "null-provider"
@@ -192,10 +193,22 @@ class Secret:
 class Store:
     def __init__(self):
         self.clients: dict[str, dict] = {}
+        self.roles: list[tuple[str, list[str]]] = []  # (roleId, scopes), as the seed lists them
         self.providers: dict[str, dict] = {}
         self.pools: dict[str, WorkerPool] = {}
         self.secrets: dict[str, Secret] = {}
         self.options: dict = {}
+        self.simulation: dict = {}  # sim.DEFAULTS merged with the seed's and the command line's
+        # the queue (queue.py) and worker-manager's workers (sim.py)
+        self.tasks: dict = {}  # taskId -> Task
+        self.task_groups: dict = {}  # taskGroupId -> TaskGroup
+        self.queue_workers: dict = {}  # (taskQueueId, workerGroup, workerId) -> QueueWorker
+        self.workers: dict = {}  # (workerPoolId, workerGroup, workerId) -> Worker
+        self.hooks: dict = {}  # (hookGroupId, hookId) -> hooks.Hook
+
+    def expand(self, scopes) -> list[str]:
+        """The scopes with everything the roles they assume imply (auth's expandScopes)."""
+        return scopelib.expand(scopes, self.roles)
 
     # -- worker pools
     def create_pool(self, wpid, provider_id, description, config, owner, email_on_error, now) -> WorkerPool | None:
@@ -215,20 +228,32 @@ class Store:
         return [self.pools[k] for k in sorted(self.pools)]
 
     def expire(self, now: dt.datetime) -> dict:
-        """The real service's periodic cleanup: null-provider pools (no workers here), archived
-        launch configs without workers, expired secrets."""
-        gone = [k for k, p in self.pools.items() if p.provider_id == NULL_PROVIDER]
+        """What the services' periodic jobs eventually do: stopped workers are deleted
+        (expire_workers), a previous provider without live workers is dropped from its pool (the
+        provisioner), null-provider pools without previous providers are deleted
+        (expire_worker_pools), archived launch configs no worker refers to are deleted
+        (expire_worker_pool_launch_configs), expired secrets are deleted."""
+        stopped = [k for k, w in self.workers.items() if w.state == "stopped"]
+        for k in stopped:
+            del self.workers[k]
+        for p in self.pools.values():
+            live = {w.provider_id for w in self.workers.values() if w.worker_pool_id == p.worker_pool_id}
+            p.previous_provider_ids = [x for x in p.previous_provider_ids if x in live]
+        gone = [k for k, p in self.pools.items() if p.provider_id == NULL_PROVIDER and not p.previous_provider_ids]
         for k in gone:
             del self.pools[k]
+        used = {(w.worker_pool_id, w.launch_config_id) for w in self.workers.values()}
         lcs = 0
         for p in self.pools.values():
             before = len(p.launch_configs)
-            p.launch_configs = [lc for lc in p.launch_configs if not lc.is_archived]
+            p.launch_configs = [lc for lc in p.launch_configs
+                                if not lc.is_archived or (p.worker_pool_id, lc.launch_config_id) in used]
             lcs += before - len(p.launch_configs)
         secrets = [k for k, s in self.secrets.items() if s.expires < now]
         for k in secrets:
             del self.secrets[k]
-        return {"workerPools": gone, "launchConfigs": lcs, "secrets": secrets}
+        return {"workerPools": gone, "launchConfigs": lcs, "secrets": secrets,
+                "workers": ["/".join(k) for k in stopped]}
 
     # -- secrets
     def live_secret(self, name: str, now: dt.datetime) -> Secret | None:
@@ -246,7 +271,8 @@ def load_seed(path: str) -> dict:
         raise SeedError(f"seed {path} is not JSON: {e}")
     if not isinstance(seed, dict):
         raise SeedError(f"seed {path}: top level must be an object")
-    allowed = {"clients", "providers", "workerPools", "secrets", "options", "_comment", "$comment"}
+    allowed = {"clients", "roles", "providers", "workerPools", "secrets", "hooks", "options", "simulation",
+               "_comment", "$comment"}
     for k in seed:
         if k not in allowed:
             raise SeedError(f"seed {path}: unknown key {k!r} (allowed: {', '.join(sorted(allowed))})")
@@ -255,6 +281,19 @@ def load_seed(path: str) -> dict:
             raise SeedError(f"seed {path}: clients[{i}] needs string clientId and accessToken")
         if not isinstance(c.get("scopes", []), list) or not all(isinstance(s, str) for s in c.get("scopes", [])):
             raise SeedError(f"seed {path}: clients[{i}].scopes must be a list of strings")
+    if not isinstance(seed.get("roles", []), list):
+        raise SeedError(f"seed {path}: roles must be a list of {{roleId, scopes}}")
+    for i, r in enumerate(seed.get("roles", [])):
+        if not isinstance(r, dict) or not isinstance(r.get("roleId"), str) or not r["roleId"]:
+            raise SeedError(f"seed {path}: roles[{i}] needs a non-empty string roleId")
+        if set(r) - {"roleId", "scopes", "description"}:
+            raise SeedError(f"seed {path}: roles[{i}] ({r['roleId']}): unknown keys "
+                            f"{', '.join(sorted(set(r) - {'roleId', 'scopes', 'description'}))}")
+        if not isinstance(r.get("scopes", []), list) or not all(scopelib.valid_scope(s) for s in r.get("scopes", [])):
+            raise SeedError(f"seed {path}: roles[{i}] ({r['roleId']}).scopes must be a list of scopes "
+                            "(printable ASCII strings)")
+    if not isinstance(seed.get("hooks", []), list):
+        raise SeedError(f"seed {path}: hooks must be a list of hook definitions")
     for pid, p in seed.get("providers", {}).items():
         if not isinstance(p, dict):
             raise SeedError(f"seed {path}: providers.{pid} must be an object")
@@ -266,4 +305,6 @@ def load_seed(path: str) -> dict:
         raise SeedError(f"seed {path}: workerPools must be a list")
     if not isinstance(seed.get("secrets", {}), dict):
         raise SeedError(f"seed {path}: secrets must be an object (name -> {{secret, expires}})")
+    if not isinstance(seed.get("simulation", {}), dict):
+        raise SeedError(f"seed {path}: simulation must be an object (see sandbox/TASKCLUSTER.md)")
     return seed

@@ -29,6 +29,7 @@ from jsonschema import FormatChecker, ValidationError
 from .jsjson import js_number, jsonb_equal
 
 INTERNAL_BASE = "https://tc-emulator.invalid"
+SERVICES = ("worker-manager", "secrets", "queue", "hooks")  # the services the emulator serves, in routing order
 
 # ajv 8 keyword evaluation order (rules.ts / vocabularies); types checked up front get -1
 _UNTYPED = {"$ref": 0, "const": 1, "enum": 2, "not": 3, "anyOf": 4, "oneOf": 5, "allOf": 6, "if": 7,
@@ -123,9 +124,42 @@ def is_email(s) -> bool:
     return not isinstance(s, str) or bool(_EMAIL.match(s))
 
 
+# ajv-formats' "uri" (full mode): a scheme, then RFC 3986's hierarchical part, query and fragment
+_NOT_URI_FRAGMENT = re.compile(r"/|:")
+_URI = re.compile(
+    r"^(?:[a-z][a-z0-9+\-.]*:)(?:\/?\/(?:(?:[a-z0-9\-._~!$&'()*+,;=:]|%[0-9a-f]{2})*@)?(?:\[(?:(?:(?:(?:[0-9a-f]{1,4}:)"
+    r"{6}|::(?:[0-9a-f]{1,4}:){5}|(?:[0-9a-f]{1,4})?::(?:[0-9a-f]{1,4}:){4}|(?:(?:[0-9a-f]{1,4}:){0,1}[0-9a-f]{1,4})?::"
+    r"(?:[0-9a-f]{1,4}:){3}|(?:(?:[0-9a-f]{1,4}:){0,2}[0-9a-f]{1,4})?::(?:[0-9a-f]{1,4}:){2}|(?:(?:[0-9a-f]{1,4}:){0,3}"
+    r"[0-9a-f]{1,4})?::[0-9a-f]{1,4}:|(?:(?:[0-9a-f]{1,4}:){0,4}[0-9a-f]{1,4})?::)(?:[0-9a-f]{1,4}:[0-9a-f]{1,4}|(?:(?:25"
+    r"[0-5]|2[0-4]\d|[01]?\d\d?)\.){3}(?:25[0-5]|2[0-4]\d|[01]?\d\d?))|(?:(?:[0-9a-f]{1,4}:){0,5}[0-9a-f]{1,4})?::"
+    r"[0-9a-f]{1,4}|(?:(?:[0-9a-f]{1,4}:){0,6}[0-9a-f]{1,4})?::)|[Vv][0-9a-f]+\.[a-z0-9\-._~!$&'()*+,;=:]+)\]|(?:(?:25"
+    r"[0-5]|2[0-4]\d|[01]?\d\d?)\.){3}(?:25[0-5]|2[0-4]\d|[01]?\d\d?)|(?:[a-z0-9\-._~!$&'()*+,;=]|%[0-9a-f]{2})*)"
+    r"(?::\d*)?(?:\/(?:[a-z0-9\-._~!$&'()*+,;=:@]|%[0-9a-f]{2})*)*|\/(?:(?:[a-z0-9\-._~!$&'()*+,;=:@]|%[0-9a-f]{2})+"
+    r"(?:\/(?:[a-z0-9\-._~!$&'()*+,;=:@]|%[0-9a-f]{2})*)*)?|(?:[a-z0-9\-._~!$&'()*+,;=:@]|%[0-9a-f]{2})+(?:\/(?:"
+    r"[a-z0-9\-._~!$&'()*+,;=:@]|%[0-9a-f]{2})*)*)(?:\?(?:[a-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9a-f]{2})*)?(?:#(?:"
+    r"[a-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9a-f]{2})*)?\Z", re.I)
+
+
+def is_uri(s) -> bool:
+    return not isinstance(s, str) or bool(_NOT_URI_FRAGMENT.search(s) and _URI.match(s))
+
+
+def is_regex(s) -> bool:
+    """ajv-formats: `new RegExp(s)` does not throw (Python's re stands in for V8's parser)."""
+    if not isinstance(s, str):
+        return True
+    try:
+        re.compile(s)
+        return True
+    except re.error:
+        return False
+
+
 _FORMATS = FormatChecker(formats=())
 _FORMATS.checks("date-time")(is_date_time)
 _FORMATS.checks("email")(is_email)
+_FORMATS.checks("uri")(is_uri)
+_FORMATS.checks("regex")(is_regex)
 
 
 # ---------------------------------------------------------------------------
@@ -156,7 +190,9 @@ def _uniq_indices(items):
     return None
 
 
-def _ajv_messages(e: ValidationError, missing_iter) -> list[str]:
+def _ajv_messages(e: ValidationError, missing_iter, name_extras: bool = True) -> list[str]:
+    """ajv 8's messages for one jsonschema error. `name_extras`: lib-validate appends the name of
+    each additional property (`: "name"`); ajv's own message does not."""
     kw, v = e.validator, e.validator_value
     if kw == "type":
         return ["must be " + (",".join(v) if isinstance(v, list) else v)]
@@ -166,6 +202,8 @@ def _ajv_messages(e: ValidationError, missing_iter) -> list[str]:
         props = e.schema.get("properties", {}) if isinstance(e.schema, dict) else {}
         pats = e.schema.get("patternProperties", {}) if isinstance(e.schema, dict) else {}
         extras = [k for k in e.instance if k not in props and not any(re.search(_js_regex(p), k) for p in pats)]
+        if not name_extras:
+            return ["must NOT have additional properties" for _k in extras]
         return ["must NOT have additional properties: " + json.dumps(k, ensure_ascii=False) for k in extras]
     if kw == "pattern":
         return [f'must match pattern "{v}"']
@@ -223,7 +261,7 @@ class SchemaSet:
                 doc.pop("$schema", None)
                 self.docs[uri] = doc
                 resources.append((uri, referencing.Resource(doc, referencing.jsonschema.DRAFT6)))
-        for svc in ("worker-manager", "secrets"):
+        for svc in SERVICES:
             p = os.path.join(generated_dir, "references", svc, "v1", "api.json")
             with open(p, encoding="utf-8") as fh:
                 self.references[svc] = json.load(fh)
@@ -295,20 +333,32 @@ class SchemaSet:
 
     def errors(self, service: str, schema_name: str, instance) -> list[str]:
         """ajv-style error lines ('data/path message'), in ajv's order; [] when valid."""
-        uri = self.schema_uri(service, schema_name)
+        return self._errors(self.schema_uri(service, schema_name), instance)
+
+    def _errors(self, uri: str, instance, name_extras: bool = True) -> list[str]:
         raw = list(self._validator(uri).iter_errors(instance))
         if not raw:
             return []
         keyed = []
         missing_iters: dict = {}
         for n, e in enumerate(raw):
+            key = self._sort_key(uri, instance, e)
+            sub = 0
+            if e.validator in ("anyOf", "oneOf"):
+                # ajv (allErrors) keeps every branch's errors, in branch order, before its own
+                for c in sorted(e.context, key=lambda c: list(c.relative_schema_path)[:1]):
+                    for msg in _ajv_messages(c, iter([p for p in c.validator_value if p not in c.instance])
+                                             if c.validator == "required" else None, name_extras):
+                        keyed.append((key, n, sub, "data" + _pointer(c.absolute_path) + " " + msg))
+                        sub += 1
             mk = (tuple(e.absolute_path), tuple(e.absolute_schema_path))
             if e.validator == "required" and mk not in missing_iters:
                 missing_iters[mk] = iter([p for p in e.validator_value if p not in e.instance])
-            for msg in _ajv_messages(e, missing_iters.get(mk)):
-                keyed.append((self._sort_key(uri, instance, e), n, "data" + _pointer(e.absolute_path) + " " + msg))
-        keyed.sort(key=lambda t: (t[0], t[1]))
-        return [line for _k, _n, line in keyed]
+            for msg in _ajv_messages(e, missing_iters.get(mk), name_extras):
+                keyed.append((key, n, sub, "data" + _pointer(e.absolute_path) + " " + msg))
+                sub += 1
+        keyed.sort(key=lambda t: (t[0], t[1], t[2]))
+        return [line for _k, _n, _s, line in keyed]
 
     def message(self, service: str, schema_name: str, instance, root_url: str) -> str | None:
         """lib-validate's message, or None when valid."""
@@ -339,3 +389,93 @@ class SchemaSet:
         if isinstance(inst, list) and isinstance(node.get("items"), dict):
             for x in inst:
                 self._defaults(node["items"], base, x, depth + 1)
+
+
+# ---------------------------------------------------------------------------
+# schemas that come with the data: a hook's triggerSchema (ajv 8, draft-07, ajv-formats)
+
+DRAFT7_META = "http://json-schema.org/draft-07/schema"
+_Draft7 = jsonschema.validators.extend(jsonschema.Draft7Validator, validators={"pattern": _pattern})
+# what ajv 8 (draft-07 vocabulary, strict mode) compiles without "unknown keyword"
+DRAFT7_KEYWORDS = {
+    "$id", "$schema", "$ref", "$comment", "definitions", "title", "description", "default", "examples", "readOnly",
+    "writeOnly", "type", "enum", "const", "multipleOf", "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum",
+    "maxLength", "minLength", "pattern", "format", "items", "additionalItems", "maxItems", "minItems", "uniqueItems",
+    "contains", "maxProperties", "minProperties", "required", "properties", "patternProperties",
+    "additionalProperties", "dependencies", "propertyNames", "if", "then", "else", "allOf", "anyOf", "oneOf", "not",
+    "contentMediaType", "contentEncoding", "nullable", "discriminator",
+}
+# ajv-formats' full set: formats ajv knows (only date-time, email, uri and regex are checked here)
+AJV_FORMATS = {
+    "date", "time", "date-time", "iso-time", "iso-date-time", "duration", "uri", "uri-reference", "uri-template",
+    "url", "email", "hostname", "ipv4", "ipv6", "regex", "uuid", "json-pointer", "json-pointer-uri-fragment",
+    "relative-json-pointer", "byte", "int32", "int64", "float", "double", "password", "binary",
+}
+_SUBSCHEMA = {"additionalItems", "additionalProperties", "contains", "propertyNames", "if", "then", "else", "not"}
+_SUBSCHEMA_MAPS = {"definitions", "properties", "patternProperties", "dependencies"}
+
+
+class AdhocSchema(SchemaSet):
+    """One schema given as data, validated as ajv 8 validates with the draft-07 vocabulary."""
+
+    def __init__(self, schema: dict, validator=_Draft7):
+        self.uri = INTERNAL_BASE + "/adhoc/schema.json"
+        doc = dict(schema)
+        doc["$id"] = self.uri + "#"
+        doc.pop("$schema", None)
+        self.docs = {self.uri: doc}
+        self.references = {}
+        self.registry = referencing.Registry().with_resources(
+            [(self.uri, referencing.Resource(doc, referencing.jsonschema.DRAFT7))])
+        self._validators = {}
+        self._validator_class = validator
+
+    def _validator(self, uri: str):
+        if uri not in self._validators:
+            self._validators[uri] = self._validator_class(self.docs[uri], registry=self.registry,
+                                                          format_checker=_FORMATS)
+        return self._validators[uri]
+
+    def ajv_errors(self, instance) -> list[str]:
+        """ajv's own error lines ('data/path message'), in ajv's order."""
+        return self._errors(self.uri, instance, name_extras=False)
+
+
+def meta_schema_errors(schema) -> list[tuple[str, str]]:
+    """ajv.validateSchema(schema) with ajv 8's default meta-schema (draft-07): [(instancePath,
+    message)] in ajv's order; [] when valid or when `$schema` names a meta-schema ajv does not
+    have (ajv then only warns)."""
+    if isinstance(schema, dict) and "$schema" in schema and \
+            str(schema["$schema"]).split("#")[0] != DRAFT7_META:
+        return []
+    meta = AdhocSchema(jsonschema.Draft7Validator.META_SCHEMA)
+    out = []
+    for line in meta.ajv_errors(schema):
+        path, _, msg = line[len("data"):].partition(" ")
+        out.append((path, msg))
+    return out
+
+
+def strict_mode_error(schema, path: str = "#") -> str | None:
+    """The error ajv 8's strict mode throws when compiling `schema`, or None."""
+    if not isinstance(schema, dict):
+        return None
+    for k, v in schema.items():
+        if k not in DRAFT7_KEYWORDS:
+            return f'strict mode: unknown keyword: "{k}"'
+        if k == "format" and isinstance(v, str) and v not in AJV_FORMATS:
+            return f'unknown format "{v}" ignored in schema at path "{path}"'
+        subs = []
+        if k in _SUBSCHEMA:
+            subs = [(f"{path}/{k}", v)]
+        elif k in _SUBSCHEMA_MAPS and isinstance(v, dict):
+            subs = [(f"{path}/{k}/{n}", x) for n, x in v.items()]
+        elif k in ("allOf", "anyOf", "oneOf") and isinstance(v, list):
+            subs = [(f"{path}/{k}/{i}", x) for i, x in enumerate(v)]
+        elif k == "items":
+            subs = [(f"{path}/{k}/{i}", x) for i, x in enumerate(v)] if isinstance(v, list) else [(f"{path}/{k}", v)]
+        for p, sub in subs:
+            err = strict_mode_error(sub, p)
+            if err:
+                return err
+    return None

@@ -92,13 +92,13 @@ class Sandbox:
         )
 
 
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: Any) -> Any:
+def sandbox_process(tmp_path_factory: Any, config: dict[str, Any]) -> Any:
+    """Starts a sandbox process with `config`; yields it; stops it and checks how it ended."""
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
     log_path = str(tmp_path_factory.mktemp("ec2-sandbox") / "stderr.log")
     with open(log_path, "w") as err:
         proc = subprocess.Popen(
-            [sys.executable, SCRIPT, "--port", "0", "--config", json.dumps(FAST)],
+            [sys.executable, SCRIPT, "--port", "0", "--config", json.dumps(config)],
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,
@@ -125,6 +125,11 @@ def sandbox(tmp_path_factory: Any) -> Any:
     rest = proc.stdout.read()
     assert rc == 0, open(log_path).read()[-3000:]
     assert rest == "", f"stdout must hold only the READY line, got {rest!r}"
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: Any) -> Any:
+    yield from sandbox_process(tmp_path_factory, FAST)
 
 
 @pytest.fixture
@@ -196,10 +201,10 @@ def decrypt(private_pem: bytes, password_data: str) -> str:
 def test_ready_and_control_api(sb: Sandbox) -> None:
     assert sb.get("/_sandbox/health") == {"ok": True}
     cfg = sb.get("/_sandbox/config")
-    assert cfg["guest"] == {"mode": "stop", "shutdown_after_seconds": 0.8}
+    assert (cfg["guest"]["mode"], cfg["guest"]["shutdown_after_seconds"]) == ("stop", 0.8)
     assert cfg["first_boot_script"] is None and cfg["faults"]["rate"] == 0
     new = sb.post("/_sandbox/config", {"guest": {"mode": "never"}})
-    assert new["guest"] == {"mode": "never", "shutdown_after_seconds": 0.8}  # deep merge
+    assert new["guest"] == dict(cfg["guest"], mode="never")  # deep merge: only the mode changed
     assert sb.call("POST", "/_sandbox/config", {"guest": {"mood": "x"}})[0] == 400
     assert sb.call("POST", "/_sandbox/config", {"guest": {"mode": "sleep"}})[0] == 400
     assert sb.call("POST", "/_sandbox/config", {"faults": {"rate": 2}})[0] == 400
@@ -411,6 +416,143 @@ def test_guest_modes(sb: Sandbox) -> None:
     assert instance(ec2, never)["StateReason"]["Code"] == "Client.UserInitiatedShutdown"
 
 
+def console_text(ec2: Any, iid: str, latest: bool = True) -> tuple[str, dict[str, Any]]:
+    """The console text. The wire carries base64; botocore decodes `Output` itself
+    (botocore.handlers.decode_console_output), other SDKs do not."""
+    out = ec2.get_console_output(InstanceId=iid, Latest=latest)
+    return out.get("Output", ""), out
+
+
+def protocol_lines(text: str) -> list[str]:
+    """tc-ami's console protocol: lines that start with TC-AMI-STEP: / TC-AMI-FAILED:."""
+    return [line for line in text.split("\r\n") if line.startswith(("TC-AMI-STEP: ", "TC-AMI-FAILED: "))]
+
+
+def test_console_protocol_of_a_build_guest(sb: Sandbox) -> None:
+    ec2 = sb.ec2()
+    ec2.create_key_pair(KeyName="k")
+    steps = ["downloading and verifying pinned files", "installing Git", "installing Python"]
+    sb.post("/_sandbox/config", {"guest": {"steps": steps, "shutdown_after_seconds": 1.5}})
+    iid = launch(ec2, "k")
+    text, out = console_text(ec2, iid)
+    assert text == "" and "Output" not in out  # pending: Windows has written nothing yet
+    wait_for(lambda: len(protocol_lines(console_text(ec2, iid)[0])) >= 2, what="two steps")
+    # without Latest: what was posted at the last state transition (boot), so no step yet
+    posted, _ = console_text(ec2, iid, latest=False)
+    assert "Message: Windows is Ready to use" in posted and protocol_lines(posted) == []
+    wait_for(lambda: instance(ec2, iid)["State"]["Name"] == "stopped", what="stopped")
+    text, out = console_text(ec2, iid)
+    assert out["InstanceId"] == iid and out["Timestamp"].year >= 2024
+    assert protocol_lines(text) == [f"TC-AMI-STEP: {s}" for s in steps]
+    assert console_text(ec2, iid, latest=False)[0] == text  # posted again at the stop
+    assert f"Instance-ID: {iid}: " not in text and f": Instance-ID: {iid}\r\n" in text
+    assert ": AMI Origin Name: Windows_Server-2016-English-Full-Base\r\n" in text
+    assert "<Password>\r\n" in text and text.endswith("\r\n")  # EC2Launch's password block, then the steps
+    # the steps are spread over the script's run time: 0, 1/3, 2/3 of shutdown_after_seconds
+    ev = events_of(sb, iid)
+    running = next(e["t"] for e in ev if e["to"] == "running")
+    offsets = [e["t"] - running for e in ev if e["kind"] == "console"]
+    assert [e["to"] for e in ev if e["kind"] == "console"] == [f"TC-AMI-STEP: {s}" for s in steps]
+    assert all(abs(t - i * 1.5 / 3) < TOLERANCE for i, t in enumerate(offsets)), offsets
+    assert sim_instance(sb, iid)["console_step"] == steps[-1] and sim_instance(sb, iid)["console_failed"] is None
+
+
+def test_console_failed_guest_stays_running(sb: Sandbox) -> None:
+    ec2 = sb.ec2()
+    ec2.create_key_pair(KeyName="k")
+    reason = "No SHA-256 pinned for: GenericWorker, StartWorker. Fill in $Pins (see FIRST-BOOT.md)."
+    sb.post("/_sandbox/config", {"guest": {"mode": "fail", "fail_after_seconds": 0.6, "fail_reason": reason}})
+    default_steps = sb.get("/_sandbox/config")["guest"]["steps"]
+    failed = launch(ec2, "k")
+    wait_for(lambda: instance(ec2, failed)["State"]["Name"] == "running")  # the script's settings are read at boot
+    sb.post("/_sandbox/config", {"guest": {"fail_after_steps": 1}})
+    first_only = launch(ec2, "k")
+    no_script = launch(ec2, "k", user_data="<powershell></powershell>")  # nothing runs: no protocol line
+    wait_for(lambda: "TC-AMI-FAILED: " in console_text(ec2, failed)[0], what="failed line")
+    wait_for(lambda: "TC-AMI-FAILED: " in console_text(ec2, first_only)[0], what="failed line")
+    lines = protocol_lines(console_text(ec2, failed)[0])
+    assert lines == [f"TC-AMI-STEP: {s}" for s in default_steps] + [f"TC-AMI-FAILED: {reason}"]
+    assert protocol_lines(console_text(ec2, first_only)[0]) == [f"TC-AMI-STEP: {default_steps[0]}", f"TC-AMI-FAILED: {reason}"]
+    ev = events_of(sb, failed)
+    running = next(e["t"] for e in ev if e["to"] == "running")
+    failed_at = next(e["t"] for e in ev if e["kind"] == "console" and e["to"].startswith("TC-AMI-FAILED: "))
+    assert abs(failed_at - running - 0.6) < TOLERANCE
+    # a failed script does not shut down: long after shutdown_after_seconds, still running
+    time.sleep(FAST["guest"]["shutdown_after_seconds"] + 0.5)
+    for iid in (failed, first_only, no_script):
+        assert instance(ec2, iid)["State"]["Name"] == "running", iid
+    st = sim_instance(sb, failed)
+    assert st["console_failed"] == reason and st["guest_mode"] == "fail" and st["password"]
+    assert protocol_lines(console_text(ec2, no_script)[0]) == []
+    assert "Message: Windows is Ready to use" in console_text(ec2, no_script)[0]
+    # the console keeps the last 64 KB, as EC2
+    sb.post("/_sandbox/config", {"guest": {"mode": "never", "steps": [f"step {i} " + "x" * 300 for i in range(300)], "shutdown_after_seconds": 0.3}})
+    chatty = launch(ec2, "k")
+    wait_for(lambda: "step 299 " in console_text(ec2, chatty)[0], what="last step")
+    text = console_text(ec2, chatty)[0]
+    assert 60000 < len(text.encode()) <= 65536 and "step 0 " not in text
+    # GetConsoleOutput is counted like any EC2 call; moto's own answer for an instance it does not simulate
+    plain = ec2.run_instances(ImageId=base_ami(ec2)["ImageId"], MinCount=1, MaxCount=1, InstanceType="m5.large")["Instances"][0]["InstanceId"]
+    sb.post("/_sandbox/stats/reset")
+    assert "Output" in ec2.get_console_output(InstanceId=plain)
+    with pytest.raises(ClientError) as e:
+        ec2.get_console_output(InstanceId="i-0123456789abcdef0")
+    assert e.value.response["Error"]["Code"] == "InvalidInstanceID.NotFound"
+    assert sb.get("/_sandbox/stats")["requests"] == {"GetConsoleOutput": 2}
+    for bad in ({"guest": {"mode": "fial"}}, {"guest": {"fail_reason": "two\nlines"}}, {"guest": {"steps": "x"}}, {"guest": {"fail_after_steps": -1}}):
+        assert sb.call("POST", "/_sandbox/config", bad)[0] == 400, bad
+
+
+DEBUG_USER_DATA = '<powershell>\r\nshutdown.exe /s /t 14400 /c "tc-ami debug instance: TTL 4h"\r\n</powershell>'
+
+
+def test_user_data_that_schedules_a_shutdown(sb: Sandbox) -> None:
+    """A debug instance: no build tag, InstanceInitiatedShutdownBehavior terminate, user data
+    that schedules a shutdown after its TTL (here 4 h, scaled down to 1.44 s)."""
+    ec2 = sb.ec2()
+    kp = ec2.create_key_pair(KeyName="dbg")
+    script = os.path.join(os.path.dirname(sb.log_path), "first-boot.ps1")
+    with open(script, "w", newline="") as f:
+        f.write(SCRIPT_TEXT)
+    sb.post("/_sandbox/config", {"user_data_shutdown_scale": 0.0001, "first_boot_script": script})
+    base = base_ami(ec2)["ImageId"]
+    debug_tags = [{"ResourceType": "instance", "Tags": [{"Key": "tc-ami:debug-instance", "Value": "w"}]}]
+
+    def run(**kw: Any) -> str:
+        args: dict[str, Any] = dict(ImageId=base, MinCount=1, MaxCount=1, InstanceType="m5.large", KeyName="dbg", UserData=DEBUG_USER_DATA)
+        args.update(kw)
+        return ec2.run_instances(**args)["Instances"][0]["InstanceId"]
+
+    debug = run(InstanceInitiatedShutdownBehavior="terminate", TagSpecifications=debug_tags)
+    stops = run()  # default behaviour: stop
+    # a build instance whose user data is not the first-boot script is left alone (never stops),
+    # whatever its shutdown behaviour and user data
+    build = launch(ec2, "dbg", user_data=DEBUG_USER_DATA, InstanceInitiatedShutdownBehavior="terminate")
+    restart = run(UserData="<powershell>shutdown /r /t 1</powershell>")  # a restart, not a shutdown: plain moto
+    assert instance(ec2, debug)["State"]["Name"] == "pending"
+    # the password comes as for a build instance, decryptable with the key pair
+    pw = wait_for(lambda: ec2.get_password_data(InstanceId=debug)["PasswordData"], what="password data")
+    assert decrypt(kp["KeyMaterial"].encode(), pw) == sim_instance(sb, debug)["password"]
+    assert "Message: Windows is Ready to use" in console_text(ec2, debug)[0]
+    assert protocol_lines(console_text(ec2, debug)[0]) == []  # not tc-ami's first-boot script
+    wait_for(lambda: instance(ec2, debug)["State"]["Name"] == "terminated", timeout=6, what="debug instance terminated")
+    wait_for(lambda: instance(ec2, stops)["State"]["Name"] == "stopped", timeout=6, what="stopped")
+    for iid in (debug, stops):
+        assert instance(ec2, iid)["StateReason"]["Code"] == "Client.InstanceInitiatedShutdown"
+    ev = events_of(sb, debug)
+    assert [e["to"] for e in ev if e["kind"] == "instance"] == ["pending", "running", "shutting-down", "terminated"]
+    running = next(e["t"] for e in ev if e["to"] == "running")
+    down = next(e for e in ev if e["to"] == "shutting-down")
+    assert abs(down["t"] - running - 14400 * 0.0001) < TOLERANCE and down["cause"] == "guest-shutdown"
+    st = {i["id"]: i for i in sb.state()["regions"]["us-west-2"]["instances"]}
+    assert st[debug]["guest"] == "scheduled-shutdown" and st[debug]["scheduled_shutdown_seconds"] == 14400
+    assert st[debug]["build_id"] is None and st[debug]["tags"] == {"tc-ami:debug-instance": "w"}
+    assert st[build]["guest"] == "build" and st[build]["user_data_ok"] is False
+    assert instance(ec2, build)["State"]["Name"] == "running"
+    assert st[restart]["simulated"] is False and instance(ec2, restart)["State"]["Name"] == "running"
+    assert sb.call("POST", "/_sandbox/config", {"user_data_shutdown_scale": -1})[0] == 400
+
+
 def test_image_and_copy_failures(sb: Sandbox) -> None:
     ec2 = sb.ec2()
     sb.post("/_sandbox/config", {"guest": {"shutdown_after_seconds": 0.1}, "image_fail": True, "copy_fail": True})
@@ -482,6 +624,168 @@ def test_faults(sb: Sandbox) -> None:
     # the SDK's own retries get through a throttle
     sb.post("/_sandbox/config", {"faults": {"next": 1, "actions": None}})
     assert sb.ec2().describe_key_pairs()["KeyPairs"][0]["KeyName"] == "k"
+
+
+def tags(resource: dict[str, Any]) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
+
+
+def lose(sb: Sandbox, action: str, kind: str = "lost-500") -> None:
+    """The next call of `action` is applied, then its response is lost."""
+    sb.post("/_sandbox/config", {"faults": {"next": 1, "actions": [action], "kinds": [kind]}})
+
+
+def test_lost_responses_then_sdk_retries(sb: Sandbox) -> None:
+    ec2 = sb.ec2()  # the SDK's own retries, as tc-ami has them
+    east = sb.ec2("us-east-1")
+    spec = lambda rt: [{"ResourceType": rt, "Tags": [{"Key": BUILD_TAG, "Value": "b1"}]}]  # noqa: E731
+    # CreateKeyPair: applied, 500, retried -> the key pair exists: InvalidKeyPair.Duplicate
+    lose(sb, "CreateKeyPair")
+    with pytest.raises(ClientError) as e:
+        ec2.create_key_pair(KeyName="tc-ami-b1", TagSpecifications=spec("key-pair"))
+    assert e.value.response["Error"]["Code"] == "InvalidKeyPair.Duplicate"
+    assert e.value.response["ResponseMetadata"]["RetryAttempts"] == 1
+    assert tags(ec2.describe_key_pairs(KeyNames=["tc-ami-b1"])["KeyPairs"][0]) == {BUILD_TAG: "b1"}
+    # CreateSecurityGroup, with the connection closed instead: InvalidGroup.Duplicate
+    lose(sb, "CreateSecurityGroup", "lost-connection")
+    with pytest.raises(ClientError) as e:
+        ec2.create_security_group(GroupName="tc-ami-b1", Description="d", TagSpecifications=spec("security-group"))
+    assert e.value.response["Error"]["Code"] == "InvalidGroup.Duplicate"
+    sg = ec2.describe_security_groups(GroupNames=["tc-ami-b1"])["SecurityGroups"][0]
+    assert tags(sg) == {BUILD_TAG: "b1"}
+    # RunInstances: the retry carries the same ClientToken: the same instance, not a second one
+    for kind in ("lost-500", "lost-connection"):
+        lose(sb, "RunInstances", kind)
+        out = ec2.run_instances(
+            ImageId=base_ami(ec2)["ImageId"], MinCount=1, MaxCount=1, InstanceType="m5.large", KeyName="tc-ami-b1",
+            SecurityGroupIds=[sg["GroupId"]], UserData=f"<powershell>{SCRIPT_TEXT}</powershell>",
+            TagSpecifications=spec("instance"),
+        )
+        assert out["ResponseMetadata"]["RetryAttempts"] == 1
+    mine = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+    assert len(mine) == 2 and all(tags(i) == {BUILD_TAG: "b1"} for i in mine)
+    iid = out["Instances"][0]["InstanceId"]
+    assert iid in {i["InstanceId"] for i in mine}
+    wait_for(lambda: instance(ec2, iid)["State"]["Name"] == "stopped", what="stopped")
+    # CreateImage: no client token; the retry finds the name taken: InvalidAMIName.Duplicate
+    lose(sb, "CreateImage")
+    with pytest.raises(ClientError) as e:
+        ec2.create_image(InstanceId=iid, Name="tc-ami-b1", TagSpecifications=spec("image"))
+    assert e.value.response["Error"]["Code"] == "InvalidAMIName.Duplicate"
+    ami = ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": ["tc-ami-b1"]}])["Images"][0]
+    assert tags(ami) == {BUILD_TAG: "b1"}
+    wait_for(lambda: image(ec2, ami["ImageId"])["State"] == "available", what="image")
+    # CopyImage: same ClientToken on the retry: the same copy
+    lose(sb, "CopyImage", "lost-connection")
+    copy = east.copy_image(SourceImageId=ami["ImageId"], SourceRegion="us-west-2", Name="tc-ami-b1", TagSpecifications=spec("image"))
+    copies = east.describe_images(Owners=["self"])["Images"]
+    assert [c["ImageId"] for c in copies] == [copy["ImageId"]] and tags(copies[0]) == {BUILD_TAG: "b1"}
+    stats = sb.get("/_sandbox/stats")
+    assert stats["faulted"] == {"CopyImage": 1, "CreateImage": 1, "CreateKeyPair": 1, "CreateSecurityGroup": 1, "RunInstances": 2}
+    assert stats["requests"]["RunInstances"] == 4 and stats["requests"]["CopyImage"] == 2
+
+
+def test_lost_response_without_retries_leaves_the_resource(sb: Sandbox) -> None:
+    ec2 = sb.ec2(retries=1)  # no SDK retry: the caller sees the error, the instance exists anyway
+    ec2.create_key_pair(KeyName="k")
+    lose(sb, "RunInstances")
+    with pytest.raises(ClientError) as e:
+        launch(ec2, "k", build_id="lost")
+    assert e.value.response["Error"]["Code"] == "InternalError"
+    found = ec2.describe_instances(Filters=[{"Name": f"tag:{BUILD_TAG}", "Values": ["lost"]}])["Reservations"]
+    assert len(found) == 1 and found[0]["Instances"][0]["State"]["Name"] in ("pending", "running")
+    # a client token is honoured as on EC2: same token and parameters, the same instance;
+    # same token, other parameters: IdempotentParameterMismatch
+    args = dict(ImageId=base_ami(ec2)["ImageId"], MinCount=1, MaxCount=1, InstanceType="m5.large", ClientToken="tok-1")
+    first = ec2.run_instances(**args)["Instances"][0]["InstanceId"]
+    assert ec2.run_instances(**args)["Instances"][0]["InstanceId"] == first
+    with pytest.raises(ClientError) as e:
+        ec2.run_instances(**dict(args, InstanceType="m5.xlarge"))
+    assert e.value.response["Error"]["Code"] == "IdempotentParameterMismatch"
+    assert sb.ec2("us-east-1").run_instances(**args)["Instances"][0]["InstanceId"] != first  # per region
+    assert len(ec2.describe_instances()["Reservations"]) == 2
+
+
+EXTRA = 3000  # generated Amazon Windows images in the `big` sandbox, besides the seed file's 12
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: Any) -> Any:
+    yield from sandbox_process(tmp_path_factory, dict(FAST, extra_windows_images=EXTRA))
+
+
+def error_code(call: Callable[[], Any]) -> str:
+    with pytest.raises(ClientError) as e:
+        call()
+    return e.value.response["Error"]["Code"]
+
+
+def test_paging_over_thousands_of_images(big: Sandbox) -> None:
+    big.post("/_sandbox/reset")
+    ec2 = big.ec2()
+    everything = ec2.describe_images()["Images"]  # no MaxResults: everything in one answer
+    assert len(everything) == EXTRA + 12
+    pages = list(ec2.get_paginator("describe_images").paginate(PaginationConfig={"PageSize": 1000}))
+    assert [len(p["Images"]) for p in pages] == [1000, 1000, 1000, 12]
+    assert all(p.get("NextToken") for p in pages[:-1]) and "NextToken" not in pages[-1]
+    paged = [i["ImageId"] for p in pages for i in p["Images"]]
+    assert len(set(paged)) == len(paged) and set(paged) == {i["ImageId"] for i in everything}
+    # names as Amazon's: versions x locales x Full/Core x flavours, monthly
+    names = {i["Name"] for i in everything}
+    for prefix in ("Windows_Server-2019-English-Full-Base-2023.12.13", "Windows_Server-2016-English-Core-Base-",
+                   "Windows_Server-2022-Japanese-Full-SQL_2019_Standard-", "Windows_Server-2019-Portuguese_Brazil-Full-Base-"):
+        assert any(n.startswith(prefix) for n in names), prefix
+    # filters (and owners) first, then paging
+    query = dict(Owners=["amazon"], Filters=[{"Name": "name", "Values": ["Windows_Server-2019-*-Full-Base-*"]},
+                                             {"Name": "state", "Values": ["available"]}])
+    unpaged = ec2.describe_images(**query)["Images"]
+    assert len(unpaged) > 300 and all("-Full-Base-" in i["Name"] and "2019" in i["Name"] for i in unpaged)
+    pages = list(ec2.get_paginator("describe_images").paginate(**query, PaginationConfig={"PageSize": 100}))
+    assert [len(p["Images"]) for p in pages[:-1]] == [100] * (len(pages) - 1) and 0 < len(pages[-1]["Images"]) <= 100
+    assert sorted(i["ImageId"] for p in pages for i in p["Images"]) == sorted(i["ImageId"] for i in unpaged)
+    # the base-image chooser still picks the seed's image: the generated ones are older (<= 2023.12)
+    assert base_ami(ec2)["Name"] == NEWEST_AVAILABLE
+    # EC2's rules: MaxResults 5..1000, tokens only for the listing that issued them
+    first = ec2.describe_images(MaxResults=5, **query)
+    assert len(first["Images"]) == 5
+    assert error_code(lambda: ec2.describe_images(MaxResults=4)) == "InvalidParameterValue"
+    assert error_code(lambda: ec2.describe_images(MaxResults=1001)) == "InvalidParameterValue"
+    assert error_code(lambda: ec2.describe_images(NextToken="not-a-token")) == "InvalidPaginationToken"
+    assert error_code(lambda: ec2.describe_images(NextToken=first["NextToken"], Owners=["amazon"])) == "InvalidPaginationToken"
+    assert error_code(lambda: big.ec2("us-east-1").describe_images(NextToken=first["NextToken"], **query)) == "InvalidPaginationToken"
+    second = ec2.describe_images(MaxResults=5, NextToken=first["NextToken"], **query)["Images"]
+    assert not {i["ImageId"] for i in second} & {i["ImageId"] for i in first["Images"]}
+    # generated images are seed images: not in the state dump, listed with ?seeded=1
+    assert big.state()["regions"] == {}
+    assert len(big.state(seeded="1", all_regions="1")["regions"]["us-west-2"]["images"]) == EXTRA + 12
+    # the number can change at run time, in every region; a reset restores the start-up number
+    assert big.post("/_sandbox/config", {"extra_windows_images": 100})["extra_windows_images"] == 100
+    assert len(ec2.describe_images()["Images"]) == 112 and len(big.ec2("eu-central-1").describe_images()["Images"]) == 112
+    assert big.call("POST", "/_sandbox/config", {"extra_windows_images": 5001})[0] == 400
+    big.post("/_sandbox/reset")
+    assert len(ec2.describe_images(Owners=["amazon"])["Images"]) == EXTRA + 10  # not the look-alike, not Canonical
+
+
+def test_paging_instances_snapshots_security_groups(sb: Sandbox) -> None:
+    ec2 = sb.ec2()
+    for n in range(12):
+        ec2.create_security_group(GroupName=f"g{n:02d}", Description="d")
+    pages = list(ec2.get_paginator("describe_security_groups").paginate(PaginationConfig={"PageSize": 5}))
+    assert [len(p["SecurityGroups"]) for p in pages] == [5, 5, 3]  # 12 + the default group
+    assert len({g["GroupId"] for p in pages for g in p["SecurityGroups"]}) == 13
+    ids = [
+        ec2.run_instances(ImageId=base_ami(ec2)["ImageId"], MinCount=1, MaxCount=1, InstanceType="m5.large")["Instances"][0]["InstanceId"]
+        for _ in range(7)
+    ]
+    pages = list(ec2.get_paginator("describe_instances").paginate(PaginationConfig={"PageSize": 5}))
+    assert [len(p["Reservations"]) for p in pages] == [5, 2]
+    assert sorted(r["Instances"][0]["InstanceId"] for p in pages for r in p["Reservations"]) == sorted(ids)
+    assert len(ec2.describe_instances()["Reservations"]) == 7
+    assert error_code(lambda: ec2.describe_instances(InstanceIds=ids[:1], MaxResults=5)) == "InvalidParameterCombination"
+    assert error_code(lambda: ec2.describe_instances(NextToken="r-0123456789abcdef0")) == "InvalidPaginationToken"
+    sb.post("/_sandbox/seed-owned-images", {"region": "us-west-2", "count": 3, "snapshots_per_image": 2})
+    pages = list(ec2.get_paginator("describe_snapshots").paginate(OwnerIds=["self"], PaginationConfig={"PageSize": 5}))
+    assert [len(p["Snapshots"]) for p in pages] == [5, 1]
 
 
 def test_denied_fault_is_not_retried(sb: Sandbox) -> None:

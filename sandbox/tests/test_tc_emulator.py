@@ -45,6 +45,10 @@ CLIENTS = {
     "tc-ami-admin": ("admin-token", ["worker-manager:*", "secrets:*"]),
     "tc-ami-readonly": ("readonly-token", ["worker-manager:get-worker-pool:*", "worker-manager:list-worker-pools"]),
     "issuer": ("issuer-token", ["worker-manager:*", "auth:create-client:named-temp"]),
+    "queue-creator": ("creator-token", ["queue:create-task:high:proj-servo/*", "queue:scheduler-id:-",
+                                        "queue:create-task:project:none", "queue:get-task:*", "queue:status:*",
+                                        "queue:list-task-group:*", "queue:route:index.servo.*"]),
+    "queue-reader": ("reader-token", ["queue:get-task:*", "queue:status:*", "worker-manager:list-workers:*"]),
 }
 
 # exp1.txt: the create body of the transcripts' pool
@@ -78,6 +82,8 @@ SEED = {
     "workerPools": [servo_pool("proj-servo/win2016")],
     "secrets": {"live": {"secret": {"a": 1}, "expires": "3000-01-01T00:00:00.000Z"},
                 "old": {"secret": {"a": 2}, "expires": "2020-01-01T00:00:00.000Z"}},
+    # the simulated clock is frozen: tests move it with /_emulator/advance (or set a time scale)
+    "simulation": {"timeScale": 0},
 }
 
 TAIL = re.compile(r"\n\n---\n\n\* method:     (\w+)\n\* errorCode:  (\w+)\n\* statusCode: (\d+)\n"
@@ -251,22 +257,32 @@ def test_json_semantics_of_node_and_postgres():
 
 
 def test_vendored_schemas_are_the_official_ones():
+    from tc_emulator_lib.validation import SERVICES
     ours = os.path.join(SANDBOX, "tc_emulator_lib", "generated")
     theirs = os.path.join(SHARED, "generated")
     if not os.path.isdir(theirs):
         pytest.skip("../shared/taskcluster-api/generated not available")
-    for d, _, files in os.walk(theirs):
+    vendored = set()
+    for d, _, files in os.walk(ours):
         for f in files:
-            rel = os.path.relpath(os.path.join(d, f), theirs)
+            rel = os.path.relpath(os.path.join(d, f), ours)
+            vendored.add(rel)
             with open(os.path.join(theirs, rel), "rb") as a, open(os.path.join(ours, rel), "rb") as b:
                 assert a.read() == b.read(), rel
+    # every service the emulator serves comes whole: its reference and all its schemas
+    for svc in SERVICES:
+        for d, _, files in os.walk(os.path.join(theirs, "schemas", svc)):
+            for f in files:
+                assert os.path.relpath(os.path.join(d, f), theirs) in vendored, f
+        assert os.path.join("references", svc, "v1", "api.json") in vendored
 
 
 def test_sandbox_seed_loads_and_is_realistic():
     from tc_emulator_lib.server import Emulator
     em = Emulator(os.path.join(SANDBOX, "seed", "taskcluster.json"))
     assert set(em.store.clients) == {"tc-ami-admin", "tc-ami-readonly"}
-    assert em.store.clients["tc-ami-admin"]["scopes"] == ["worker-manager:*", "secrets:*"]
+    assert em.store.clients["tc-ami-admin"]["scopes"] == ["worker-manager:*", "secrets:*", "queue:*"]
+    assert em.sim.cfg["timeScale"] == 0.001 and em.store.workers == {} and em.store.tasks == {}
     for wpid in ("proj-servo/win2016", "proj-servo/win2016-staging"):
         view = em.store.pools[wpid].view()
         assert view["providerId"] == "aws"
@@ -721,6 +737,9 @@ def test_providers_conflicts_not_found_and_null_provider(emulator):
     assert all(lc["isArchived"] for lc in lcs["workerPoolLaunchConfigs"]) and len(lcs["workerPoolLaunchConfigs"]) == 2
     assert client.deleteWorkerPool("proj-servo/win2016")["providerId"] == "null-provider"
     assert requests.post(emulator + "/_emulator/expire").json()["workerPools"] == ["proj-servo/win2016"]
+    with pytest.raises(TaskclusterRestFailure) as e:
+        client.workerPool("proj-servo/win2016")
+    assert e.value.status_code == 404
 
 
 def test_list_worker_pools_pages_with_continuation_tokens(emulator):
@@ -784,3 +803,534 @@ def test_concurrent_change_is_visible_after_k_requests(emulator):
     assert [lc["launchConfigId"] for lc in archived] == [lcid]
     assert requests.post(emulator + "/_emulator/concurrent-change", json={
         "workerPoolId": "proj-servo/nope", "patch": {}}).status_code == 404
+
+
+# ---------------------------------------------------------------------------- the queue
+
+SOURCE = "https://github.com/servo/servo"
+QWP = "proj-servo/win2016"
+
+
+def queue(root, client="static/tester/root"):
+    creds = {"clientId": client, "accessToken": CLIENTS[client][0]} if client else {}
+    return taskcluster.Queue({"rootUrl": root, "credentials": creds})
+
+
+def task_def(**over):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    d = {"taskQueueId": QWP, "created": now.isoformat(), "deadline": (now + datetime.timedelta(hours=2)).isoformat(),
+         "metadata": {"name": "build", "description": "a test task", "owner": "servo@example.com", "source": SOURCE},
+         "payload": {"command": ["git --version"], "maxRunTime": 600}}
+    d.update(over)
+    return d
+
+
+def ctl(root, method, path, body=None):
+    r = requests.request(method, root + "/_emulator/" + path, json=body)
+    return r.status_code, r.json()
+
+
+def advance(root, seconds):
+    status, body = ctl(root, "POST", "advance", {"seconds": seconds})
+    assert status == 200, body
+    return body
+
+
+def error_of(call_):
+    with pytest.raises(TaskclusterRestFailure) as e:
+        call_()
+    return e.value
+
+
+def new_pool(root, wpid, min_cap=0, max_cap=4, images=("ami-000000000000000a1",), check_secs=300, **gw):
+    lcs = [{"region": "us-west-2", "launchConfig": {"ImageId": ami, "InstanceType": "c5.4xlarge"},
+            "workerConfig": {"genericWorker": {"config": {"checkForNewDeploymentEverySecs": check_secs, **gw}}}}
+           for ami in images]
+    return wm(root).createWorkerPool(wpid, {"providerId": "aws", "description": "test", "owner": "o@example.com",
+                                            "emailOnError": False, "config": {"minCapacity": min_cap,
+                                                                              "maxCapacity": max_cap,
+                                                                              "launchConfigs": lcs}})
+
+
+def test_create_task_fills_defaults_and_is_idempotent(emulator):
+    q = queue(emulator)
+    tid = taskcluster.slugId()
+    body = task_def()
+    status = q.createTask(tid, body)["status"]
+    assert status["state"] == "pending" and status["taskGroupId"] == tid and status["retriesLeft"] == 5
+    assert list(status) == ["taskId", "provisionerId", "workerType", "taskQueueId", "schedulerId", "projectId",
+                            "taskGroupId", "deadline", "expires", "retriesLeft", "state", "runs"]
+    assert [list(r) for r in status["runs"]] == [["runId", "state", "reasonCreated", "scheduled"]]
+    t = q.task(tid)
+    assert list(t) == ["provisionerId", "workerType", "taskQueueId", "schedulerId", "projectId", "taskGroupId",
+                       "dependencies", "requires", "routes", "priority", "retries", "created", "deadline", "expires",
+                       "scopes", "payload", "metadata", "tags", "extra"]
+    assert (t["provisionerId"], t["workerType"], t["schedulerId"], t["projectId"], t["priority"], t["requires"]) == \
+        ("proj-servo", "win2016", "-", "none", "lowest", "all-completed")
+    deadline = datetime.datetime.fromisoformat(t["deadline"].replace("Z", "+00:00"))
+    assert t["expires"] == deadline.replace(year=deadline.year + 1).strftime("%Y-%m-%dT%H:%M:%S.") + t["deadline"][20:]
+    # the same definition again: the same task (createTask is idempotent)
+    assert q.createTask(tid, body)["status"] == q.status(tid)["status"]
+    # provisionerId/workerType instead of taskQueueId: the same definition
+    alt = {k: v for k, v in body.items() if k != "taskQueueId"}
+    assert q.createTask(tid, {**alt, "provisionerId": "proj-servo", "workerType": "win2016"})["status"]["taskId"] == tid
+    e = error_of(lambda: q.createTask(tid, {**body, "payload": {"maxRunTime": 601}}))
+    assert e.status_code == 409 and e.body["code"] == "RequestConflict"
+    head, _ = split_message(e.body["message"], "createTask", "RequestConflict", 409)
+    assert head == f"taskId `{tid}` already used by another task.\nThis could be the result of faulty idempotency!"
+
+
+def test_create_task_scopes(emulator):
+    body = task_def(priority="high", routes=["index.servo.latest"], scopes=["secrets:get:project/servo/x"])
+    tid = taskcluster.slugId()
+    r = call(emulator, "PUT", f"/api/queue/v1/task/{tid}", body, client="queue-creator")
+    required = {"AllOf": ["secrets:get:project/servo/x", "queue:route:index.servo.latest",
+                          "queue:create-task:project:none", "queue:scheduler-id:-",
+                          {"AnyOf": [f"queue:create-task:{p}:{QWP}" for p in ("highest", "very-high", "high")]}]}
+    message = MISSING_SCOPES_TEXT("queue-creator", "secrets:get:project/servo/x", required)
+    payload = {**body, "dependencies": [], "extra": {}, "projectId": "none", "requires": "all-completed",
+               "retries": 5, "schedulerId": "-", "tags": {}, "provisionerId": "proj-servo", "workerType": "win2016"}
+    assert_error(r, 403, "InsufficientScopes", "createTask", message, params={"taskId": tid}, payload=payload)
+    # `high` scopes satisfy a lower priority; the task's own scopes are needed
+    q = queue(emulator, "queue-creator")
+    assert q.createTask(taskcluster.slugId(), task_def(priority="low", routes=["index.servo.latest"]))
+    e = error_of(lambda: q.createTask(taskcluster.slugId(), task_def(priority="very-high")))
+    assert e.status_code == 403
+    assert '"queue:create-task:highest:proj-servo/win2016",\n        "queue:create-task:very-high:' in e.body["message"]
+    # no credentials at all
+    r = call(emulator, "PUT", f"/api/queue/v1/task/{tid}", task_def(), client=None)
+    assert r.status_code == 403 and "requestInfo" not in r.json()
+    assert r.json()["message"].startswith("This request requires Taskcluster credentials that satisfy the following "
+                                          "scope expression:\n\n```\n{\n  \"AllOf\": [\n    \"queue:create-task:project:none\"")
+    # reading needs queue:get-task:<taskId>
+    r = call(emulator, "GET", f"/api/queue/v1/task/{tid}", client="tc-ami-admin")
+    assert_error(r, 403, "InsufficientScopes", "task",
+                 MISSING_SCOPES_TEXT("tc-ami-admin", f"queue:get-task:{tid}", f"queue:get-task:{tid}"))
+
+
+def MISSING_SCOPES_TEXT(client, unsatisfied, required):
+    js = lambda v: json.dumps(v, indent=2)  # noqa: E731
+    return (f"Client ID {client} does not have sufficient scopes and is missing the following scopes:\n\n```\n"
+            f"{unsatisfied if isinstance(unsatisfied, str) else js(unsatisfied)}\n```\n\n"
+            "This request requires the client to satisfy the following scope expression:\n\n```\n"
+            f"{required if isinstance(required, str) else js(required)}\n```")
+
+
+def test_create_task_input_errors(emulator):
+    q = queue(emulator)
+    tid = taskcluster.slugId()
+    body = task_def()
+    del body["metadata"]
+    r = call(emulator, "PUT", f"/api/queue/v1/task/{tid}", body)
+    assert_error(r, 400, "InputValidationError", "createTask",
+                 f"\nSchema Validation Failed!\nRejecting Schema: {emulator}/schemas/queue/v1/create-task-request.json#"
+                 "\nErrors:\n  * data must have required property 'metadata'")
+    r = call(emulator, "PUT", f"/api/queue/v1/task/{tid}",
+             task_def(metadata={"name": "x", "description": "", "owner": "o", "source": "file:nope"}))
+    assert_error(r, 400, "InputValidationError", "createTask",
+                 f"\nSchema Validation Failed!\nRejecting Schema: {emulator}/schemas/queue/v1/create-task-request.json#"
+                 "\nErrors:\n  * data/metadata/source must match pattern \"^(https?://|ssh://|git@)\"")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cases = [
+        (task_def(created=(now - datetime.timedelta(minutes=2)).isoformat(),
+                  deadline=(now - datetime.timedelta(minutes=1)).isoformat()), "`deadline` cannot be in the past"),
+        (task_def(deadline=(now - datetime.timedelta(minutes=1)).isoformat()),
+         "`deadline` cannot be later than `created`"),  # sic: the real message, for a deadline before created
+        (task_def(created=(now + datetime.timedelta(minutes=20)).isoformat()),
+         "`created` cannot be in the future (max 15min drift)"),
+        (task_def(created=(now - datetime.timedelta(minutes=20)).isoformat()),
+         "`created` cannot be in the past (max 15min drift)"),
+        (task_def(deadline=(now + datetime.timedelta(days=6)).isoformat()),
+         "`deadline` cannot be more than 5 days into the future"),
+        (task_def(expires=(now + datetime.timedelta(minutes=30)).isoformat()), "`expires` cannot be before `deadline`"),
+        (task_def(provisionerId="proj-servo", workerType="other"), 'taskQueueId must match "provisionerId/workerType"'),
+        ({k: v for k, v in task_def().items() if k != "taskQueueId"},
+         'at least a provisionerId and a workerType or a taskQueueId must be provided"'),
+        (task_def(scopes=["queue:**"]), "scopes must not end with `**`"),
+    ]
+    for body, message in cases:
+        e = error_of(lambda: q.createTask(taskcluster.slugId(), body))
+        assert (e.status_code, e.body["code"]) == (400, "InputError"), message
+        assert split_message(e.body["message"], "createTask", "InputError", 400)[0] == message
+    missing = taskcluster.slugId()
+    e = error_of(lambda: q.createTask(tid, task_def(dependencies=[missing])))
+    assert split_message(e.body["message"], "createTask", "InputError", 400)[0] == (
+        f"`task.dependencies` references non-existing tasks: \n * {missing}\n"
+        "All taskIds in `task.dependencies` **must** exist\nbefore the task is created.\n")
+    assert error_of(lambda: q.task(tid)).status_code == 404  # removed again
+    r = call(emulator, "PUT", "/api/queue/v1/task/not-a-slug", task_def())
+    assert_error(r, 400, "InvalidRequestArguments", "createTask",
+                 "Invalid URL patterns:\nURL parameter 'taskId' given as 'not-a-slug' must match regular expression: "
+                 "'/^[A-Za-z0-9_-]{8}[Q-T][A-Za-z0-9_-][CGKOSWaeimquy26-][A-Za-z0-9_-]{10}[AQgw]$/'")
+    # one task group, one schedulerId
+    group = taskcluster.slugId()
+    q.createTask(taskcluster.slugId(), task_def(taskGroupId=group))
+    e = error_of(lambda: q.createTask(taskcluster.slugId(), task_def(taskGroupId=group, schedulerId="other")))
+    assert e.status_code == 409 and split_message(e.body["message"], "createTask", "RequestConflict", 409)[0] == (
+        f"Task group `{group}` contains tasks with a schedulerId other\nthan `other`. All tasks in the same "
+        "task-group must have\nthe same schedulerId.")
+
+
+def test_queue_not_found(emulator):
+    tid = taskcluster.slugId()
+    for method, path, name, message in [
+        ("GET", f"/task/{tid}", "task",
+         f"`{tid}` does not correspond to a task that exists.\nAre you sure this task has already been submitted?"),
+        ("GET", f"/task/{tid}/status", "status",
+         f"`{tid}` does not correspond to a task that exists.\nAre you sure this task exists?"),
+        ("POST", f"/task/{tid}/cancel", "cancelTask", f"Task `{tid}` not found. Are you sure it was created?"),
+        ("GET", f"/task-group/{tid}/list", "listTaskGroup", f"No task-group with taskGroupId: `{tid}`"),
+        ("GET", "/provisioners/proj-servo/worker-types/win2016/workers/us-west-2/i-1", "getWorker",
+         "Worker with workerId `i-1`, workerGroup `us-west-2`,worker-type `win2016` and provisionerId `proj-servo` "
+         "not found. Are you sure it was created?"),
+    ]:
+        r = call(emulator, method, "/api/queue/v1" + path)
+        assert_error(r, 404, "ResourceNotFound", name, message)
+    r = call(emulator, "GET", f"/api/queue/v1/task-group/{tid}/list?limit=x")
+    assert_error(r, 400, "InvalidRequestArguments", "listTaskGroup",
+                 'Query-string parameter: limit="x" does not match expression: /^[0-9]+$/')
+
+
+def test_list_task_group_pages(emulator):
+    q = queue(emulator, "queue-creator")
+    group = taskcluster.slugId()
+    ids = sorted(taskcluster.slugId() for _ in range(3))
+    for tid in ids:
+        q.createTask(tid, task_def(taskGroupId=group))
+    first = q.listTaskGroup(group, query={"limit": 2})
+    assert [t["status"]["taskId"] for t in first["tasks"]] == ids[:2]
+    assert first["continuationToken"] == "jGzmdv8vpK"  # lib-api's paginateResults: hashids of offset 2
+    assert (first["taskGroupId"], first["schedulerId"]) == (group, "-")
+    assert list(first) == ["taskGroupId", "schedulerId", "expires", "tasks", "continuationToken"]
+    assert list(first["tasks"][0]) == ["status", "task"]
+    seen = []
+    q.listTaskGroup(group, query={"limit": 2}, paginationHandler=lambda r: seen.extend(
+        t["status"]["taskId"] for t in r["tasks"]))
+    assert seen == ids
+    r = call(emulator, "GET", f"/api/queue/v1/task-group/{group}/list", client="queue-reader")
+    assert_error(r, 403, "InsufficientScopes", "listTaskGroup",
+                 MISSING_SCOPES_TEXT("queue-reader", f"queue:list-task-group:{group}",
+                                     f"queue:list-task-group:{group}"))
+
+
+def test_cancel_task(emulator):
+    q = queue(emulator)
+    first, second = taskcluster.slugId(), taskcluster.slugId()
+    q.createTask(first, task_def())
+    q.createTask(second, task_def(dependencies=[first], taskGroupId=first))
+    assert q.status(second)["status"]["state"] == "unscheduled"
+    # cancelling needs one of three scope sets; the task's ids fill them in
+    r = call(emulator, "POST", f"/api/queue/v1/task/{second}/cancel", client="queue-creator")
+    required = {"AnyOf": [f"queue:cancel-task:-/{first}/{second}", "queue:cancel-task-in-project:none",
+                          {"AllOf": ["queue:cancel-task", f"assume:scheduler-id:-/{first}"]}]}
+    assert_error(r, 403, "InsufficientScopes", "cancelTask", MISSING_SCOPES_TEXT("queue-creator", required, required))
+    # an unscheduled task gets a run, resolved at once
+    s = q.cancelTask(second)["status"]
+    assert s["state"] == "exception"
+    assert [(r["state"], r["reasonCreated"], r["reasonResolved"]) for r in s["runs"]] == \
+        [("exception", "exception", "canceled")]
+    s = q.cancelTask(first)["status"]
+    assert [(r["state"], r["reasonCreated"], r["reasonResolved"]) for r in s["runs"]] == \
+        [("exception", "scheduled", "canceled")]
+    assert q.cancelTask(first)["status"] == s  # resolved: nothing changes
+
+
+def test_dependencies_schedule_when_resolved(emulator):
+    q = queue(emulator)
+    new_pool(emulator, "proj-servo/deps", max_cap=2)
+    a, b, c = taskcluster.slugId(), taskcluster.slugId(), taskcluster.slugId()
+    q.createTask(a, task_def(taskQueueId="proj-servo/deps"))
+    q.createTask(b, task_def(taskQueueId="proj-servo/deps", dependencies=[a], taskGroupId=a))
+    q.createTask(c, task_def(taskQueueId="proj-servo/deps", dependencies=[a], requires="all-resolved", taskGroupId=a))
+    ctl(emulator, "POST", "task-outcome", {"taskId": a, "outcome": "failed"})
+    advance(emulator, 60 + 5 + 600)
+    assert q.status(a)["status"]["state"] == "failed"
+    assert q.status(b)["status"]["state"] == "unscheduled"  # all-completed: stays blocked
+    assert q.status(c)["status"]["state"] in ("pending", "running")  # all-resolved: scheduled
+
+
+# ---------------------------------------------------------------------------- simulated workers and tasks
+
+
+def test_task_runs_on_a_simulated_worker(emulator):
+    q, client = queue(emulator), wm(emulator)
+    new_pool(emulator, "proj-servo/sim", min_cap=0, max_cap=3)
+    assert client.listWorkersForWorkerPool("proj-servo/sim") == {"workers": []}
+    tid = taskcluster.slugId()
+    q.createTask(tid, task_def(taskQueueId="proj-servo/sim"))
+    advance(emulator, 1)
+    [w] = client.listWorkersForWorkerPool("proj-servo/sim")["workers"]  # one pending task: one worker requested
+    assert list(w) == ["workerPoolId", "workerGroup", "workerId", "providerId", "created", "expires", "lastModified",
+                       "lastChecked", "capacity", "state", "launchConfigId"]
+    lcid = client.workerPool("proj-servo/sim")["config"]["launchConfigs"][0]["workerManager"]["launchConfigId"]
+    assert (w["state"], w["workerGroup"], w["providerId"], w["capacity"], w["launchConfigId"]) == \
+        ("requested", "us-west-2", "aws", 1, lcid)
+    assert re.fullmatch(r"i-[0-9a-f]{17}", w["workerId"])
+    assert queue(emulator).listWorkers("proj-servo", "sim") == {"workers": []}  # not seen by the queue yet
+    advance(emulator, 59)  # booted 60 s after it was requested: running, claims the pending task at once
+    assert client.worker("proj-servo/sim", "us-west-2", w["workerId"])["state"] == "running"
+    s = q.status(tid)["status"]
+    assert s["state"] == "running" and s["runs"][0]["workerId"] == w["workerId"]
+    assert list(s["runs"][0]) == ["runId", "state", "reasonCreated", "workerGroup", "workerId", "takenUntil",
+                                  "scheduled", "started"]
+    [qw] = q.listWorkers("proj-servo", "sim")["workers"]
+    assert list(qw) == ["workerGroup", "workerId", "firstClaim", "lastDateActive", "latestTask"]
+    assert qw["latestTask"] == {"taskId": tid, "runId": 0}
+    full = q.getWorker("proj-servo", "sim", "us-west-2", w["workerId"])
+    assert full["recentTasks"] == [{"taskId": tid, "runId": 0}] and full["taskQueueId"] == "proj-servo/sim"
+    wml = client.listWorkers("proj-servo", "sim")["workers"]
+    assert [(x["state"], x["launchConfigId"], x["latestTask"]["taskId"]) for x in wml] == [("running", lcid, tid)]
+    advance(emulator, 599)
+    assert q.status(tid)["status"]["state"] == "running"
+    advance(emulator, 1)  # maxRunTime 600 after the claim
+    s = q.status(tid)["status"]
+    assert s["state"] == "completed" and s["runs"][0]["reasonResolved"] == "completed"
+    assert list(s["runs"][0])[-1] == "resolved"
+
+
+def test_forced_outcomes_and_malformed_payloads(emulator):
+    q = queue(emulator)
+    new_pool(emulator, "proj-servo/out", max_cap=4)
+    failed, retried, malformed = taskcluster.slugId(), taskcluster.slugId(), taskcluster.slugId()
+    q.createTask(failed, task_def(taskQueueId="proj-servo/out"))
+    q.createTask(retried, task_def(taskQueueId="proj-servo/out", retries=1))
+    q.createTask(malformed, task_def(taskQueueId="proj-servo/out", payload={"command": ["true"]}))
+    assert ctl(emulator, "POST", "task-outcome", {"taskId": failed, "outcome": "failed"})[0] == 200
+    assert ctl(emulator, "POST", "task-outcome", {"taskId": retried, "outcome": "exception",
+                                                  "reason": "worker-shutdown"})[0] == 200
+    advance(emulator, 65)
+    assert q.status(malformed)["status"]["runs"][0]["reasonResolved"] == "malformed-payload"
+    advance(emulator, 600)
+    assert q.status(failed)["status"]["runs"][0]["state"] == "failed"
+    runs = q.status(retried)["status"]["runs"]
+    assert [(r["state"], r["reasonCreated"], r.get("reasonResolved")) for r in runs][:2] == \
+        [("exception", "scheduled", "worker-shutdown"), (runs[1]["state"], "retry", runs[1].get("reasonResolved"))]
+    assert q.status(retried)["status"]["retriesLeft"] == 0
+    tasks = {t["taskId"]: t for t in ctl(emulator, "GET", "tasks")[1]["tasks"]}
+    assert "maxRunTime must be an integer from 1 to 86400" in tasks[malformed]["log"][0]
+    assert ctl(emulator, "POST", "task-outcome", {"taskId": failed, "outcome": "completed"})[0] == 409
+    assert ctl(emulator, "POST", "task-outcome", {"taskId": retried, "outcome": "maybe"})[0] == 400
+
+
+def test_decision_task_creates_its_children_in_its_group(emulator):
+    q = queue(emulator)
+    new_pool(emulator, "proj-servo/dec", max_cap=3)
+    decision = taskcluster.slugId()
+    child_a = taskcluster.slugId()
+    children = [{"taskId": child_a, "payload": {"maxRunTime": 100}},
+                {"dependencies": [child_a], "payload": {"maxRunTime": 50}, "metadata": {
+                    "name": "tests", "description": "", "owner": "servo@example.com", "source": SOURCE}}]
+    scopes = ["queue:create-task:highest:proj-servo/dec", "queue:scheduler-id:-", "queue:create-task:project:none"]
+    q.createTask(decision, task_def(taskQueueId="proj-servo/dec", scopes=scopes, payload={
+        "maxRunTime": 30, "env": {"TC_AMI_SANDBOX_CHILDREN": json.dumps(children)}}))
+    advance(emulator, 65)
+    group = q.listTaskGroup(decision)["tasks"]
+    assert len(group) == 3 and {t["task"]["taskGroupId"] for t in group} == {decision}
+    second = next(t for t in group if t["task"]["dependencies"] == [child_a])
+    assert second["task"]["metadata"]["name"] == "tests" and second["status"]["state"] == "unscheduled"
+    assert q.task(child_a)["metadata"]["name"] == "build / child 0"
+    advance(emulator, 60 + 5 + 100 + 5 + 50)
+    states = {t["status"]["taskId"]: t["status"]["state"] for t in q.listTaskGroup(decision)["tasks"]}
+    assert set(states.values()) == {"completed"}, states
+    # a decision task whose scopes do not cover its children fails, and says why
+    poor = taskcluster.slugId()
+    q.createTask(poor, task_def(taskQueueId="proj-servo/dec", payload={
+        "maxRunTime": 30, "env": {"TC_AMI_SANDBOX_CHILDREN": json.dumps([{}])}}))
+    advance(emulator, 5 + 30)
+    assert q.status(poor)["status"]["state"] == "failed"
+    log = next(t for t in ctl(emulator, "GET", "tasks")[1]["tasks"] if t["taskId"] == poor)["log"]
+    assert "refused: InsufficientScopes" in log[0] and len(q.listTaskGroup(poor)["tasks"]) == 1
+
+
+def test_archived_launch_config_workers_stop_once_idle(emulator):
+    client = wm(emulator)
+    pool = new_pool(emulator, "proj-servo/roll", min_cap=2, max_cap=4, check_secs=300)
+    old = pool["config"]["launchConfigs"][0]["workerManager"]["launchConfigId"]
+    advance(emulator, 60)
+    added = ctl(emulator, "POST", "workers", {"workerPoolId": "proj-servo/roll", "workers": [
+        {"state": "running", "workerId": "i-busy", "taskMaxRunTime": 3000}]})[1]["workers"]
+    assert added[0]["task"] is not None
+    ws = client.listWorkersForWorkerPool("proj-servo/roll")["workers"]
+    assert sorted(w["state"] for w in ws) == ["running"] * 3
+    # a deploy: a new image, a new launch config id, the old one archived
+    body = strip_nine(client.workerPool("proj-servo/roll"))
+    lc = body["config"]["launchConfigs"][0]
+    del lc["workerManager"]
+    lc["launchConfig"]["ImageId"] = "ami-000000000000000b2"
+    new = client.updateWorkerPool("proj-servo/roll", body)["config"]["launchConfigs"][0]["workerManager"]["launchConfigId"]
+    assert new != old
+    advance(emulator, 299)
+    assert {w["state"] for w in client.listWorkersForWorkerPool("proj-servo/roll")["workers"]} == {"running"}
+    advance(emulator, 1)  # the deployment check of the two booted at the same time
+    by_id = {w["workerId"]: w for w in client.listWorkersForWorkerPool("proj-servo/roll")["workers"]}
+    assert by_id["i-busy"]["state"] == "running"
+    idle_old = [w for w in by_id.values() if w["launchConfigId"] == old and w["workerId"] != "i-busy"]
+    assert [w["state"] for w in idle_old] == ["stopping", "stopping"]
+    advance(emulator, 30)
+    assert {w["state"] for w in client.listWorkersForWorkerPool("proj-servo/roll", query={
+        "launchConfigId": old})["workers"] if w["workerId"] != "i-busy"} == {"stopped"}
+    advance(emulator, 60)  # a replacement on the new launch config: minCapacity counts the busy old worker
+    running_new = client.listWorkersForWorkerPool("proj-servo/roll", query={"launchConfigId": new, "state": "running"})
+    assert len(running_new["workers"]) == 1
+    advance(emulator, 3000)  # the busy worker finishes its task, then goes at its next check
+    advance(emulator, 300 + 30)
+    assert client.worker("proj-servo/roll", "us-west-2", "i-busy")["state"] == "stopped"
+    advance(emulator, 60)
+    running_new = client.listWorkersForWorkerPool("proj-servo/roll", query={"launchConfigId": new, "state": "running"})
+    assert len(running_new["workers"]) == 2
+    busy_task = added[0]["task"]["taskId"]
+    assert queue(emulator).status(busy_task)["status"]["state"] == "completed"
+
+
+def test_worker_endpoints_paging_scopes_and_removal(emulator):
+    client = wm(emulator)
+    new_pool(emulator, "proj-servo/many", max_cap=10)
+    ids = [f"i-{n:017x}" for n in range(5)]
+    status, body = ctl(emulator, "POST", "workers", {"workerPoolId": "proj-servo/many", "workers": [
+        {"state": s, "workerId": i} for s, i in zip(["running", "running", "requested", "stopping", "stopped"], ids)]})
+    assert status == 200, body
+    page = client.listWorkersForWorkerPool("proj-servo/many", query={"limit": 2})
+    assert [w["workerId"] for w in page["workers"]] == ids[:2] and page["continuationToken"] == "jGzmdv8vpK"
+    seen = []
+    client.listWorkersForWorkerPool("proj-servo/many", query={"limit": 2}, paginationHandler=lambda r: seen.extend(
+        w["workerId"] for w in r["workers"]))
+    assert seen == ids
+    assert [w["state"] for w in client.listWorkersForWorkerPool(
+        "proj-servo/many", query={"state": "stopping"})["workers"]] == ["stopping"]
+    r = call(emulator, "GET", "/api/worker-manager/v1/workers/proj-servo%2Fnope")
+    assert_error(r, 404, "ResourceNotFound", "listWorkersForWorkerPool", "Worker Pool does not exist")
+    r = call(emulator, "GET", "/api/worker-manager/v1/workers/proj-servo%2Fmany/us-west-2/i-nope")
+    assert_error(r, 404, "ResourceNotFound", "worker", "Worker not found",
+                 params={"workerPoolId": "proj-servo/many", "workerGroup": "us-west-2", "workerId": "i-nope"})
+    r = call(emulator, "GET", "/api/worker-manager/v1/workers/proj-servo%2Fmany", client="static/tester/limited")
+    assert_error(r, 403, "InsufficientScopes", "listWorkersForWorkerPool", MISSING_SCOPES_TEXT(
+        "static/tester/limited", "worker-manager:list-workers:proj-servo/many",
+        "worker-manager:list-workers:proj-servo/many"))
+    # the queue knows the workers that ran (from their first claimWork), worker-manager all of them
+    q = queue(emulator)
+    page = q.listWorkers("proj-servo", "many", query={"limit": 2})
+    assert [w["workerId"] for w in page["workers"]] == ids[:2] and page["continuationToken"] == "jGzmdv8vpK"
+    seen = []
+    q.listWorkers("proj-servo", "many", query={"limit": 2, "quarantined": "false"},
+                  paginationHandler=lambda r: seen.extend(w["workerId"] for w in r["workers"]))
+    assert seen == [ids[0], ids[1], ids[3], ids[4]]  # the requested one never claimed
+    assert q.listWorkers("proj-servo", "many", query={"quarantined": "true"}) == {"workers": []}
+    wml = client.listWorkers("proj-servo", "many", query={"workerState": "running"})["workers"]
+    assert [(w["workerId"], w["state"]) for w in wml] == [(ids[0], "running"), (ids[1], "running")]
+    r = call(emulator, "GET", "/api/queue/v1/provisioners/proj-servo/worker-types/many/workers", client="queue-reader")
+    assert_error(r, 403, "InsufficientScopes", "listWorkers", MISSING_SCOPES_TEXT(
+        "queue-reader", "queue:list-workers:proj-servo/many", "queue:list-workers:proj-servo/many"))
+    path = f"/api/worker-manager/v1/workers/proj-servo%2Fmany/us-west-2/{ids[0]}"
+    r = call(emulator, "DELETE", path, client="queue-reader")
+    scope = f"worker-manager:remove-worker:proj-servo/many/us-west-2/{ids[0]}"
+    assert_error(r, 403, "InsufficientScopes", "removeWorker", MISSING_SCOPES_TEXT("queue-reader", scope, scope))
+    assert client.removeWorker("proj-servo/many", "us-west-2", ids[0]) == {}
+    assert client.worker("proj-servo/many", "us-west-2", ids[0])["state"] == "stopping"
+    advance(emulator, 30)
+    assert client.worker("proj-servo/many", "us-west-2", ids[0])["state"] == "stopped"
+    # removing a busy worker: its run is lost; the queue retries it when the claim expires
+    busy = ctl(emulator, "POST", "workers", {"workerPoolId": "proj-servo/many", "workers": [
+        {"state": "running", "workerId": "i-busy", "taskMaxRunTime": 3600}]})[1]["workers"][0]
+    client.removeWorker("proj-servo/many", "us-west-2", "i-busy")
+    advance(emulator, 1200)
+    runs = queue(emulator).status(busy["task"]["taskId"])["status"]["runs"]
+    assert (runs[0]["state"], runs[0]["reasonResolved"], runs[1]["reasonCreated"]) == \
+        ("exception", "claim-expired", "retry")
+
+
+def test_delete_worker_pool_waits_for_its_workers(emulator):
+    client = wm(emulator)
+    new_pool(emulator, "proj-servo/tmp-try", min_cap=1, check_secs=1800)
+    advance(emulator, 60)
+    [w] = client.listWorkersForWorkerPool("proj-servo/tmp-try")["workers"]
+    assert w["state"] == "running"
+    gone = client.deleteWorkerPool("proj-servo/tmp-try")
+    assert gone["providerId"] == "null-provider" and "launchConfigs" not in gone["config"]
+    assert "proj-servo/tmp-try" in [p["workerPoolId"] for p in client.listWorkerPools()["workerPools"]]
+    advance(emulator, 600)  # the pool-expiry job ran (every 600 s), but the worker is still running
+    assert client.workerPool("proj-servo/tmp-try")["providerId"] == "null-provider"
+    assert client.worker("proj-servo/tmp-try", w["workerGroup"], w["workerId"])["state"] == "running"
+    advance(emulator, 1800)  # its deployment check (every 1800 s): it stops; the next expiry removes the pool
+    r = call(emulator, "GET", "/api/worker-manager/v1/worker-pool/proj-servo%2Ftmp-try")
+    assert_error(r, 404, "ResourceNotFound", "workerPool", "Worker pool does not exist")
+
+
+def test_control_endpoints_validate_and_the_clock_runs(emulator):
+    assert ctl(emulator, "POST", "workers", {"workerPoolId": "proj-servo/nope", "workers": [{}]})[0] == 404
+    for bad in [{"workerPoolId": QWP, "workers": []},
+                {"workerPoolId": QWP, "workers": [{"state": "sleeping"}]},
+                {"workerPoolId": QWP, "workers": [{"launchConfigId": "lc-unknown"}]},
+                {"workerPoolId": QWP, "workers": [{"state": "requested", "taskMaxRunTime": 5}]},
+                {"workerPoolId": QWP, "workers": [{"workerId": "bad/id"}]}]:
+        assert ctl(emulator, "POST", "workers", bad)[0] == 400, bad
+    assert ctl(emulator, "POST", "time-scale", {"timeScale": -1})[0] == 400
+    assert ctl(emulator, "POST", "advance", {"seconds": "1"})[0] == 400
+    assert ctl(emulator, "GET", "workers")[1]["workers"] == []
+    # the real clock: 1 simulated second per real millisecond
+    assert ctl(emulator, "POST", "time-scale", {"timeScale": 0.001})[1]["timeScale"] == 0.001
+    tid = taskcluster.slugId()
+    queue(emulator).createTask(tid, task_def(payload={"maxRunTime": 60}))
+    deadline = time.monotonic() + 30
+    while queue(emulator).status(tid)["status"]["state"] != "completed":
+        assert time.monotonic() < deadline, "the simulated clock did not run"
+        time.sleep(0.05)
+    workers = ctl(emulator, "GET", "workers")[1]["workers"]
+    assert workers[0]["queue"]["recentTasks"] == [{"taskId": tid, "runId": 0}]
+
+
+@pytest.fixture
+def emulator_with_ec2(tmp_path):
+    """The EC2 sandbox and an emulator that checks worker images there (--ec2-url)."""
+    procs = []
+    with open(tmp_path / "ec2.log", "w") as err:
+        ec2p = subprocess.Popen([sys.executable, os.path.join(SANDBOX, "ec2_sandbox.py"), "--port", "0",
+                                 "--parent-pid", str(os.getpid())], stdout=subprocess.PIPE, stderr=err, text=True)
+    procs.append(ec2p)
+    try:
+        line = ec2p.stdout.readline()
+        assert line.startswith("READY "), (line, (tmp_path / "ec2.log").read_text())
+        ec2_url = line.split()[1]
+        (tmp_path / "seed.json").write_text(json.dumps({**SEED, "workerPools": []}))
+        with open(tmp_path / "tc.log", "w") as err:
+            tcp = subprocess.Popen([sys.executable, os.path.join(SANDBOX, "tc_emulator.py"), "--seed",
+                                    str(tmp_path / "seed.json"), "--ec2-url", ec2_url, "--quiet"],
+                                   stdout=subprocess.PIPE, stderr=err, text=True)
+        procs.append(tcp)
+        line = tcp.stdout.readline()
+        assert line.startswith("READY "), (line, (tmp_path / "tc.log").read_text())
+        yield line.split()[1], ec2_url
+    finally:
+        for p in reversed(procs):
+            p.send_signal(signal.SIGTERM)
+            assert p.wait(20) == 0
+    assert "Traceback" not in (tmp_path / "tc.log").read_text()
+
+
+def test_worker_images_are_checked_in_the_ec2_sandbox(emulator_with_ec2):
+    import boto3
+    root, ec2_url = emulator_with_ec2
+    available, pending, missing = "ami-debb7b63493b4360c", "ami-bbc33a8682d2d1a1d", "ami-0000000000000bad0"
+    assert ctl(root, "GET", "state")[1]["simulation"]["ec2Url"] == ec2_url
+    for name, ami in (("good", available), ("pending", pending), ("missing", missing)):
+        new_pool(root, f"proj-servo/{name}", images=(ami,))
+    q = queue(root)
+    tasks = {name: taskcluster.slugId() for name in ("good", "pending", "missing")}
+    for name, tid in tasks.items():
+        q.createTask(tid, task_def(taskQueueId=f"proj-servo/{name}"))
+    advance(root, 60 + 600)
+    assert q.status(tasks["good"])["status"]["state"] == "completed"
+    for name in ("pending", "missing"):  # no usable image: no worker, the task waits
+        assert q.status(tasks[name])["status"]["state"] == "pending"
+        assert wm(root).listWorkersForWorkerPool(f"proj-servo/{name}")["workers"] == []
+    # the outcome marker: a tag on the image, in the launch config's region
+    ec2 = boto3.client("ec2", region_name="us-west-2", endpoint_url=ec2_url, aws_access_key_id="testing",
+                       aws_secret_access_key="testing")
+    ec2.create_tags(Resources=[available], Tags=[{"Key": "sandbox:task-outcome", "Value": "failed"}])
+    time.sleep(1.1)  # the emulator caches DescribeImages answers for a second
+    failing = taskcluster.slugId()
+    q.createTask(failing, task_def(taskQueueId="proj-servo/good"))
+    advance(root, 5 + 600)
+    s = q.status(failing)["status"]
+    assert (s["state"], s["runs"][0]["reasonResolved"]) == ("failed", "failed")
+    log = next(t for t in ctl(root, "GET", "tasks")[1]["tasks"] if t["taskId"] == failing)["log"]
+    assert log == [f"run 0: image {available} carries sandbox:task-outcome=failed"]

@@ -81,6 +81,11 @@ impl Shell {
         eprintln!("{text}");
     }
 
+    /// A warning for the person at the terminal (stderr): `tc-ami: warning: …`.
+    pub fn warn(&self, text: &str) {
+        eprintln!("tc-ami: warning: {text}");
+    }
+
     /// A line shown only at `-v` or more.
     pub fn verbose(&self, text: impl FnOnce() -> String) {
         if self.verbosity > 0 {
