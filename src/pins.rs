@@ -380,44 +380,10 @@ fn expand(content: &str, vars: &HashMap<String, Result<String, String>>) -> Resu
                 literal_from = i;
             }
             b'$' => {
-                let (name, end) = match b.get(i + 1) {
-                    Some(b'{') => match content[i + 2..].find('}') {
-                        Some(n) => (&content[i + 2..i + 2 + n], i + 3 + n),
-                        None => return Err("`${` without its `}`".into()),
-                    },
-                    Some(b'(') => {
-                        return Err(
-                            "it uses a subexpression `$(...)`, which tc-ami does not evaluate"
-                                .into(),
-                        );
-                    }
-                    Some(c) if is_ident_char(*c) => {
-                        let n = b[i + 1..].iter().take_while(|c| is_ident_char(**c)).count();
-                        if b.get(i + 1 + n) == Some(&b':') {
-                            let m = b[i + 2 + n..]
-                                .iter()
-                                .take_while(|c| is_ident_char(**c))
-                                .count();
-                            let name = &content[i + 1..i + 1 + n];
-                            return Err(if m == 0 {
-                                // PowerShell itself refuses `"$Name: …"` (a drive-qualified name).
-                                format!(
-                                    "PowerShell cannot parse `${name}:` in a double-quoted string: write `${{{name}}}:`"
-                                )
-                            } else {
-                                format!(
-                                    "it uses ${}, which tc-ami does not evaluate",
-                                    &content[i + 1..i + 2 + n + m]
-                                )
-                            });
-                        }
-                        (&content[i + 1..i + 1 + n], i + 1 + n)
-                    }
+                let Some((name, end)) = variable_at(content, i)? else {
                     // A `$` that starts no variable is itself.
-                    _ => {
-                        i += 1;
-                        continue;
-                    }
+                    i += 1;
+                    continue;
                 };
                 out.push_str(&content[literal_from..i]);
                 match vars.get(&name.to_ascii_lowercase()) {
@@ -437,6 +403,43 @@ fn expand(content: &str, vars: &HashMap<String, Result<String, String>>) -> Resu
     }
     out.push_str(&content[literal_from..]);
     Ok(out)
+}
+
+/// The variable a `$` at `i` starts, and where it ends; None when the `$` starts none.
+fn variable_at(content: &str, i: usize) -> Result<Option<(&str, usize)>, String> {
+    let b = content.as_bytes();
+    Ok(Some(match b.get(i + 1) {
+        Some(b'{') => match content[i + 2..].find('}') {
+            Some(n) => (&content[i + 2..i + 2 + n], i + 3 + n),
+            None => return Err("`${` without its `}`".into()),
+        },
+        Some(b'(') => {
+            return Err("it uses a subexpression `$(...)`, which tc-ami does not evaluate".into());
+        }
+        Some(c) if is_ident_char(*c) => {
+            let n = b[i + 1..].iter().take_while(|c| is_ident_char(**c)).count();
+            if b.get(i + 1 + n) == Some(&b':') {
+                let m = b[i + 2 + n..]
+                    .iter()
+                    .take_while(|c| is_ident_char(**c))
+                    .count();
+                let name = &content[i + 1..i + 1 + n];
+                return Err(if m == 0 {
+                    // PowerShell itself refuses `"$Name: …"` (a drive-qualified name).
+                    format!(
+                        "PowerShell cannot parse `${name}:` in a double-quoted string: write `${{{name}}}:`"
+                    )
+                } else {
+                    format!(
+                        "it uses ${}, which tc-ami does not evaluate",
+                        &content[i + 1..i + 2 + n + m]
+                    )
+                });
+            }
+            (&content[i + 1..i + 1 + n], i + 1 + n)
+        }
+        _ => return Ok(None),
+    }))
 }
 
 /// Skips spaces and tabs from `at`.

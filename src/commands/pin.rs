@@ -104,27 +104,50 @@ fn url_problem(p: &Pin) -> Option<String> {
         .map(|why| format!("cannot resolve its Url \"{}\": {why}", p.url_text))
 }
 
+/// The entries of a script that are not pinned, or whose URL does not resolve, and why.
+fn check_problems(s: &Script) -> Vec<(&Pin, String)> {
+    s.block
+        .pins
+        .iter()
+        .filter_map(|p| {
+            let mut why = Vec::new();
+            match p.state() {
+                PinState::Pinned => {}
+                PinState::Unpinned => why.push("no SHA-256".to_string()),
+                PinState::Malformed(m) => why.push(format!("malformed SHA-256: {m}")),
+            }
+            why.extend(url_problem(p));
+            (!why.is_empty()).then(|| (p, why.join("; ")))
+        })
+        .collect()
+}
+
+/// An entry as `--check --json` reports it.
+fn check_entry(p: &Pin) -> Value {
+    let state = p.state();
+    let mut e = json!({
+        "name": p.name,
+        "line": p.line,
+        "url": p.url.as_ref().ok(),
+        "sha256": p.sha256,
+        "state": state.label(),
+    });
+    if let PinState::Malformed(m) = &state {
+        e["problem"] = json!(m);
+    }
+    if let Some(u) = url_problem(p) {
+        e["url_problem"] = json!(u);
+    }
+    e
+}
+
 /// `--check`: 0 when every entry of every script is pinned and its URL resolves, else 1.
 fn report_check(ctx: &Ctx, scripts: &[Script]) -> u8 {
     let mut human = Vec::new();
     let mut docs = Vec::new();
     let mut all_ok = true;
     for s in scripts {
-        let problems: Vec<(&Pin, String)> = s
-            .block
-            .pins
-            .iter()
-            .filter_map(|p| {
-                let mut why = Vec::new();
-                match p.state() {
-                    PinState::Pinned => {}
-                    PinState::Unpinned => why.push("no SHA-256".to_string()),
-                    PinState::Malformed(m) => why.push(format!("malformed SHA-256: {m}")),
-                }
-                why.extend(url_problem(p));
-                (!why.is_empty()).then(|| (p, why.join("; ")))
-            })
-            .collect();
+        let problems = check_problems(s);
         let ok = problems.is_empty();
         all_ok &= ok;
         if ok {
@@ -149,28 +172,7 @@ fn report_check(ctx: &Ctx, scripts: &[Script]) -> u8 {
                 human.push(format!("  {:width$}  line {}: {why}", p.name, p.line));
             }
         }
-        let entries: Vec<Value> = s
-            .block
-            .pins
-            .iter()
-            .map(|p| {
-                let state = p.state();
-                let mut e = json!({
-                    "name": p.name,
-                    "line": p.line,
-                    "url": p.url.as_ref().ok(),
-                    "sha256": p.sha256,
-                    "state": state.label(),
-                });
-                if let PinState::Malformed(m) = &state {
-                    e["problem"] = json!(m);
-                }
-                if let Some(u) = url_problem(p) {
-                    e["url_problem"] = json!(u);
-                }
-                e
-            })
-            .collect();
+        let entries: Vec<Value> = s.block.pins.iter().map(check_entry).collect();
         docs.push(json!({
             "script": s.path.display().to_string(),
             "worker_types": s.worker_types,
@@ -229,103 +231,12 @@ async fn pin(ctx: &Ctx, scripts: &[Script], force: bool) -> Result<u8> {
     let mut writes: Vec<(&Script, String)> = Vec::new();
     let mut summary = Vec::new();
     for s in scripts {
-        let mut edits: Vec<(Range<usize>, &str)> = Vec::new();
-        let mut entries = Vec::new();
-        let (mut filled, mut verified, mut changed) = (0, 0, 0);
-        human.push(format!("{}:", s.shown()));
-        let width = s.block.pins.iter().map(|p| p.name.len()).max().unwrap_or(0);
-        for p in &s.block.pins {
-            let url = p.url.as_deref().unwrap_or_default();
-            let d = &got[url];
-            let outcome = match p.state() {
-                PinState::Pinned if p.sha256.eq_ignore_ascii_case(&d.sha256) => Outcome::Verified,
-                PinState::Pinned => Outcome::Changed {
-                    was: p.sha256.clone(),
-                },
-                _ => Outcome::Filled,
-            };
-            let (label, note) = match &outcome {
-                Outcome::Verified => {
-                    verified += 1;
-                    ("verified", String::new())
-                }
-                Outcome::Filled => {
-                    filled += 1;
-                    edits.push((p.sha256_range.clone(), d.sha256.as_str()));
-                    let was = match p.state() {
-                        PinState::Malformed(m) => format!(" (was malformed: {m})"),
-                        _ => String::new(),
-                    };
-                    ("pinned", was)
-                }
-                Outcome::Changed { was } => {
-                    changed += 1;
-                    let line = format!(
-                        "{}: the file changed: was {was}, now {} ({url})",
-                        p.name, d.sha256
-                    );
-                    ctx.shell.note(&format!("tc-ami: {line}"));
-                    if force {
-                        edits.push((p.sha256_range.clone(), d.sha256.as_str()));
-                    } else {
-                        refused.push(line);
-                    }
-                    (
-                        if force { "updated" } else { "CHANGED" },
-                        format!(" (was {was})"),
-                    )
-                }
-            };
-            human.push(format!(
-                "  {:width$}  {label:8}  {}{note}  {}",
-                p.name,
-                d.sha256,
-                human_bytes(d.bytes)
-            ));
-            if let Some(warning) = looks_like_a_page(d) {
-                ctx.shell.warn(&format!("{}: {warning}", p.name));
-            }
-            let mut e = json!({
-                "name": p.name,
-                "line": p.line,
-                "url": url,
-                "final_url": d.final_url,
-                "bytes": d.bytes,
-                "sha256": d.sha256,
-                "previous": p.sha256,
-                "result": match &outcome {
-                    Outcome::Filled => "pinned",
-                    Outcome::Verified => "verified",
-                    Outcome::Changed { .. } if force => "updated",
-                    Outcome::Changed { .. } => "changed",
-                },
-            });
-            if let Some(ct) = &d.content_type {
-                e["content_type"] = json!(ct);
-            }
-            entries.push(e);
-        }
-        let new_text = pins::rewrite(&s.text, &edits);
-        if let Err(e) = user_data_for(&new_text, &s.path.display().to_string()) {
-            bail!("after pinning, {e}; nothing was written");
-        }
-        let mut counts = vec![format!("{filled} pinned")];
-        if changed > 0 {
-            counts.push(if force {
-                format!("{changed} updated because the file changed")
-            } else {
-                format!("{changed} changed, not written")
-            });
-        }
-        counts.push(format!("{verified} verified"));
-        summary.push(format!("{}: {}", s.path.display(), counts.join(", ")));
-        docs.push(json!({
-            "script": s.path.display().to_string(),
-            "worker_types": s.worker_types,
-            "written": !edits.is_empty(),
-            "entries": entries,
-        }));
-        if !edits.is_empty() {
+        let judged = judge_script(ctx, s, &got, force)?;
+        human.extend(judged.human);
+        refused.extend(judged.refused);
+        summary.push(judged.summary);
+        docs.push(judged.doc);
+        if let Some(new_text) = judged.new_text {
             writes.push((s, new_text));
         }
     }
@@ -349,6 +260,144 @@ async fn pin(ctx: &Ctx, scripts: &[Script], force: bool) -> Result<u8> {
         &json!({"scripts": docs, "written": written}),
     );
     Ok(0)
+}
+
+/// One script's entries against their downloads.
+struct JudgedScript {
+    human: Vec<String>,
+    /// The entries whose file changed, when they are not to be written.
+    refused: Vec<String>,
+    summary: String,
+    doc: Value,
+    /// The script with its new hashes, when any changes.
+    new_text: Option<String>,
+}
+
+fn judge_script(
+    ctx: &Ctx,
+    s: &Script,
+    got: &BTreeMap<String, Downloaded>,
+    force: bool,
+) -> Result<JudgedScript> {
+    let mut edits: Vec<(Range<usize>, &str)> = Vec::new();
+    let mut entries = Vec::new();
+    let mut refused = Vec::new();
+    let (mut filled, mut verified, mut changed) = (0, 0, 0);
+    let mut human = vec![format!("{}:", s.shown())];
+    let width = s.block.pins.iter().map(|p| p.name.len()).max().unwrap_or(0);
+    for p in &s.block.pins {
+        let url = p.url.as_deref().unwrap_or_default();
+        let d = &got[url];
+        let outcome = match p.state() {
+            PinState::Pinned if p.sha256.eq_ignore_ascii_case(&d.sha256) => Outcome::Verified,
+            PinState::Pinned => Outcome::Changed {
+                was: p.sha256.clone(),
+            },
+            _ => Outcome::Filled,
+        };
+        match &outcome {
+            Outcome::Verified => verified += 1,
+            Outcome::Filled => filled += 1,
+            Outcome::Changed { .. } => changed += 1,
+        }
+        let judged = judge_entry(ctx, p, d, &outcome, force);
+        if judged.write {
+            edits.push((p.sha256_range.clone(), d.sha256.as_str()));
+        }
+        refused.extend(judged.refused);
+        human.push(format!("  {:width$}  {}", p.name, judged.human));
+        entries.push(judged.doc);
+    }
+    let new_text = pins::rewrite(&s.text, &edits);
+    if let Err(e) = user_data_for(&new_text, &s.path.display().to_string()) {
+        bail!("after pinning, {e}; nothing was written");
+    }
+    let mut counts = vec![format!("{filled} pinned")];
+    if changed > 0 {
+        counts.push(if force {
+            format!("{changed} updated because the file changed")
+        } else {
+            format!("{changed} changed, not written")
+        });
+    }
+    counts.push(format!("{verified} verified"));
+    Ok(JudgedScript {
+        human,
+        refused,
+        summary: format!("{}: {}", s.path.display(), counts.join(", ")),
+        doc: json!({
+            "script": s.path.display().to_string(),
+            "worker_types": s.worker_types,
+            "written": !edits.is_empty(),
+            "entries": entries,
+        }),
+        new_text: (!edits.is_empty()).then_some(new_text),
+    })
+}
+
+/// One entry against its download.
+struct JudgedEntry {
+    /// Its line in the table, after the name.
+    human: String,
+    doc: Value,
+    /// Whether its hash is to be written.
+    write: bool,
+    refused: Option<String>,
+}
+
+fn judge_entry(ctx: &Ctx, p: &Pin, d: &Downloaded, outcome: &Outcome, force: bool) -> JudgedEntry {
+    let url = p.url.as_deref().unwrap_or_default();
+    let (label, note, write, refused) = match outcome {
+        Outcome::Verified => ("verified", String::new(), false, None),
+        Outcome::Filled => {
+            let was = match p.state() {
+                PinState::Malformed(m) => format!(" (was malformed: {m})"),
+                _ => String::new(),
+            };
+            ("pinned", was, true, None)
+        }
+        Outcome::Changed { was } => {
+            let line = format!(
+                "{}: the file changed: was {was}, now {} ({url})",
+                p.name, d.sha256
+            );
+            ctx.shell.note(&format!("tc-ami: {line}"));
+            let label = if force { "updated" } else { "CHANGED" };
+            (
+                label,
+                format!(" (was {was})"),
+                force,
+                (!force).then_some(line),
+            )
+        }
+    };
+    if let Some(warning) = looks_like_a_page(d) {
+        ctx.shell.warn(&format!("{}: {warning}", p.name));
+    }
+    let mut doc = json!({
+        "name": p.name,
+        "line": p.line,
+        "url": url,
+        "final_url": d.final_url,
+        "bytes": d.bytes,
+        "sha256": d.sha256,
+        "previous": p.sha256,
+        "result": match outcome {
+            Outcome::Filled => "pinned",
+            Outcome::Verified => "verified",
+            Outcome::Changed { .. } if force => "updated",
+            Outcome::Changed { .. } => "changed",
+        },
+    });
+    if let Some(ct) = &d.content_type {
+        doc["content_type"] = json!(ct);
+    }
+    JudgedEntry {
+        human: format!("{label:8}  {}{note}  {}", d.sha256, human_bytes(d.bytes)),
+        doc,
+        write,
+        refused,
+    }
 }
 
 /// A web page where a binary was expected: a moved download often answers 200 with HTML.
@@ -377,6 +426,64 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
+/// The bar of a download whose size is known, and the spinner of one whose size is not.
+fn bar_styles(width: usize) -> (ProgressStyle, ProgressStyle) {
+    let style = ProgressStyle::with_template(&format!(
+        "{{prefix:{width}}} [{{bar:30}}] {{bytes:>10}}/{{total_bytes:10}} {{bytes_per_sec:>12}} {{msg}}"
+    ))
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    let spinner = ProgressStyle::with_template(&format!(
+        "{{prefix:{width}}} {{spinner}} {{bytes:>10}} {{bytes_per_sec:>12}} {{msg}}"
+    ))
+    .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    (style, spinner)
+}
+
+/// Downloads one file into its SHA-256, showing it on `bar` (a line when finished, when stderr
+/// is not a terminal).
+async fn download_one(
+    shell: &Shell,
+    client: &reqwest::Client,
+    bar: &ProgressBar,
+    style: &ProgressStyle,
+    name: &str,
+    url: &str,
+    terminal: bool,
+) -> Result<Downloaded, download::DownloadError> {
+    bar.set_prefix(name.to_string());
+    bar.enable_steady_tick(Duration::from_millis(150));
+    let r = download::sha256_of(client, url, |total, done| {
+        if let Some(t) = total
+            && bar.length() != Some(t)
+        {
+            bar.set_length(t);
+            bar.set_style(style.clone());
+        }
+        bar.set_position(done);
+    })
+    .await;
+    match &r {
+        Ok(d) => {
+            bar.finish_with_message("ok");
+            if !terminal {
+                shell.note(&format!(
+                    "tc-ami: {name}: {} {}",
+                    human_bytes(d.bytes),
+                    d.sha256
+                ));
+            }
+        }
+        Err(e) => {
+            bar.abandon_with_message(format!("failed: {e}"));
+            if !terminal {
+                shell.note(&format!("tc-ami: {name}: failed: {e}"));
+            }
+        }
+    }
+    r
+}
+
 /// Downloads every `(name, url)`, a few at a time, with a progress bar per file on a terminal
 /// (a line per finished file otherwise). All or nothing: any failure is an error naming every
 /// failed entry.
@@ -392,15 +499,7 @@ async fn download_all(
         ProgressDrawTarget::hidden()
     });
     let width = urls.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
-    let style = ProgressStyle::with_template(&format!(
-        "{{prefix:{width}}} [{{bar:30}}] {{bytes:>10}}/{{total_bytes:10}} {{bytes_per_sec:>12}} {{msg}}"
-    ))
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
-    let spinner = ProgressStyle::with_template(&format!(
-        "{{prefix:{width}}} {{spinner}} {{bytes:>10}} {{bytes_per_sec:>12}} {{msg}}"
-    ))
-    .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    let (style, spinner) = bar_styles(width);
     if !terminal {
         shell.note(&format!(
             "tc-ami: downloading {} file{}",
@@ -416,36 +515,7 @@ async fn download_all(
                 let (style, spinner) = (style.clone(), spinner.clone());
                 async move {
                     let bar = multi.add(ProgressBar::no_length().with_style(spinner.clone()));
-                    bar.set_prefix(name.clone());
-                    bar.enable_steady_tick(Duration::from_millis(150));
-                    let r = download::sha256_of(client, &url, |total, done| {
-                        if let Some(t) = total
-                            && bar.length() != Some(t)
-                        {
-                            bar.set_length(t);
-                            bar.set_style(style.clone());
-                        }
-                        bar.set_position(done);
-                    })
-                    .await;
-                    match &r {
-                        Ok(d) => {
-                            bar.finish_with_message("ok");
-                            if !terminal {
-                                shell.note(&format!(
-                                    "tc-ami: {name}: {} {}",
-                                    human_bytes(d.bytes),
-                                    d.sha256
-                                ));
-                            }
-                        }
-                        Err(e) => {
-                            bar.abandon_with_message(format!("failed: {e}"));
-                            if !terminal {
-                                shell.note(&format!("tc-ami: {name}: failed: {e}"));
-                            }
-                        }
-                    }
+                    let r = download_one(shell, client, &bar, &style, &name, &url, terminal).await;
                     (name, url, r)
                 }
             })
