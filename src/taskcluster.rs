@@ -1,11 +1,14 @@
 //! The thin Taskcluster adapter (the official `taskcluster` crate): configuration from the
 //! standard environment variables, and errors that say which variable or scope is wrong.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
-use taskcluster::{ClientBuilder, Credentials, Secrets, WorkerManager};
+use taskcluster::retry::{Backoff, Retry};
+use taskcluster::{ClientBuilder, Credentials, Queue, Secrets, WorkerManager};
 
 use crate::password::Secret;
+use crate::rollout::{LaunchConfigRecord, QueueWorker, RunState, Worker};
 use crate::text::one_line;
 
 /// Where and as whom tc-ami talks to Taskcluster.
@@ -92,6 +95,45 @@ impl TcEnv {
         b
     }
 
+    /// The signer for requests with a query string (see [`Signed`]).
+    fn signed(&self) -> Result<Signed> {
+        let credentials = match (&self.client_id, &self.access_token) {
+            (Some(id), Some(token)) => Some(hawk::Credentials {
+                id: id.clone(),
+                key: hawk::Key::new(token.expose(), hawk::SHA256)
+                    .context("TASKCLUSTER_ACCESS_TOKEN cannot be used as a Hawk key")?,
+            }),
+            _ => None,
+        };
+        let ext = match &self.certificate {
+            Some(cert) => Some(certificate_ext(cert)?),
+            None => None,
+        };
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .context("cannot set up the HTTP client for Taskcluster")?;
+        Ok(Signed {
+            http,
+            credentials,
+            ext,
+        })
+    }
+
+    /// As [`TcEnv::explain`], but a 403 names the scope the call needs (`scope`, the API
+    /// reference's expression filled in) on one line.
+    pub fn explain_scope(&self, what: &str, scope: &str, err: anyhow::Error) -> anyhow::Error {
+        match taskcluster::err_status_code(&err).map(|s| s.as_u16()) {
+            Some(403) => anyhow::anyhow!(
+                "{what}: client `{}` lacks the scope `{scope}` at {} (403); add it to the client's scopes, or use a client that has it",
+                self.who(),
+                self.root_url
+            ),
+            _ => self.explain(what, err),
+        }
+    }
+
     fn who(&self) -> String {
         self.client_id
             .as_deref()
@@ -163,6 +205,146 @@ async fn call<T>(
     result
 }
 
+/// `ext` as the crate sends it for temporary credentials: base64 of `{"certificate": …}`, the
+/// certificate parsed from `TASKCLUSTER_CERTIFICATE` (it must be JSON).
+fn certificate_ext(certificate: &str) -> Result<String> {
+    use base64::Engine;
+    let cert: Value = serde_json::from_str(certificate)
+        .context("TASKCLUSTER_CERTIFICATE is not JSON: set it to the certificate of your temporary credentials, as issued")?;
+    let ext = serde_json::json!({ "certificate": cert }).to_string();
+    Ok(base64::engine::general_purpose::STANDARD.encode(ext))
+}
+
+/// The `Authorization` header for `method` on `url`: Hawk with the MAC over the URL's path
+/// *with* its query string (`hawk::RequestBuilder::from_url`), no payload hash, `ext` when
+/// given, at `ts` with `nonce`.
+pub fn hawk_header(
+    credentials: &hawk::Credentials,
+    ext: Option<&str>,
+    method: &str,
+    url: &reqwest::Url,
+    ts: std::time::SystemTime,
+    nonce: &str,
+) -> Result<String> {
+    let header = hawk::RequestBuilder::from_url(method, url)
+        .context("cannot sign the request")?
+        .ext(ext)
+        .request()
+        .make_header_full(credentials, ts, nonce)
+        .context("cannot sign the request")?;
+    Ok(format!("Hawk {header}"))
+}
+
+/// Requests that tc-ami signs itself. The `taskcluster` crate 114 signs the path *without* its
+/// query string, and the service checks the MAC over the path with it (401 "Bad mac"), so every
+/// call with a query (paging, `includeArchived`) goes through here: the crate builds the URL
+/// (its `*_url` methods), this signs it with the `hawk` crate the crate itself uses, sends the
+/// crate's `ext` (the certificate of temporary credentials), and retries as the crate does
+/// (its [`Retry`] policy: 5xx and failed connections, five times with backoff).
+struct Signed {
+    http: reqwest::Client,
+    credentials: Option<hawk::Credentials>,
+    ext: Option<String>,
+}
+
+impl Signed {
+    /// One attempt: a fresh timestamp and nonce each time.
+    async fn attempt(&self, url: &reqwest::Url) -> Result<reqwest::Response, anyhow::Error> {
+        let mut request = self.http.get(url.clone());
+        if let Some(credentials) = &self.credentials {
+            let nonce: String = {
+                use rand::Rng;
+                let mut rng = rand::thread_rng();
+                (0..12)
+                    .map(|_| rng.sample(rand::distributions::Alphanumeric) as char)
+                    .collect()
+            };
+            let header = hawk_header(
+                credentials,
+                self.ext.as_deref(),
+                "GET",
+                url,
+                std::time::SystemTime::now(),
+                &nonce,
+            )?;
+            request = request.header(reqwest::header::AUTHORIZATION, header);
+        }
+        Ok(request.send().await?)
+    }
+
+    /// GETs `url` and parses its JSON; errors as the crate makes them (a 4xx carries the
+    /// service's message as context, so [`TcEnv::explain`] and `err_status_code` work).
+    async fn get_json(&self, url: &str) -> Result<Value> {
+        let url = reqwest::Url::parse(url).with_context(|| format!("bad URL {url}"))?;
+        let mut backoff = Backoff::new(&Retry::default());
+        loop {
+            let failure: anyhow::Error = match self.attempt(&url).await {
+                Ok(resp) if resp.status().is_client_error() => {
+                    let err = resp.error_for_status_ref().map(|_| ()).err();
+                    let message =
+                        resp.json::<Value>().await.ok().and_then(|v| {
+                            v.get("message").and_then(Value::as_str).map(str::to_string)
+                        });
+                    return Err(match (err, message) {
+                        (Some(e), Some(m)) => anyhow::Error::from(e).context(m),
+                        (Some(e), None) => e.into(),
+                        (None, _) => anyhow::anyhow!("unexpected answer from {url}"),
+                    });
+                }
+                Ok(resp) if resp.status().is_server_error() => match resp.error_for_status() {
+                    Err(e) => e.into(),
+                    Ok(_) => anyhow::anyhow!("unexpected answer from {url}"),
+                },
+                Ok(resp) => return Ok(resp.json::<Value>().await?),
+                Err(e) if e.downcast_ref::<reqwest::Error>().is_some() => e,
+                Err(e) => return Err(e),
+            };
+            match backoff.next_backoff() {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => return Err(failure),
+            }
+        }
+    }
+
+    /// Every item under `key` of every page: `url_for(continuationToken)` gives each page's
+    /// URL, until a page comes without a token (a page may be empty and still have one).
+    async fn all_pages(
+        &self,
+        key: &str,
+        url_for: impl Fn(Option<&str>) -> Result<String>,
+    ) -> Result<Vec<Value>> {
+        let mut items = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self.get_json(&url_for(token.as_deref())?).await?;
+            if let Some(list) = page.get(key).and_then(Value::as_array) {
+                items.extend(list.iter().cloned());
+            } else {
+                anyhow::bail!("the answer has no `{key}` list");
+            }
+            let next = page["continuationToken"].as_str().map(str::to_string);
+            if next.is_some() && next == token {
+                anyhow::bail!("the service returned the same continuationToken twice");
+            }
+            match next {
+                Some(t) => token = Some(t),
+                None => return Ok(items),
+            }
+        }
+    }
+}
+
+/// Parses listed items into `T`, naming the listing when one does not fit.
+fn parse_items<T: DeserializeOwned>(what: &str, items: Vec<Value>) -> Result<Vec<T>> {
+    items
+        .into_iter()
+        .map(|v| {
+            serde_json::from_value(v)
+                .map_err(|e| anyhow::anyhow!("{what}: an entry is not what the API promises: {e}"))
+        })
+        .collect()
+}
+
 pub struct SecretsApi {
     env: TcEnv,
     client: Secrets,
@@ -203,10 +385,11 @@ impl SecretsApi {
     }
 }
 
-/// The worker-manager service: get and update worker pools.
+/// The worker-manager service: get and update worker pools, list and remove their workers.
 pub struct WorkerManagerApi {
     env: TcEnv,
     client: WorkerManager,
+    signed: Signed,
 }
 
 impl WorkerManagerApi {
@@ -215,7 +398,69 @@ impl WorkerManagerApi {
         Ok(WorkerManagerApi {
             env: env.clone(),
             client,
+            signed: env.signed()?,
         })
+    }
+
+    /// Every worker of the pool, stopped ones too (`listWorkersForWorkerPool`, every page).
+    pub async fn list_workers(&self, pool_id: &str) -> Result<Vec<Worker>> {
+        let url_for = |token: Option<&str>| {
+            self.client
+                .listWorkersForWorkerPool_url(pool_id, token, None, None, None)
+        };
+        let what = format!("listing the workers of worker pool {pool_id}");
+        let items = call(
+            "worker-manager",
+            "listWorkersForWorkerPool",
+            pool_id,
+            self.signed.all_pages("workers", url_for),
+        )
+        .await
+        .map_err(|e| {
+            let scope = format!("worker-manager:list-workers:{pool_id}");
+            self.env.explain_scope(&what, &scope, e)
+        })?;
+        parse_items(&what, items)
+    }
+
+    /// Every launch config the pool has had, archived ones too
+    /// (`listWorkerPoolLaunchConfigs?includeArchived=true`, every page).
+    pub async fn launch_configs(&self, pool_id: &str) -> Result<Vec<LaunchConfigRecord>> {
+        let url_for = |token: Option<&str>| {
+            self.client
+                .listWorkerPoolLaunchConfigs_url(pool_id, token, None, Some("true"))
+        };
+        let what = format!("listing the launch configs of worker pool {pool_id}");
+        let items = call(
+            "worker-manager",
+            "listWorkerPoolLaunchConfigs",
+            pool_id,
+            self.signed.all_pages("workerPoolLaunchConfigs", url_for),
+        )
+        .await
+        .map_err(|e| {
+            let scope = format!("worker-manager:get-worker-pool:{pool_id}");
+            self.env.explain_scope(&what, &scope, e)
+        })?;
+        parse_items(&what, items)
+    }
+
+    /// Removes a worker (`removeWorker`: the provider terminates its instance). False when the
+    /// service no longer has it (404).
+    pub async fn remove_worker(&self, pool_id: &str, group: &str, id: &str) -> Result<bool> {
+        let target = format!("{pool_id}/{group}/{id}");
+        let request = self.client.removeWorker(pool_id, group, id);
+        match call("worker-manager", "removeWorker", &target, request).await {
+            Ok(()) => Ok(true),
+            Err(e) if taskcluster::err_status_code(&e).map(|s| s.as_u16()) == Some(404) => {
+                Ok(false)
+            }
+            Err(e) => Err(self.env.explain_scope(
+                &format!("removing worker {group}/{id} of worker pool {pool_id}"),
+                &format!("worker-manager:remove-worker:{target}"),
+                e,
+            )),
+        }
     }
 
     pub fn root_url(&self) -> &str {
@@ -263,6 +508,69 @@ impl WorkerManagerApi {
             self.env
                 .explain(&format!("updating worker pool {pool_id}"), e)
         })
+    }
+}
+
+/// The Queue: its view of a task queue's workers and the state of their tasks.
+pub struct QueueApi {
+    env: TcEnv,
+    client: Queue,
+    signed: Signed,
+}
+
+impl QueueApi {
+    pub fn new(env: &TcEnv) -> Result<QueueApi> {
+        let client = Queue::new(env.builder())?;
+        Ok(QueueApi {
+            env: env.clone(),
+            client,
+            signed: env.signed()?,
+        })
+    }
+
+    /// The Queue's workers of a task queue (`<provisionerId>/<workerType>`; a worker pool's
+    /// task queue has the pool's id), every page: each with its latest task run.
+    pub async fn list_workers(&self, task_queue_id: &str) -> Result<Vec<QueueWorker>> {
+        let (provisioner, worker_type) = task_queue_id.split_once('/').ok_or_else(|| {
+            anyhow::anyhow!("task queue id `{task_queue_id}` is not <provisionerId>/<workerType>")
+        })?;
+        let url_for = |token: Option<&str>| {
+            self.client
+                .listWorkers_url(provisioner, worker_type, token, None, None)
+        };
+        let what = format!("listing the Queue's workers of {task_queue_id}");
+        let items = call(
+            "queue",
+            "listWorkers",
+            task_queue_id,
+            self.signed.all_pages("workers", url_for),
+        )
+        .await
+        .map_err(|e| {
+            let scope = format!("queue:list-workers:{task_queue_id}");
+            self.env.explain_scope(&what, &scope, e)
+        })?;
+        parse_items(&what, items)
+    }
+
+    /// The state of run `run_id` of a task (`status`); None when the task has no such run.
+    pub async fn run_state(&self, task_id: &str, run_id: u32) -> Result<Option<RunState>> {
+        let status = call("queue", "status", task_id, self.client.status(task_id))
+            .await
+            .map_err(|e| {
+                self.env.explain_scope(
+                    &format!("reading the status of task {task_id}"),
+                    &format!("queue:status:{task_id}"),
+                    e,
+                )
+            })?;
+        let state = &status["status"]["runs"][run_id as usize]["state"];
+        match state {
+            Value::Null => Ok(None),
+            s => serde_json::from_value(s.clone()).map(Some).map_err(|e| {
+                anyhow::anyhow!("the status of task {task_id} is not what the API promises: {e}")
+            }),
+        }
     }
 }
 
@@ -337,6 +645,63 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{e:?}").contains("s3cr3t"));
+    }
+
+    /// The example of Hawk's own specification (hueniverse/hawk README, "Protocol Example";
+    /// the `hawk` crate's header tests use the same MAC): a GET with a query string, which the
+    /// MAC covers.
+    #[test]
+    fn signs_the_path_with_its_query_string() {
+        let credentials = hawk::Credentials {
+            id: "dh37fgj492je".into(),
+            key: hawk::Key::new("werxhqb98rpaxn39848xrunpaw3489ruxnpa98w4rxn", hawk::SHA256)
+                .unwrap(),
+        };
+        let url = reqwest::Url::parse("http://example.com:8000/resource/1?b=1&a=2").unwrap();
+        let ts = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1353832234);
+        let header = hawk_header(
+            &credentials,
+            Some("some-app-ext-data"),
+            "GET",
+            &url,
+            ts,
+            "j4h3g2",
+        )
+        .unwrap();
+        assert_eq!(
+            header,
+            "Hawk id=\"dh37fgj492je\", ts=\"1353832234\", nonce=\"j4h3g2\", \
+             mac=\"6R4rV5iE+NPoym+WwjeHzjAGXUtLNIxmo1vpMofpLAE=\", ext=\"some-app-ext-data\""
+        );
+        // Without the query the MAC differs: the service would refuse it (401 "Bad mac").
+        let bare = reqwest::Url::parse("http://example.com:8000/resource/1").unwrap();
+        let other = hawk_header(
+            &credentials,
+            Some("some-app-ext-data"),
+            "GET",
+            &bare,
+            ts,
+            "j4h3g2",
+        );
+        assert!(!other.unwrap().contains("6R4rV5iE"));
+    }
+
+    #[test]
+    fn ext_carries_the_certificate_of_temporary_credentials() {
+        use base64::Engine;
+        let cert = r#"{"version":1,"scopes":["worker-manager:list-workers:p/w"],"start":1,"expiry":2,"seed":"s","signature":"x"}"#;
+        let ext = certificate_ext(cert).unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(ext)
+            .unwrap();
+        let v: Value = serde_json::from_slice(&decoded).unwrap();
+        assert_eq!(
+            v["certificate"]["scopes"][0],
+            "worker-manager:list-workers:p/w"
+        );
+        assert_eq!(v.as_object().unwrap().len(), 1);
+        let err = certificate_ext("not json").unwrap_err().to_string();
+        assert!(err.contains("TASKCLUSTER_CERTIFICATE is not JSON"), "{err}");
     }
 
     #[test]
