@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::duration::format_age;
+use crate::text::table;
 
 /// A worker's state as worker-manager reports it (`worker-full.json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -26,6 +27,17 @@ pub enum WorkerState {
     Running,
     Stopping,
     Stopped,
+}
+
+impl fmt::Display for WorkerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WorkerState::Requested => "requested",
+            WorkerState::Running => "running",
+            WorkerState::Stopping => "stopping",
+            WorkerState::Stopped => "stopped",
+        })
+    }
 }
 
 /// The fields of a `listWorkersForWorkerPool` worker that rollout reads.
@@ -339,6 +351,68 @@ impl fmt::Display for Progress {
     }
 }
 
+impl LaunchConfigStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            LaunchConfigStatus::Current => "current",
+            LaunchConfigStatus::Archived => "archived",
+            LaunchConfigStatus::Unknown => "unknown",
+        }
+    }
+}
+
+/// The ages of a group's workers not yet stopped: `5m`, `5m to 2h11m`, or `-`.
+fn ages(g: &LaunchConfigGroup) -> String {
+    let live: Vec<u64> = g
+        .workers
+        .iter()
+        .filter(|w| w.state != WorkerState::Stopped)
+        .map(|w| w.age_secs)
+        .collect();
+    match (live.iter().min(), live.iter().max()) {
+        (Some(a), Some(b)) if a == b => format_age(Some(*a)),
+        (Some(a), Some(b)) => format!("{} to {}", format_age(Some(*a)), format_age(Some(*b))),
+        _ => "-".into(),
+    }
+}
+
+/// The rollout as a table (pure): one row per launch config — every current one, and the
+/// others while they have workers not yet stopped — with its status, image, region, workers
+/// per state and their ages.
+pub fn render_rollout(r: &Rollout) -> String {
+    let rows: Vec<Vec<String>> = r
+        .groups
+        .iter()
+        .filter(|g| g.info.status == LaunchConfigStatus::Current || g.counts.live() > 0)
+        .map(|g| {
+            let or_dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
+            vec![
+                g.launch_config_id
+                    .clone()
+                    .unwrap_or_else(|| "(none)".into()),
+                g.info.status.as_str().to_string(),
+                or_dash(&g.info.image),
+                or_dash(&g.info.region),
+                g.counts.requested.to_string(),
+                g.counts.running.to_string(),
+                g.counts.stopping.to_string(),
+                ages(g),
+            ]
+        })
+        .collect();
+    let header = [
+        "LAUNCH CONFIG",
+        "STATUS",
+        "IMAGE",
+        "REGION",
+        "REQUESTED",
+        "RUNNING",
+        "STOPPING",
+        "AGES",
+    ];
+    table(&header, rows)
+}
+
 /// The Queue's view of a worker (`queue/v1/list-workers-response.json`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -500,6 +574,56 @@ pub fn plan_retirement(
         .map(<[WorkerRef]>::to_vec)
         .collect();
     Retirement { batches, spared }
+}
+
+/// What `--retire` will do, for the person who confirms it (pure): a table of the workers
+/// to remove (oldest first, with their state and age at `now`), then the workers spared for
+/// their task one per line, then how many are spared for each other reason.
+pub fn render_retirement(plan: &Retirement, workers: &[Worker], now: DateTime<Utc>) -> String {
+    let by_key: BTreeMap<(&str, &str), &Worker> = workers
+        .iter()
+        .map(|w| ((w.worker_group.as_str(), w.worker_id.as_str()), w))
+        .collect();
+    let rows = plan.batches.iter().flatten().map(|r| {
+        let w = by_key.get(&(r.worker_group.as_str(), r.worker_id.as_str()));
+        vec![
+            r.worker_group.clone(),
+            r.worker_id.clone(),
+            w.map(|w| w.state.to_string()).unwrap_or_default(),
+            r.launch_config_id.clone().unwrap_or_default(),
+            r.image.clone().unwrap_or_else(|| "-".into()),
+            format_age(w.map(|w| age_secs(w.created, now))),
+        ]
+    });
+    let header = [
+        "WORKER GROUP",
+        "WORKER ID",
+        "STATE",
+        "LAUNCH CONFIG",
+        "IMAGE",
+        "AGE",
+    ];
+    let mut out = if plan.to_remove() > 0 {
+        table(&header, rows)
+    } else {
+        String::new()
+    };
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for (r, why) in &plan.spared {
+        match why {
+            Spared::Busy { .. } | Spared::TaskStateUnknown { .. } => out.push_str(&format!(
+                "spared {}/{}: {why}\n",
+                r.worker_group, r.worker_id
+            )),
+            Spared::Stopped => {}
+            other => *counts.entry(other.to_string()).or_default() += 1,
+        }
+    }
+    for (why, n) in counts {
+        let workers = if n == 1 { "worker" } else { "workers" };
+        out.push_str(&format!("spared {n} {workers}: {why}\n"));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -897,6 +1021,60 @@ mod tests {
         assert_eq!(plan.spared[0].1, Spared::UnknownLaunchConfig);
         let plan = plan_retirement(&index(), &[], &[], &BTreeMap::new(), options(false, 5));
         assert!(plan.batches.is_empty() && plan.spared.is_empty());
+    }
+
+    #[test]
+    fn renders_the_rollout_table() {
+        let r = rollout_status(&index(), &workers(), now());
+        let text = render_rollout(&r);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "LAUNCH CONFIG            STATUS    IMAGE                  REGION     REQUESTED  RUNNING  STOPPING  AGES"
+        );
+        assert_eq!(
+            lines[1],
+            "lc-59aec129c4a506605084  current   ami-0000000000000000c  us-east-1  1          1        0         2m to 1h"
+        );
+        assert_eq!(
+            lines[2],
+            "lc-explicit-1            current   ami-0000000000000000b  us-west-2  0          1        0         2h11m"
+        );
+        assert_eq!(
+            lines[3],
+            "lc-3a9787fd2a3dc809c0fb  archived  ami-0000000000000000a  us-east-1  1          2        1         5m to 2h11m"
+        );
+        assert_eq!(lines.len(), 4);
+        // An archived launch config whose workers have all stopped is left out.
+        let r = rollout_status(&index(), &workers()[4..5], now());
+        assert_eq!(render_rollout(&r).lines().count(), 3);
+    }
+
+    #[test]
+    fn renders_the_retirement_plan() {
+        let busy_run = TaskRun {
+            task_id: "fNp2r3jbSQ2p0m1qX0xV6A".into(),
+            run_id: 0,
+        };
+        let queue: Vec<QueueWorker> = serde_json::from_value(json!([
+            {"workerGroup": "us-east-1", "workerId": "i-old1", "firstClaim": "2026-11-24T13:55:00.000Z",
+             "latestTask": {"taskId": busy_run.task_id, "runId": 0}}
+        ]))
+        .unwrap();
+        let runs = BTreeMap::from([(busy_run, RunState::Running)]);
+        let plan = plan_retirement(&index(), &workers(), &queue, &runs, options(true, 10));
+        let text = render_retirement(&plan, &workers(), now());
+        assert_eq!(
+            text,
+            "WORKER GROUP  WORKER ID  STATE      LAUNCH CONFIG            IMAGE                  AGE\n\
+             us-east-1     i-old2     running    lc-3a9787fd2a3dc809c0fb  ami-0000000000000000a  1h30m\n\
+             us-east-1     i-old3     requested  lc-3a9787fd2a3dc809c0fb  ami-0000000000000000a  5m\n\
+             spared us-east-1/i-old1: running task fNp2r3jbSQ2p0m1qX0xV6A (run 0)\n\
+             spared 1 worker: already stopping\n\
+             spared 3 workers: on a current launch config\n"
+        );
+        let none = plan_retirement(&index(), &[], &[], &BTreeMap::new(), options(true, 10));
+        assert_eq!(render_retirement(&none, &[], now()), "");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! stderr: progress, notes, warnings, questions, errors, and the log of every AWS and
 //! Taskcluster call at `-v` (debug) and `-vv` (trace), which never holds a secret.
 
+mod bar;
 mod progress;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -10,6 +11,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use serde_json::Value;
 use tracing_subscriber::EnvFilter;
 
+pub use bar::Bar;
 pub use progress::Progress;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -101,6 +103,11 @@ impl Shell {
     /// A spinner with the stage on a terminal, timestamped lines otherwise (stderr).
     pub fn progress(&self) -> Progress {
         Progress::new()
+    }
+
+    /// A bar with a count on a terminal, a timestamped line per change otherwise (stderr).
+    pub fn bar(&self) -> Bar {
+        Bar::new()
     }
 
     /// Asks on stderr and reads one line from stdin.
