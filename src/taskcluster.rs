@@ -553,17 +553,22 @@ impl QueueApi {
         parse_items(&what, items)
     }
 
-    /// The state of run `run_id` of a task (`status`); None when the task has no such run.
+    /// The state of run `run_id` of a task (`status`); None when the Queue no longer has the
+    /// task (404) or the task has no such run.
     pub async fn run_state(&self, task_id: &str, run_id: u32) -> Result<Option<RunState>> {
-        let status = call("queue", "status", task_id, self.client.status(task_id))
-            .await
-            .map_err(|e| {
-                self.env.explain_scope(
+        let status = match call("queue", "status", task_id, self.client.status(task_id)).await {
+            Ok(status) => status,
+            Err(e) if taskcluster::err_status_code(&e).map(|s| s.as_u16()) == Some(404) => {
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(self.env.explain_scope(
                     &format!("reading the status of task {task_id}"),
                     &format!("queue:status:{task_id}"),
                     e,
-                )
-            })?;
+                ));
+            }
+        };
         let state = &status["status"]["runs"][run_id as usize]["state"];
         match state {
             Value::Null => Ok(None),

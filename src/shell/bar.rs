@@ -3,7 +3,7 @@
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -22,6 +22,7 @@ impl Bar {
                 ProgressStyle::with_template("[{elapsed:>4}] {bar:30} {pos}/{len} {msg}")
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
+            bar.enable_steady_tick(Duration::from_secs(1));
             bar
         });
         Bar {
@@ -34,9 +35,9 @@ impl Bar {
     /// `done` of `total`, and what that means; off a terminal, a line when `text` changed.
     pub fn update(&self, done: u64, total: u64, text: &str) {
         if let Some(bar) = &self.bar {
+            bar.set_message(text.to_string());
             bar.set_length(total);
             bar.set_position(done);
-            bar.set_message(text.to_string());
             return;
         }
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
