@@ -121,8 +121,34 @@ pub enum Command {
         #[arg(long, short = 'y')]
         yes: bool,
     },
-    /// The live images per region, their age, the last deployment, and whether a newer base
-    /// AMI exists.
+    /// Which workers of the pool still run an old image (a worker of an archived launch
+    /// config), per launch config, image and region; --watch follows them until they are
+    /// gone; --retire removes them.
+    Rollout {
+        /// The worker type: worker-types/<W>.toml.
+        #[arg(short = 'w', long = "worker-type", value_name = "W")]
+        worker_type: String,
+        /// Look again every few seconds until no worker of an archived launch config is left
+        /// (exit 0), or Ctrl-C (exit 130).
+        #[arg(long, conflicts_with = "retire")]
+        watch: bool,
+        /// Remove the workers of archived launch configs (removeWorker), in batches, after
+        /// showing which and asking. A worker of a current launch config is never removed.
+        #[arg(long)]
+        retire: bool,
+        /// With --retire: only workers that are not running a task (the Queue's data), so that
+        /// no task fails.
+        #[arg(long, requires = "retire")]
+        idle_only: bool,
+        /// With --retire: show what would be removed, remove nothing.
+        #[arg(long, requires = "retire")]
+        dry_run: bool,
+        /// With --retire: do not ask for confirmation.
+        #[arg(long, short = 'y', requires = "retire")]
+        yes: bool,
+    },
+    /// The live images per region, their age, the last deployment, how far the rollout is,
+    /// and whether a newer base AMI exists.
     Status {
         /// One worker type; default: all of worker-types/.
         #[arg(short = 'w', long = "worker-type", value_name = "W")]
@@ -201,6 +227,23 @@ pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
             check,
             force,
         } => read_only(ctx, pin::run(ctx, worker_type.as_deref(), check, force)).await,
+        Command::Rollout {
+            worker_type,
+            watch,
+            retire,
+            idle_only,
+            dry_run,
+            yes,
+        } => {
+            let asked = rollout::Asked {
+                watch,
+                retire,
+                idle_only,
+                dry_run,
+                yes,
+            };
+            rollout::run(ctx, &worker_type, asked).await.into()
+        }
         Command::Status { worker_type } => {
             read_only(ctx, status::run(ctx, worker_type.as_deref())).await
         }

@@ -10,7 +10,7 @@ use crate::commands::change::{
 };
 use crate::history::Kind;
 use crate::image_arg::parse_image_args;
-use crate::taskcluster::SecretsApi;
+use crate::taskcluster::{SecretsApi, WorkerManagerApi};
 
 pub async fn run(
     ctx: &Ctx,
@@ -70,6 +70,21 @@ pub async fn run(
         secrets: &secrets,
         who: &t.who(),
     };
-    review_and_push(ctx, &to, &change, None, record, Asked { dry_run, yes }).await?;
+    let pushed = review_and_push(ctx, &to, &change, None, record, Asked { dry_run, yes }).await?;
+    if pushed {
+        rollout_note(ctx, &t.wm, &wt.worker_pool_id, &wt.name).await;
+    }
     Ok(0)
+}
+
+/// The last line of a deploy: how far the rollout is, and the command that follows it. Not
+/// being allowed to list the workers does not fail a deploy that was pushed.
+async fn rollout_note(ctx: &Ctx, wm: &WorkerManagerApi, pool_id: &str, name: &str) {
+    let look = crate::commands::rollout::look(wm, pool_id, None).await;
+    let line = crate::commands::rollout::rollout_line(&look);
+    let follow = format!("`tc-ami rollout -w {name} --watch`");
+    ctx.shell.note(&match look {
+        Ok(_) => format!("{line}; follow it with {follow}"),
+        Err(_) => format!("{line}; deployed all the same"),
+    });
 }

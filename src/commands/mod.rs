@@ -17,6 +17,7 @@ pub mod history;
 pub mod pin;
 pub mod promote;
 pub mod rollback;
+pub mod rollout;
 pub mod status;
 
 /// What every command gets: where the config is, the output channel, and the interrupt.

@@ -1,5 +1,6 @@
 //! `tc-ami status [-w W]`: per worker type, the live image per region with its name and age,
-//! the last deployment, and whether a newer base AMI exists than the live image's.
+//! the last deployment, how far the rollout is (workers on current and archived launch
+//! configs), and whether a newer base AMI exists than the live image's.
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
@@ -8,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::commands::Ctx;
 use crate::commands::base_ami::find_base_image;
+use crate::commands::rollout;
 use crate::config::WorkerType;
 use crate::config_dir::{list_worker_types, load_worker_type};
 use crate::duration::format_age;
@@ -47,7 +49,9 @@ async fn one(
     wt: &WorkerType,
 ) -> Result<Value> {
     let now = Utc::now();
-    let live = live_images(&definition(&wm.get_pool(&wt.worker_pool_id).await?));
+    let pool = wm.get_pool(&wt.worker_pool_id).await?;
+    let rollout = rollout_doc(wm, &wt.worker_pool_id, &pool).await;
+    let live = live_images(&definition(&pool));
     let described = join_all(live.iter().map(|(region, id)| async move {
         let image = ec2
             .describe_images(region, std::slice::from_ref(id))
@@ -100,10 +104,26 @@ async fn one(
             "base_image_name": image.as_ref().and_then(|i| i.tags.get(BASE_IMAGE_NAME).cloned()),
         })).collect::<Vec<_>>(),
         "last_deployment": last,
+        "rollout": rollout,
         "newer_base_image": newer,
         "built_from": built_from_id,
         "base_image_error": current_base.err().map(|e| format!("{e:#}")),
     }))
+}
+
+/// How far the pool's rollout is (`rollout::look_json`), or `{"error", "line"}` when the
+/// workers cannot be listed (status does not fail for it).
+async fn rollout_doc(wm: &WorkerManagerApi, pool_id: &str, pool: &Value) -> Value {
+    let look = rollout::look(wm, pool_id, Some(pool)).await;
+    let line = rollout::rollout_line(&look);
+    match look {
+        Ok(l) => {
+            let mut doc = rollout::look_json(&l);
+            doc["line"] = json!(line);
+            doc
+        }
+        Err(e) => json!({"error": format!("{e:#}"), "line": line}),
+    }
 }
 
 /// The human text for one worker type's status document (pure).
@@ -149,6 +169,9 @@ pub fn render(doc: &Value) -> String {
         ));
     } else {
         out.push_str("  last deployment: none recorded by tc-ami\n");
+    }
+    if let Some(line) = doc["rollout"]["line"].as_str() {
+        out.push_str(&format!("  {line}\n"));
     }
     match (&doc["newer_base_image"], doc["base_image_error"].as_str()) {
         (n, _) if n.is_object() => out.push_str(&format!(

@@ -255,7 +255,13 @@ pub const READONLY_TOKEN: &str = "test-readonly-token-0123456789abcdefghijklmn";
 
 impl Tc {
     pub fn start(pools: Value) -> Tc {
-        let seed = json!({
+        Tc::start_with(pools, json!({}))
+    }
+
+    /// As [`Tc::start`], with `extra` added to the seed: its `clients` join the two default
+    /// ones; any other key (`simulation`, …) is set as given.
+    pub fn start_with(pools: Value, extra: Value) -> Tc {
+        let mut seed = json!({
             "clients": [
                 {"clientId": ADMIN_ID, "accessToken": ADMIN_TOKEN, "scopes": ["worker-manager:*", "secrets:*"]},
                 {"clientId": READONLY_ID, "accessToken": READONLY_TOKEN, "scopes": ["worker-manager:get-worker-pool:*", "worker-manager:list-worker-pools"]},
@@ -264,6 +270,15 @@ impl Tc {
             "workerPools": pools,
             "secrets": {},
         });
+        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+            match (k.as_str(), v) {
+                ("clients", Value::Array(more)) => seed["clients"]
+                    .as_array_mut()
+                    .expect("clients")
+                    .extend(more),
+                (_, v) => seed[k.as_str()] = v,
+            }
+        }
         let mut file = tempfile::NamedTempFile::new().expect("seed file");
         file.write_all(seed.to_string().as_bytes())
             .expect("write seed");
@@ -285,6 +300,43 @@ impl Tc {
 
     pub fn state(&self) -> Value {
         self.server.get("/_emulator/state")
+    }
+
+    /// Adds simulated workers to a pool (`POST /_emulator/workers`); returns them.
+    pub fn add_workers(&self, pool: &str, workers: Value) -> Vec<Value> {
+        let body = json!({"workerPoolId": pool, "workers": workers});
+        self.server.post("/_emulator/workers", body)["workers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Every simulated worker, with its image, task and the Queue's record.
+    pub fn workers(&self) -> Vec<Value> {
+        self.server.get("/_emulator/workers")["workers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Moves the simulated clock forward, processing every event on the way.
+    pub fn advance(&self, seconds: f64) {
+        self.server
+            .post("/_emulator/advance", json!({"seconds": seconds}));
+    }
+
+    /// Real seconds per simulated second from now on (0 freezes the clock).
+    pub fn time_scale(&self, scale: f64) {
+        self.server
+            .post("/_emulator/time-scale", json!({"timeScale": scale}));
+    }
+
+    /// The API requests so far (`method`, `path` with its query, `apiMethod`, `status`, …).
+    pub fn requests(&self) -> Vec<Value> {
+        self.state()["requests"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -541,8 +593,12 @@ impl World {
     /// moto, the emulator with the sandbox's pools, and the worker type `w` for
     /// proj-servo/win2016 built in us-west-2 and copied to us-east-1.
     pub fn new() -> World {
+        World::with_tc(Tc::start(seed_pools()))
+    }
+
+    /// The same with a given emulator.
+    pub fn with_tc(tc: Tc) -> World {
         let ec2 = Ec2::start(json!({}));
-        let tc = Tc::start(seed_pools());
         let cfg = Config::new();
         cfg.worker_type("w", POOL, "regions = [\"us-east-1\"]");
         World { ec2, tc, cfg }
