@@ -11,6 +11,9 @@ use support::*;
 /// A client with what `rollout --retire --idle-only` needs besides worker-manager's scopes.
 const OPERATOR_ID: &str = "tc-ami-operator";
 const OPERATOR_TOKEN: &str = "test-operator-token-0123456789abcdefghijklm";
+/// A client that may look at the pool and its workers, not remove them.
+const LISTER_ID: &str = "tc-ami-lister";
+const LISTER_TOKEN: &str = "test-lister-token-0123456789abcdefghijklmnop";
 
 /// An emulator with the sandbox's pools (win2016 with `min_capacity`), the operator client,
 /// and a frozen simulated clock: only `advance` and `time_scale` move it.
@@ -25,7 +28,9 @@ fn emulator(min_capacity: u32) -> Tc {
         pools,
         json!({
             "clients": [{"clientId": OPERATOR_ID, "accessToken": OPERATOR_TOKEN,
-                         "scopes": ["worker-manager:*", "queue:list-workers:*", "queue:status:*"]}],
+                         "scopes": ["worker-manager:*", "queue:list-workers:*", "queue:status:*"]},
+                        {"clientId": LISTER_ID, "accessToken": LISTER_TOKEN,
+                         "scopes": ["worker-manager:get-worker-pool:*", "worker-manager:list-workers:*"]}],
             "simulation": {"timeScale": 0},
         }),
     )
@@ -397,6 +402,60 @@ fn missing_scopes_are_named_in_one_line() {
         )),
         "{}",
         run.stderr
+    );
+
+    // May list, may not remove: each refused removal is reported, and the exit code says so.
+    let old = w.tc.workers()[0]["workerId"].as_str().unwrap().to_string();
+    let run = w
+        .tc_ami()
+        .env("TASKCLUSTER_CLIENT_ID", LISTER_ID)
+        .env("TASKCLUSTER_ACCESS_TOKEN", LISTER_TOKEN)
+        .run(&["rollout", "-w", "w", "--retire", "--yes"]);
+    run.assert_code(1);
+    let scope = format!("worker-manager:remove-worker:{POOL}/us-west-2/{old}");
+    assert!(
+        run.error_line().starts_with(&format!(
+            "tc-ami: error: retirement incomplete: 1 of 1 removals failed (first: removing worker us-west-2/{old} of worker pool {POOL}: client `{LISTER_ID}` lacks the scope `{scope}` at "
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("removed 0 workers"), "{}", run.stderr);
+    assert_eq!(w.tc.workers()[0]["state"], "running");
+}
+
+#[test]
+fn retire_stops_between_batches_on_ctrl_c() {
+    let w = World::with_tc(emulator(0));
+    let many: Vec<Value> = (0..300).map(|_| json!({"state": "running"})).collect();
+    w.tc.add_workers(POOL, Value::Array(many));
+    archive_us_west_2(&w.tc);
+    // Every API answer takes 0.1 s: the signal lands while batches remain.
+    w.tc.server
+        .post("/_emulator/faults", json!({"latency_ms": 100}));
+    let run = w.tc_ami().interrupt_at(
+        &["rollout", "-w", "w", "--retire", "--yes"],
+        "removing batch 2 of 30",
+        "INT",
+    );
+    run.assert_code(130);
+    let removed = removals(&w.tc);
+    assert!(
+        (10..300).contains(&removed) && removed.is_multiple_of(10),
+        "whole batches only: {removed}"
+    );
+    let stopping =
+        w.tc.workers()
+            .iter()
+            .filter(|x| x["state"] == "stopping")
+            .count();
+    assert_eq!(stopping, removed);
+    assert_eq!(
+        run.error_line(),
+        format!(
+            "tc-ami: removed {removed} workers; {} not started: run it again to retire them: interrupted by Ctrl-C (SIGINT)",
+            300 - removed
+        )
     );
 }
 
