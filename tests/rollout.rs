@@ -11,6 +11,9 @@ use support::*;
 /// A client with what `rollout --retire --idle-only` needs besides worker-manager's scopes.
 const OPERATOR_ID: &str = "tc-ami-operator";
 const OPERATOR_TOKEN: &str = "test-operator-token-0123456789abcdefghijklm";
+/// A client that may deploy but not list the pool's workers.
+const DEPLOYER_ID: &str = "tc-ami-deployer";
+const DEPLOYER_TOKEN: &str = "test-deployer-token-0123456789abcdefghijklm";
 /// A client that may look at the pool and its workers, not remove them.
 const LISTER_ID: &str = "tc-ami-lister";
 const LISTER_TOKEN: &str = "test-lister-token-0123456789abcdefghijklmnop";
@@ -30,7 +33,10 @@ fn emulator(min_capacity: u32) -> Tc {
             "clients": [{"clientId": OPERATOR_ID, "accessToken": OPERATOR_TOKEN,
                          "scopes": ["worker-manager:*", "queue:list-workers:*", "queue:status:*"]},
                         {"clientId": LISTER_ID, "accessToken": LISTER_TOKEN,
-                         "scopes": ["worker-manager:get-worker-pool:*", "worker-manager:list-workers:*"]}],
+                         "scopes": ["worker-manager:get-worker-pool:*", "worker-manager:list-workers:*"]},
+                        {"clientId": DEPLOYER_ID, "accessToken": DEPLOYER_TOKEN,
+                         "scopes": ["worker-manager:get-worker-pool:*", "worker-manager:manage-worker-pool:*",
+                                    "worker-manager:provider:*", "secrets:*"]}],
             "simulation": {"timeScale": 0},
         }),
     )
@@ -593,4 +599,35 @@ fn watch_stops_on_ctrl_c() {
         run.stderr
     );
     assert_eq!(run.stdout, "");
+}
+
+#[test]
+fn a_deploy_is_not_failed_by_a_missing_list_workers_scope() {
+    let w = World::with_tc(emulator(0));
+    let run = w
+        .tc_ami()
+        .env("TASKCLUSTER_CLIENT_ID", DEPLOYER_ID)
+        .env("TASKCLUSTER_ACCESS_TOKEN", DEPLOYER_TOKEN)
+        .run(&["deploy", "-w", "w", "--yes"]);
+    run.assert_code(0);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    let n = lines.len();
+    assert!(
+        lines[n - 2].starts_with(&format!("deployed to worker pool {POOL}: ")),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        lines[n - 1],
+        format!(
+            "rollout: unknown (listing the workers of worker pool {POOL}: client `{DEPLOYER_ID}` lacks the scope `worker-manager:list-workers:{POOL}` at {} (403); add it to the client's scopes, or use a client that has it); deployed all the same",
+            w.tc.server.url
+        )
+    );
+    let (active, _) = w.pool();
+    assert!(
+        active
+            .iter()
+            .all(|l| image_of(l) != "ami-00000000000a2016a")
+    );
 }
