@@ -1,7 +1,10 @@
 //! The thin Taskcluster adapter (the official `taskcluster` crate): configuration from the
 //! standard environment variables, and errors that say which variable or scope is wrong.
 
-use anyhow::Result;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use base64::Engine;
 use serde_json::Value;
 use taskcluster::{ClientBuilder, Credentials, Secrets, WorkerManager};
 
@@ -99,7 +102,8 @@ impl TcEnv {
             .to_string()
     }
 
-    /// Turns a client error into one line that names the root URL and what to fix.
+    /// Turns a client error into one line that names the root URL and what to fix. A 403
+    /// becomes a [`Forbidden`], so that callers can tell a missing scope from an outage.
     pub fn explain(&self, what: &str, err: anyhow::Error) -> anyhow::Error {
         let status = taskcluster::err_status_code(&err).map(|s| s.as_u16());
         // The crate puts the service's message as context on 4xx errors.
@@ -111,15 +115,7 @@ impl TcEnv {
         let message = summarize_service_message(&service_message);
         let root = &self.root_url;
         match status {
-            Some(401) => anyhow::anyhow!(
-                "{what}: {root} refused the credentials of client `{}` (401: {message}); check TASKCLUSTER_CLIENT_ID and TASKCLUSTER_ACCESS_TOKEN",
-                self.who()
-            ),
-            Some(403) => anyhow::anyhow!(
-                "{what}: client `{}` lacks scopes at {root} (403: {message})",
-                self.who()
-            ),
-            Some(code) => anyhow::anyhow!("{what}: {root} answered {code}: {message}"),
+            Some(code) => self.explain_status(what, code, &message),
             None => {
                 let text = one_line(&format!("{err:#}"));
                 if text.contains("decoding response body") {
@@ -133,6 +129,118 @@ impl TcEnv {
         }
     }
 }
+
+impl TcEnv {
+    fn explain_status(&self, what: &str, code: u16, message: &str) -> anyhow::Error {
+        let root = &self.root_url;
+        match code {
+            401 => anyhow!(
+                "{what}: {root} refused the credentials of client `{}` (401: {message}); check TASKCLUSTER_CLIENT_ID and TASKCLUSTER_ACCESS_TOKEN",
+                self.who()
+            ),
+            403 => anyhow::Error::new(Forbidden(format!(
+                "{what}: client `{}` lacks scopes at {root} (403: {message})",
+                self.who()
+            ))),
+            code => anyhow!("{what}: {root} answered {code}: {message}"),
+        }
+    }
+
+    /// The Hawk `ext` of temporary credentials (their certificate), as the crate sends it.
+    fn hawk_ext(&self) -> Result<Option<String>> {
+        let Some(cert) = &self.certificate else {
+            return Ok(None);
+        };
+        let cert: Value =
+            serde_json::from_str(cert).context("TASKCLUSTER_CERTIFICATE is not JSON")?;
+        let ext = serde_json::to_string(&serde_json::json!({ "certificate": cert }))?;
+        Ok(Some(base64::engine::general_purpose::STANDARD.encode(ext)))
+    }
+
+    /// `GET <root>/<path>?<query>`, Hawk-signed over the path *with* its query string. The
+    /// crate signs the path alone, which the service refuses ("Bad mac") when a query string is
+    /// sent, so calls with a query go through here. 5xx answers and lost connections are
+    /// retried five times, 0.1 s, 0.2 s, … apart, as the crate retries.
+    async fn signed_get(&self, what: &str, path: &str, query: &[(&str, &str)]) -> Result<Value> {
+        let root = &self.root_url;
+        let mut url = reqwest::Url::parse(&format!("{root}/{path}"))
+            .with_context(|| format!("{what}: TASKCLUSTER_ROOT_URL `{root}` is not a URL"))?;
+        url.query_pairs_mut().extend_pairs(query);
+        let host = url
+            .host_str()
+            .with_context(|| format!("{what}: TASKCLUSTER_ROOT_URL `{root}` has no host"))?
+            .to_string();
+        let port = url
+            .port_or_known_default()
+            .with_context(|| format!("{what}: TASKCLUSTER_ROOT_URL `{root}` has no port"))?;
+        let resource = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        };
+        let ext = self.hawk_ext()?;
+        let credentials = match (&self.client_id, &self.access_token) {
+            (Some(id), Some(token)) => Some(hawk::Credentials {
+                id: id.clone(),
+                key: hawk::Key::new(token.expose(), hawk::SHA256)
+                    .map_err(|e| anyhow!("{what}: cannot sign the request: {e}"))?,
+            }),
+            _ => None,
+        };
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let mut delay = Duration::from_millis(100);
+        let mut retries = 5;
+        loop {
+            let mut request = client.get(url.clone());
+            if let Some(creds) = &credentials {
+                let header = hawk::RequestBuilder::new("GET", &host, port, &resource)
+                    .ext(ext.as_deref())
+                    .request()
+                    .make_header(creds)
+                    .map_err(|e| anyhow!("{what}: cannot sign the request: {e}"))?;
+                request = request.header("Authorization", format!("Hawk {header}"));
+            }
+            let failure = match request.send().await {
+                Ok(resp) if resp.status().is_success() => {
+                    return resp.json::<Value>().await.map_err(|e| {
+                        anyhow!(
+                            "{what}: {root} answered something that is not the JSON the API promises ({}); is TASKCLUSTER_ROOT_URL the root URL of a Taskcluster deployment?",
+                            one_line(&e.to_string())
+                        )
+                    });
+                }
+                Ok(resp) => {
+                    let code = resp.status().as_u16();
+                    let body: Value = resp.json().await.unwrap_or_default();
+                    let message =
+                        summarize_service_message(body["message"].as_str().unwrap_or_default());
+                    let err = self.explain_status(what, code, &message);
+                    if code < 500 {
+                        return Err(err);
+                    }
+                    err
+                }
+                Err(e) => anyhow!(
+                    "{what}: cannot reach Taskcluster at {root}: {}",
+                    one_line(&format!("{e:#}"))
+                ),
+            };
+            if retries == 0 {
+                return Err(failure);
+            }
+            retries -= 1;
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+    }
+}
+
+/// A 403 from Taskcluster: the client lacks a scope. The text is the whole one-line message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Forbidden(pub String);
 
 /// The service's messages run over several lines and end with a `---` block of request
 /// details; keep the part a person needs, on one line.
@@ -186,6 +294,17 @@ impl SecretsApi {
         }
     }
 
+    /// Removes the secret `name`. The service answers success whether or not it exists (a
+    /// 404 from a proxy in between counts as gone too). Needs `secrets:set:<name>`; a 403 is a
+    /// [`Forbidden`].
+    pub async fn remove(&self, name: &str) -> Result<()> {
+        match call("secrets", "remove", name, self.client.remove(name)).await {
+            Ok(()) => Ok(()),
+            Err(e) if taskcluster::err_status_code(&e).map(|s| s.as_u16()) == Some(404) => Ok(()),
+            Err(e) => Err(self.env.explain(&format!("removing secret `{name}`"), e)),
+        }
+    }
+
     /// Writes `value` to the secret `name`, expiring at `expires`.
     pub async fn set(
         &self,
@@ -201,6 +320,14 @@ impl SecretsApi {
             .await
             .map_err(|e| self.env.explain(&format!("storing secret `{name}`"), e))
     }
+}
+
+/// What listWorkerPools gave.
+#[derive(Debug)]
+pub enum PoolList {
+    Pools(Vec<Value>),
+    /// 403: the client lacks `worker-manager:list-worker-pools`; the one-line message.
+    NotAllowed(String),
 }
 
 /// The worker-manager service: get and update worker pools.
@@ -247,6 +374,64 @@ impl WorkerManagerApi {
             Err(e) => Err(self
                 .env
                 .explain(&format!("fetching worker pool {pool_id}"), e)),
+        }
+    }
+
+    /// Every worker pool the credentials can list (listWorkerPools, every page, each pool as
+    /// `workerPool` returns it), or, when the client may not list them (403), why.
+    pub async fn list_pools(&self) -> Result<PoolList> {
+        const WHAT: &str = "listing the worker pools";
+        // The first page through the crate: without a query string its signature is right.
+        let first = call(
+            "worker-manager",
+            "listWorkerPools",
+            "",
+            self.client.listWorkerPools(None, None),
+        )
+        .await;
+        let mut page = match first {
+            Ok(page) => page,
+            Err(e) => {
+                let e = self.env.explain(WHAT, e);
+                return match e.downcast::<Forbidden>() {
+                    Ok(forbidden) => Ok(PoolList::NotAllowed(forbidden.0)),
+                    Err(e) => Err(e),
+                };
+            }
+        };
+        let mut pools = Vec::new();
+        let mut tokens = std::collections::BTreeSet::new();
+        loop {
+            let Some(list) = page["workerPools"].as_array() else {
+                anyhow::bail!(
+                    "{WHAT}: {} answered with a JSON {} instead of a worker pool list",
+                    self.env.root_url,
+                    json_kind(&page["workerPools"])
+                );
+            };
+            pools.extend(list.iter().cloned());
+            let token = match page["continuationToken"].as_str() {
+                Some(t) if !t.is_empty() => t.to_string(),
+                _ => return Ok(PoolList::Pools(pools)),
+            };
+            if !tokens.insert(token.clone()) {
+                anyhow::bail!(
+                    "{WHAT}: {} gave the same continuationToken twice; the listing would never end",
+                    self.env.root_url
+                );
+            }
+            // The next pages carry the token in the query: signed here, with it.
+            page = call(
+                "worker-manager",
+                "listWorkerPools",
+                "continuationToken",
+                self.env.signed_get(
+                    WHAT,
+                    "api/worker-manager/v1/worker-pools",
+                    &[("continuationToken", &token)],
+                ),
+            )
+            .await?;
         }
     }
 
