@@ -169,8 +169,9 @@ pub enum Command {
     },
     /// Deregister tc-ami's old images and delete their snapshots in every region, and remove
     /// what interrupted builds left (instances, security groups, key pairs, snapshots).
-    /// Never deleted: images live in a pool of any worker type, rollback targets, the N newest
-    /// per worker type and region, anything that may belong to a build in progress.
+    /// Never deleted: the image of any launch config of any pool it can read or list, rollback
+    /// targets, the images of each pool's newest deployments, the N newest per worker type and
+    /// region, anything that may belong to a build in progress (its tc-ami:expires-at).
     Cleanup {
         /// One worker type; default: every worker-types/*.toml.
         #[arg(short = 'w', long = "worker-type", value_name = "W")]
@@ -178,6 +179,9 @@ pub enum Command {
         /// How many of the newest available images to keep per worker type and region.
         #[arg(long, value_name = "N", default_value_t = crate::cleanup::DEFAULT_KEEP)]
         keep: usize,
+        /// Keep the images of the newest N deployments recorded in each pool's history.
+        #[arg(long, value_name = "N", default_value_t = crate::cleanup::DEFAULT_KEEP_DEPLOYMENTS)]
+        keep_deployments: usize,
         /// Show the plan, delete nothing.
         #[arg(long)]
         dry_run: bool,
@@ -250,10 +254,20 @@ pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
         Command::Cleanup {
             worker_type,
             keep,
+            keep_deployments,
             dry_run,
             yes,
-        } => cleanup::run(ctx, worker_type.as_deref(), keep, dry_run, yes)
-            .await
-            .into(),
+        } => cleanup::run(
+            ctx,
+            worker_type.as_deref(),
+            cleanup::Keep {
+                images: keep,
+                deployments: keep_deployments,
+            },
+            dry_run,
+            yes,
+        )
+        .await
+        .into(),
     }
 }
