@@ -19,26 +19,36 @@ pub struct ConsoleReport {
     pub failed: Option<String>,
 }
 
-/// Reads the protocol lines of a console output (decoded text).
+/// Reads the protocol lines of a console output (decoded text). Control characters in their
+/// text (a terminal's escape sequences) are dropped, tabs become spaces: the text is printed.
 pub fn parse_console(output: &str) -> ConsoleReport {
     let mut report = ConsoleReport::default();
     for line in output.split('\n') {
         let line = line.trim_end_matches('\r');
         if let Some(text) = line.strip_prefix(STEP_PREFIX) {
-            let text = text.trim_end();
+            let text = printable(text);
             if !text.is_empty() {
-                report.steps.push(text.to_string());
+                report.steps.push(text);
             }
         } else if let Some(reason) = line.strip_prefix(FAILED_PREFIX) {
-            let reason = reason.trim_end();
+            let reason = printable(reason);
             report.failed = Some(if reason.is_empty() {
                 "(no reason given)".to_string()
             } else {
-                reason.to_string()
+                reason
             });
         }
     }
     report
+}
+
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c == '\t' { ' ' } else { c })
+        .filter(|c| !c.is_control())
+        .collect::<String>()
+        .trim_end()
+        .to_string()
 }
 
 /// Adds to `known` (the steps seen so far, oldest first) the steps of a new read that are new,
@@ -135,6 +145,10 @@ mod tests {
         assert_eq!(
             parse_console("TC-AMI-FAILED: \r\n").failed.as_deref(),
             Some("(no reason given)")
+        );
+        assert_eq!(
+            parse_console("TC-AMI-STEP: in\u{1b}[31mstalling\tGit \r\n").steps,
+            s(&["in[31mstalling Git"])
         );
         // The latest failure wins.
         assert_eq!(
