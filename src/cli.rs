@@ -1,6 +1,7 @@
 //! The whole command-line surface, in one place, and its dispatch to the commands.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -53,6 +54,18 @@ pub enum Command {
         /// The worker type: worker-types/<W>.toml.
         #[arg(short = 'w', long = "worker-type", value_name = "W")]
         worker_type: String,
+        /// On a failure after the launch, keep the build instance with its key pair and
+        /// security group for TTL (default 4h) to look inside, instead of removing them; prints
+        /// how to get in. `cleanup` removes them after the TTL. Not after Ctrl-C or SIGTERM.
+        #[arg(
+            long,
+            value_name = "TTL",
+            num_args = 0..=1,
+            require_equals = true,
+            default_missing_value = "4h",
+            value_parser = parse_keep_ttl
+        )]
+        keep_on_failure: Option<Duration>,
     },
     /// Review mode: the change deploy would push, as a unified diff.
     /// Exit 0: nothing to change; 2: changes; 1: error.
@@ -84,6 +97,19 @@ pub enum Command {
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,
+        /// When it builds, on a failure after the launch, keep the build instance with its key pair and
+        /// security group for TTL (default 4h) to look inside, instead of removing them; prints
+        /// how to get in. `cleanup` removes them after the TTL. Not after Ctrl-C or SIGTERM.
+        #[arg(
+            long,
+            value_name = "TTL",
+            num_args = 0..=1,
+            require_equals = true,
+            default_missing_value = "4h",
+            value_parser = parse_keep_ttl,
+            conflicts_with = "images"
+        )]
+        keep_on_failure: Option<Duration>,
     },
     /// Put back the images that were live before the last deploy, with a new deployment id.
     Rollback {
@@ -196,7 +222,10 @@ pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
     use commands::*;
     match command {
         Command::BaseAmi { worker_type } => read_only(ctx, base_ami::run(ctx, &worker_type)).await,
-        Command::Build { worker_type } => build::run(ctx, &worker_type).await.into(),
+        Command::Build {
+            worker_type,
+            keep_on_failure,
+        } => build::run(ctx, &worker_type, keep_on_failure).await.into(),
         Command::Diff {
             worker_type,
             images,
@@ -207,7 +236,8 @@ pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
             images,
             dry_run,
             yes,
-        } => deploy::run(ctx, &worker_type, &images, dry_run, yes)
+            keep_on_failure,
+        } => deploy::run(ctx, &worker_type, &images, dry_run, yes, keep_on_failure)
             .await
             .into(),
         Command::Rollback {
@@ -270,4 +300,20 @@ pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
         .await
         .into(),
     }
+}
+
+/// The longest `--keep-on-failure` TTL: a failed build's instance is for a look inside, not to
+/// live on.
+const MAX_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// `--keep-on-failure=TTL`: a duration (`4h`, `90m`), more than zero, at most 7d.
+fn parse_keep_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = crate::duration::parse_duration(text)?;
+    if ttl.is_zero() {
+        return Err("a TTL of 0s would keep nothing: leave --keep-on-failure out".into());
+    }
+    if ttl > MAX_KEEP {
+        return Err("at most 7d".into());
+    }
+    Ok(ttl)
 }

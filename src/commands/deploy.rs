@@ -1,6 +1,8 @@
 //! `tc-ami deploy -w W [--image …] [--dry-run] [--yes]`: builds first when no image is given,
 //! shows the diff, asks, pushes, verifies.
 
+use std::time::Duration;
+
 use anyhow::{Result, anyhow, bail};
 
 use crate::commands::Ctx;
@@ -18,6 +20,7 @@ pub async fn run(
     images: &[String],
     dry_run: bool,
     yes: bool,
+    keep_on_failure: Option<Duration>,
 ) -> Result<u8> {
     let args = parse_image_args(images).map_err(|e| anyhow!(e))?;
     let t = Target::load(ctx, worker_type).await?;
@@ -40,7 +43,7 @@ pub async fn run(
                 &format!("build and deploy to worker pool {}", wt.worker_pool_id),
             )?;
         }
-        let report = crate::commands::build::build_images(ctx, wt).await?;
+        let report = crate::commands::build::build_images(ctx, wt, keep_on_failure).await?;
         // The build took a while: compare against the pool as it is now.
         (report.images, t.wm.get_pool(&wt.worker_pool_id).await?)
     } else {

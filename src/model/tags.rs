@@ -19,5 +19,8 @@ pub const VERSION: &str = "tc-ami:version";
 pub const SOURCE_REGION: &str = "tc-ami:source-region";
 /// On a copy: the image it was copied from.
 pub const SOURCE_IMAGE_ID: &str = "tc-ami:source-image-id";
+/// When `cleanup` may remove it (RFC 3339 UTC): a failed build's instance, key pair and
+/// security group kept by `--keep-on-failure` carry now + the TTL.
+pub const EXPIRES_AT: &str = "tc-ami:expires-at";
 /// EC2's own name tag.
 pub const NAME: &str = "Name";
