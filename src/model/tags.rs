@@ -8,8 +8,8 @@ pub const WORKER_TYPE: &str = "tc-ami:worker-type";
 pub const CREATED_AT: &str = "tc-ami:created-at";
 /// When the build that made it can no longer be running (RFC 3339 UTC): written at creation on
 /// the key pair, group, instance, volume, image, snapshots and copies as the build's start +
-/// `build_timeout` + 2 × `image_timeout`, and later on an instance kept after a failure (with
-/// its group and key pair). `cleanup` keeps what carries a time still to come, whatever its
+/// `build_timeout` + 2 × `image_timeout`, and, by `--keep-on-failure`, now + its TTL on a failed
+/// build's instance, group and key pair. `cleanup` keeps what carries a time still to come, whatever its
 /// own config says.
 pub const EXPIRES_AT: &str = "tc-ami:expires-at";
 pub const BASE_IMAGE_ID: &str = "tc-ami:base-image-id";
@@ -19,8 +19,5 @@ pub const VERSION: &str = "tc-ami:version";
 pub const SOURCE_REGION: &str = "tc-ami:source-region";
 /// On a copy: the image it was copied from.
 pub const SOURCE_IMAGE_ID: &str = "tc-ami:source-image-id";
-/// When `cleanup` may remove it (RFC 3339 UTC): a failed build's instance, key pair and
-/// security group kept by `--keep-on-failure` carry now + the TTL.
-pub const EXPIRES_AT: &str = "tc-ami:expires-at";
 /// EC2's own name tag.
 pub const NAME: &str = "Name";
