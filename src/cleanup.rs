@@ -912,6 +912,22 @@ fn snapshots_by_named_image(inv: &Inventory) -> BTreeMap<&str, Vec<&str>> {
     out
 }
 
+/// Each build's end in a region: the latest of its leftovers' ends.
+fn build_ends<'a>(inv: &'a Inventory, policy: &Policy) -> BTreeMap<&'a str, BuildEnd> {
+    let mut build_end: BTreeMap<&str, BuildEnd> = BTreeMap::new();
+    for r in &inv.resources {
+        let (Some(build), Some(scope)) =
+            (r.tags.get(BUILD_ID), policy.scope_of(&r.tags, &inv.region))
+        else {
+            continue;
+        };
+        let end = BuildEnd::of(&r.tags, latest_time(r), scope.window);
+        let entry = build_end.entry(build.as_str()).or_insert(end);
+        *entry = entry.later(end);
+    }
+    build_end
+}
+
 /// The instances, security groups and key pairs of builds that ended without removing them
 /// (killed, machine lost), and tc-ami snapshots no image uses, of the worker types in `policy`.
 pub fn plan_leftovers(inventories: &[Inventory], policy: &Policy) -> Vec<Item> {
@@ -927,17 +943,7 @@ pub fn plan_leftovers(inventories: &[Inventory], policy: &Policy) -> Vec<Item> {
         // `tc-ami:expires-at`, or their times plus the window), so that a group is never
         // deleted while its instance stays.
         let end_of = |r: &Resource, window: Duration| BuildEnd::of(&r.tags, latest_time(r), window);
-        let mut build_end: BTreeMap<&str, BuildEnd> = BTreeMap::new();
-        for r in &inv.resources {
-            let (Some(build), Some(scope)) =
-                (r.tags.get(BUILD_ID), policy.scope_of(&r.tags, &inv.region))
-            else {
-                continue;
-            };
-            let end = end_of(r, scope.window);
-            let entry = build_end.entry(build.as_str()).or_insert(end);
-            *entry = entry.later(end);
-        }
+        let build_end = build_ends(inv, policy);
         for r in &inv.resources {
             let Some(scope) = policy.scope_of(&r.tags, &inv.region) else {
                 continue;

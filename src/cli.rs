@@ -222,15 +222,33 @@ pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
     use commands::*;
     match command {
         Command::BaseAmi { worker_type } => read_only(ctx, base_ami::run(ctx, &worker_type)).await,
-        Command::Build {
-            worker_type,
-            keep_on_failure,
-        } => build::run(ctx, &worker_type, keep_on_failure).await.into(),
         Command::Diff {
             worker_type,
             images,
             unified,
         } => read_only(ctx, diff::run(ctx, &worker_type, &images, unified)).await,
+        Command::History { worker_type } => read_only(ctx, history::run(ctx, &worker_type)).await,
+        // Its only write comes after the last await and is atomic: an interrupt stops it cleanly.
+        Command::Pin {
+            worker_type,
+            check,
+            force,
+        } => read_only(ctx, pin::run(ctx, worker_type.as_deref(), check, force)).await,
+        Command::Status { worker_type } => {
+            read_only(ctx, status::run(ctx, worker_type.as_deref())).await
+        }
+        changing => run_changing(ctx, changing).await,
+    }
+}
+
+/// The commands that change something: each decides what an interrupt means for it.
+async fn run_changing(ctx: &Ctx, command: Command) -> Outcome {
+    use commands::*;
+    match command {
+        Command::Build {
+            worker_type,
+            keep_on_failure,
+        } => build::run(ctx, &worker_type, keep_on_failure).await.into(),
         Command::Deploy {
             worker_type,
             images,
@@ -248,19 +266,12 @@ pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
         } => rollback::run(ctx, &worker_type, to.as_deref(), dry_run, yes)
             .await
             .into(),
-        Command::History { worker_type } => read_only(ctx, history::run(ctx, &worker_type)).await,
         Command::Promote {
             from,
             to,
             dry_run,
             yes,
         } => promote::run(ctx, &from, &to, dry_run, yes).await.into(),
-        // Its only write comes after the last await and is atomic: an interrupt stops it cleanly.
-        Command::Pin {
-            worker_type,
-            check,
-            force,
-        } => read_only(ctx, pin::run(ctx, worker_type.as_deref(), check, force)).await,
         Command::Rollout {
             worker_type,
             watch,
@@ -277,9 +288,6 @@ pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
                 yes,
             };
             rollout::run(ctx, &worker_type, asked).await.into()
-        }
-        Command::Status { worker_type } => {
-            read_only(ctx, status::run(ctx, worker_type.as_deref())).await
         }
         Command::Cleanup {
             worker_type,
@@ -299,6 +307,9 @@ pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
         )
         .await
         .into(),
+        read_only_command => Outcome::Failed(anyhow::anyhow!(
+            "internal error: {read_only_command:?} reached the dispatch of changing commands"
+        )),
     }
 }
 

@@ -36,17 +36,9 @@ pub async fn run(ctx: &Ctx, worker_type: &str, keep_on_failure: Option<Duration>
 /// Builds an image for `wt` and its copies; on failure everything is removed (with
 /// `keep_on_failure`, but for the instance, its key pair and group, for that long) and the
 /// error is a [`BuildFailed`] naming the stage.
-pub async fn build_images(
-    ctx: &Ctx,
-    wt: &WorkerType,
-    keep_on_failure: Option<Duration>,
-) -> Result<BuildReport> {
-    let regions = copy_regions(ctx, wt).await?;
-    let wt = &WorkerType {
-        regions,
-        ..wt.clone()
-    };
-    // Everything that can be checked before creating anything is checked first.
+/// The first-boot script as user data, checked (readable, within EC2's limit), with a warning
+/// when its downloads are not all pinned.
+fn checked_user_data(ctx: &Ctx, wt: &WorkerType) -> Result<String> {
     let script_path = wt.first_boot_script.display().to_string();
     let script = std::fs::read_to_string(&wt.first_boot_script).with_context(|| {
         format!(
@@ -59,6 +51,57 @@ pub async fn build_images(
         ctx.shell
             .warn(warning.strip_prefix("warning: ").unwrap_or(&warning));
     }
+    Ok(user_data)
+}
+
+/// A failed build's error, after saying what `--keep-on-failure` kept.
+fn failure(ctx: &Ctx, worker_type: &str, mut failed: BuildFailed) -> anyhow::Error {
+    if let Some(kept) = &failed.kept {
+        tell_kept(ctx, worker_type, kept);
+    }
+    // The private key is written out; it goes no further.
+    if let Some(kept) = failed.kept.as_mut() {
+        kept.private_key = Secret::new(String::new());
+    }
+    anyhow::Error::new::<BuildFailed>(failed)
+}
+
+/// Where the administrator password went (or the password itself, once, when no secret is
+/// configured).
+fn tell_password(ctx: &Ctx, report: &BuildReport) {
+    match &report.password {
+        PasswordOutcome::Secret { secret } => ctx.shell.note(&format!(
+            "administrator password stored in the Taskcluster secret {secret}"
+        )),
+        PasswordOutcome::Printed => {
+            if let Some(p) = &report.printed_password {
+                // Asked for: the worker type names no secret. Shown once, on stderr.
+                ctx.shell.note(&format!(
+                    "administrator password of {} (shown once; set password_secret_prefix to store it instead): {}",
+                    report
+                        .images
+                        .get(&report.region)
+                        .map(String::as_str)
+                        .unwrap_or("the image"),
+                    p.expose()
+                ));
+            }
+        }
+    }
+}
+
+pub async fn build_images(
+    ctx: &Ctx,
+    wt: &WorkerType,
+    keep_on_failure: Option<Duration>,
+) -> Result<BuildReport> {
+    let regions = copy_regions(ctx, wt).await?;
+    let wt = &WorkerType {
+        regions,
+        ..wt.clone()
+    };
+    // Everything that can be checked before creating anything is checked first.
+    let user_data = checked_user_data(ctx, wt)?;
     let secrets = match wt.password {
         PasswordDestination::Secret { .. } => Some(SecretsApi::new(&TcEnv::from_env(true)?)?),
         PasswordDestination::Print => None,
@@ -94,7 +137,7 @@ pub async fn build_images(
         wt.all_regions().join(", ")
     ));
 
-    let report = match run_build(
+    let report = run_build(
         &ec2,
         secrets.as_ref(),
         &plan,
@@ -103,38 +146,8 @@ pub async fn build_images(
         keep_on_failure,
     )
     .await
-    {
-        Ok(report) => report,
-        Err(mut failed) => {
-            if let Some(kept) = &failed.kept {
-                tell_kept(ctx, &wt.name, kept);
-            }
-            // The private key is written out; it goes no further.
-            if let Some(kept) = failed.kept.as_mut() {
-                kept.private_key = Secret::new(String::new());
-            }
-            return Err(anyhow::Error::new::<BuildFailed>(failed));
-        }
-    };
-    match &report.password {
-        PasswordOutcome::Secret { secret } => ctx.shell.note(&format!(
-            "administrator password stored in the Taskcluster secret {secret}"
-        )),
-        PasswordOutcome::Printed => {
-            if let Some(p) = &report.printed_password {
-                // Asked for: the worker type names no secret. Shown once, on stderr.
-                ctx.shell.note(&format!(
-                    "administrator password of {} (shown once; set password_secret_prefix to store it instead): {}",
-                    report
-                        .images
-                        .get(&report.region)
-                        .map(String::as_str)
-                        .unwrap_or("the image"),
-                    p.expose()
-                ));
-            }
-        }
-    }
+    .map_err(|failed| failure(ctx, &wt.name, failed))?;
+    tell_password(ctx, &report);
     Ok(report)
 }
 

@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::cleanup::{
-    Plan, Policy, PoolNeeds, Protected, WorkerScope, candidate_images, in_flight_window,
-    plan_cleanup, pool_needs, render_plan,
+    Plan, Policy, PoolNeeds, Protected, SecretRemoval, WorkerScope, candidate_images,
+    in_flight_window, plan_cleanup, pool_needs, render_plan,
 };
 use crate::commands::Ctx;
 use crate::commands::change::confirm;
@@ -82,7 +82,7 @@ pub async fn run(
     };
     progress.finish();
     let Looked {
-        mut needs,
+        needs,
         inventories,
         policy,
         regions,
@@ -91,7 +91,7 @@ pub async fn run(
         ctx.shell.warn(note);
     }
     let worker_types: Vec<&str> = selected.iter().map(|w| w.name.as_str()).collect();
-    let mut plan = plan_cleanup(&inventories, &needs.protected(), &policy);
+    let plan = plan_cleanup(&inventories, &needs.protected(), &policy);
     show_plan(ctx, &plan, &worker_types, &regions, keep);
     let report = |needs: &Needs, plan: &Plan| {
         json!({
@@ -108,48 +108,76 @@ pub async fn run(
         return done_without_deleting(ctx, report(&needs, &plan), &plan, dry_run);
     }
 
-    // The answer may come much later: what the pools need is read again after it, right
-    // before deleting, and if that changes the plan, the new plan is shown and asked about
-    // again (with --yes, read once more and carried out).
     let candidates = candidate_images(&inventories, &policy);
-    let mut replans = 0;
-    loop {
-        confirm(
-            &ctx.shell,
-            yes,
-            &format!("delete {}", plan.summary().deletions_text()),
-        )?;
-        let progress = ctx.shell.progress();
-        progress.stage("reading the worker pools again before deleting");
-        let fresh = tokio::select! {
-            r = reader.read(&candidates) => r?,
-            i = ctx.cancel.cancelled() => return Err(i.into()),
-        };
-        progress.finish();
-        let (before, after) = (needs.protected(), fresh.protected());
-        needs = fresh;
-        let replanned = plan_cleanup(&inventories, &after, &policy);
-        if replanned == plan {
-            break;
-        }
-        replans += 1;
-        let changes = before.changes(&after, &candidates);
-        show_changes(ctx, &changes, &plan, &replanned, &worker_types);
-        plan = replanned;
-        if !plan.summary().deletes_anything() {
-            return done_without_deleting(ctx, report(&needs, &plan), &plan, false);
-        }
-        if replans >= MAX_REPLANS {
-            bail!(
-                "the worker pools changed {replans} times between the plan and the deletion, so nothing was deleted; run cleanup again when they are not being changed"
-            );
-        }
-        if yes {
-            ctx.shell
-                .note("going on with the new plan (--yes); reading the pools once more first");
-        }
+    let confirmed = Confirming {
+        reader: &reader,
+        inventories: &inventories,
+        policy: &policy,
+        candidates: &candidates,
+        worker_types: &worker_types,
+        yes,
+    };
+    let (needs, plan) = confirmed.confirm(ctx, needs, plan).await?;
+    if !plan.summary().deletes_anything() {
+        return done_without_deleting(ctx, report(&needs, &plan), &plan, false);
     }
     delete(ctx, &ec2, &reader.secrets, &plan, report(&needs, &plan)).await
+}
+
+/// Asking, and reading the pools again right before deleting.
+struct Confirming<'a> {
+    reader: &'a Reader,
+    inventories: &'a [Inventory],
+    policy: &'a Policy,
+    candidates: &'a BTreeSet<String>,
+    worker_types: &'a [&'a str],
+    yes: bool,
+}
+
+impl Confirming<'_> {
+    /// The answer may come much later: what the pools need is read again after it, right
+    /// before deleting, and if that changes the plan, the new plan is shown and asked about
+    /// again (with --yes, read once more and carried out). The plan to carry out (it may
+    /// delete nothing after all).
+    async fn confirm(&self, ctx: &Ctx, mut needs: Needs, mut plan: Plan) -> Result<(Needs, Plan)> {
+        let mut replans = 0;
+        loop {
+            confirm(
+                &ctx.shell,
+                self.yes,
+                &format!("delete {}", plan.summary().deletions_text()),
+            )?;
+            let progress = ctx.shell.progress();
+            progress.stage("reading the worker pools again before deleting");
+            let fresh = tokio::select! {
+                r = self.reader.read(self.candidates) => r?,
+                i = ctx.cancel.cancelled() => return Err(i.into()),
+            };
+            progress.finish();
+            let (before, after) = (needs.protected(), fresh.protected());
+            needs = fresh;
+            let replanned = plan_cleanup(self.inventories, &after, self.policy);
+            if replanned == plan {
+                return Ok((needs, plan));
+            }
+            replans += 1;
+            let changes = before.changes(&after, self.candidates);
+            show_changes(ctx, &changes, &plan, &replanned, self.worker_types);
+            plan = replanned;
+            if !plan.summary().deletes_anything() {
+                return Ok((needs, plan));
+            }
+            if replans >= MAX_REPLANS {
+                bail!(
+                    "the worker pools changed {replans} times between the plan and the deletion, so nothing was deleted; run cleanup again when they are not being changed"
+                );
+            }
+            if self.yes {
+                ctx.shell
+                    .note("going on with the new plan (--yes); reading the pools once more first");
+            }
+        }
+    }
 }
 
 /// Nothing to delete, or a dry run: the report, exit 0.
@@ -273,28 +301,7 @@ async fn delete(
     progress.finish();
 
     let (items, failed, skipped) = outcome(plan, &results)?;
-    let mut secret_report = Vec::new();
-    for (s, outcome) in &secret_outcomes {
-        let mut v = serde_json::to_value(s)?;
-        v["result"] = json!(outcome.label());
-        match outcome {
-            SecretOutcome::NotAllowed => ctx.shell.warn(&format!(
-                "the password secret {} of deregistered image {} was not removed: the client lacks the scope secrets:set:{} (403); remove it by hand, or grant the scope",
-                s.name,
-                s.name.rsplit('/').next().unwrap_or_default(),
-                s.name
-            )),
-            SecretOutcome::Failed(e) => {
-                v["error"] = json!(e);
-                ctx.shell.warn(&format!(
-                    "the password secret {} was not removed: {e}; remove it by hand",
-                    s.name
-                ));
-            }
-            _ => {}
-        }
-        secret_report.push(v);
-    }
+    let secret_report = report_secrets(ctx, &secret_outcomes)?;
     let mut done_summary = summary.clone();
     done_summary.password_secrets = secret_outcomes
         .iter()
@@ -333,6 +340,36 @@ async fn delete(
         );
     }
     Ok(0)
+}
+
+/// The password secrets' outcomes as JSON, with a warning for each one left.
+fn report_secrets(
+    ctx: &Ctx,
+    secret_outcomes: &[(&SecretRemoval, SecretOutcome)],
+) -> Result<Vec<Value>> {
+    let mut secret_report = Vec::new();
+    for (s, outcome) in secret_outcomes {
+        let mut v = serde_json::to_value(s)?;
+        v["result"] = json!(outcome.label());
+        match outcome {
+            SecretOutcome::NotAllowed => ctx.shell.warn(&format!(
+                "the password secret {} of deregistered image {} was not removed: the client lacks the scope secrets:set:{} (403); remove it by hand, or grant the scope",
+                s.name,
+                s.name.rsplit('/').next().unwrap_or_default(),
+                s.name
+            )),
+            SecretOutcome::Failed(e) => {
+                v["error"] = json!(e);
+                ctx.shell.warn(&format!(
+                    "the password secret {} was not removed: {e}; remove it by hand",
+                    s.name
+                ));
+            }
+            _ => {}
+        }
+        secret_report.push(v);
+    }
+    Ok(secret_report)
 }
 
 /// The plan's items with their results (JSON), the failures (one line each), and how many
