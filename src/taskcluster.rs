@@ -78,7 +78,7 @@ impl TcEnv {
         Self::from_vars(|k| std::env::var(k).ok(), need_credentials)
     }
 
-    fn builder(&self) -> ClientBuilder {
+    pub(crate) fn builder(&self) -> ClientBuilder {
         // The crate joins service paths onto the root URL: it must end in `/`.
         let mut b = ClientBuilder::new(format!("{}/", self.root_url));
         if let (Some(id), Some(token)) = (&self.client_id, &self.access_token) {
@@ -134,6 +134,29 @@ impl TcEnv {
     }
 }
 
+/// What signs a request: the client id, its access token, and the certificate of temporary
+/// credentials (JSON text), if any.
+pub(crate) struct HawkCredentials<'a> {
+    pub client_id: &'a str,
+    pub access_token: &'a str,
+    pub certificate: Option<&'a str>,
+}
+
+impl TcEnv {
+    /// The credentials, for the requests [`crate::queue`] signs itself (the crate signs the
+    /// path without its query string); None without credentials.
+    pub(crate) fn hawk_credentials(&self) -> Option<HawkCredentials<'_>> {
+        match (&self.client_id, &self.access_token) {
+            (Some(id), Some(token)) => Some(HawkCredentials {
+                client_id: id,
+                access_token: token.expose(),
+                certificate: self.certificate.as_deref(),
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// The service's messages run over several lines and end with a `---` block of request
 /// details; keep the part a person needs, on one line.
 pub fn summarize_service_message(message: &str) -> String {
@@ -143,7 +166,7 @@ pub fn summarize_service_message(message: &str) -> String {
 
 /// Sends one Taskcluster request: logs it (debug, `-v`) with its service, method, target and
 /// duration; never a secret's value or a credential.
-async fn call<T>(
+pub(crate) async fn call<T>(
     service: &'static str,
     method: &'static str,
     target: &str,
@@ -263,6 +286,60 @@ impl WorkerManagerApi {
             self.env
                 .explain(&format!("updating worker pool {pool_id}"), e)
         })
+    }
+}
+
+impl WorkerManagerApi {
+    /// Creates the pool `pool_id` with `payload` (a createWorkerPool body).
+    pub async fn create_pool(&self, pool_id: &str, payload: &Value) -> Result<Value> {
+        call(
+            "worker-manager",
+            "createWorkerPool",
+            pool_id,
+            self.client.createWorkerPool(pool_id, payload),
+        )
+        .await
+        .map_err(|e| {
+            self.env
+                .explain(&format!("creating worker pool {pool_id}"), e)
+        })
+    }
+
+    /// The pool, or None when it does not exist.
+    pub async fn find_pool(&self, pool_id: &str) -> Result<Option<Value>> {
+        match call(
+            "worker-manager",
+            "workerPool",
+            pool_id,
+            self.client.workerPool(pool_id),
+        )
+        .await
+        {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if taskcluster::err_status_code(&e).map(|s| s.as_u16()) == Some(404) => Ok(None),
+            Err(e) => Err(self
+                .env
+                .explain(&format!("fetching worker pool {pool_id}"), e)),
+        }
+    }
+
+    /// Deletes the pool (worker-manager sets its provider to `null-provider` and removes it
+    /// once its workers are gone). A pool that does not exist is fine.
+    pub async fn delete_pool(&self, pool_id: &str) -> Result<()> {
+        match call(
+            "worker-manager",
+            "deleteWorkerPool",
+            pool_id,
+            self.client.deleteWorkerPool(pool_id),
+        )
+        .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if taskcluster::err_status_code(&e).map(|s| s.as_u16()) == Some(404) => Ok(()),
+            Err(e) => Err(self
+                .env
+                .explain(&format!("deleting worker pool {pool_id}"), e)),
+        }
     }
 }
 
