@@ -36,7 +36,10 @@ pub fn render(history: &History, live: &Images) -> String {
     }
     for r in history.records.iter().rev() {
         let what = match (&r.from, r.undoes, &r.tried) {
-            (_, _, Some(t)) => format!("{}: {} ({} tasks)", r.kind, t.outcome, t.tasks.len()),
+            (_, _, Some(t)) => match t.tasks.len() {
+                1 => format!("{}: {} (1 task)", r.kind, t.outcome),
+                n => format!("{}: {} ({n} tasks)", r.kind, t.outcome),
+            },
             (Some(from), _, _) => format!("{} from {from}", r.kind),
             (None, Some(seq), _) => format!("{} of #{seq}", r.kind),
             _ => r.kind.to_string(),
