@@ -216,6 +216,51 @@ fn ctrl_c_during_the_wait_cancels_the_tasks_and_removes_the_pool() {
 }
 
 #[test]
+fn cleanup_removes_the_pool_of_a_killed_try_once_its_timeout_has_passed() {
+    let world = World::simulating(seed_pools());
+    built(&world);
+    world.cfg.write("long.json", &decision_task(86400, 0));
+    let task = world.cfg.path().join("long.json");
+    let run = world.tc_ami().interrupt_at(
+        &[
+            "try",
+            "-w",
+            "w",
+            "--task",
+            task.to_str().unwrap(),
+            "--timeout",
+            "5s",
+        ],
+        "waiting for the tasks of task group",
+        "KILL",
+    );
+    assert_eq!(run.code, -1, "killed: {}", run.stderr);
+    let left = world.tc.live_try_pools();
+    assert_eq!(left.len(), 1, "SIGKILL skips the removal");
+    // Too young: its try may still be running.
+    let early = world.tc_ami().run(&["cleanup", "-w", "w", "--yes"]);
+    early.assert_code(0);
+    assert_eq!(world.tc.live_try_pools(), left, "{}", early.stderr);
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let dry = world.tc_ami().run(&["cleanup", "-w", "w", "--dry-run"]);
+    dry.assert_code(0);
+    assert!(dry.stdout.contains(&left[0]), "{}", dry.stdout);
+    assert_eq!(world.tc.live_try_pools(), left);
+    let run = world
+        .tc_ami()
+        .run(&["--json", "cleanup", "-w", "w", "--yes"]);
+    run.assert_code(0);
+    assert_eq!(run.json()["try_pools"][0]["workerPoolId"], left[0]);
+    assert!(
+        run.stderr
+            .contains(&format!("removed the temporary worker pool {}", left[0])),
+        "{}",
+        run.stderr
+    );
+    assert_no_try_pool_left(&world);
+}
+
+#[test]
 fn deploy_with_a_failing_try_pushes_nothing() {
     let world = World::simulating(seed_pools());
     let images = built(&world);
@@ -291,7 +336,7 @@ fn deploy_tries_with_the_worker_type_s_try_task_and_no_try_skips_it() {
 }
 
 /// A pool whose name is 38 characters long, the most workerPoolId allows: the temporary pool's
-/// name is cut to fit and still works; --keep-pool keeps it.
+/// name is cut to fit and still works; --keep-pool keeps it until cleanup.
 #[test]
 fn a_pool_id_at_the_38_character_limit_and_keep_pool() {
     let long = format!("proj-servo/win2016-{}", "x".repeat(30));
@@ -336,6 +381,18 @@ fn a_pool_id_at_the_38_character_limit_and_keep_pool() {
         "{}",
         run.stderr
     );
+    assert!(
+        run.stderr
+            .contains("`tc-ami cleanup -w w` once its 6s have passed"),
+        "{}",
+        run.stderr
+    );
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    world
+        .tc_ami()
+        .run(&["cleanup", "-w", "w", "--yes"])
+        .assert_code(0);
+    assert_no_try_pool_left(&world);
 }
 
 /// A task group of more than one listTaskGroup page (1000 tasks): the later pages are signed by

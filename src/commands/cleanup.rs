@@ -19,6 +19,7 @@ use crate::cleanup::{
 };
 use crate::commands::Ctx;
 use crate::commands::change::confirm;
+use crate::commands::try_cmd::cleanup_left_pools;
 use crate::config::WorkerType;
 use crate::config_dir::{list_worker_types, load_worker_type};
 use crate::ec2::Ec2;
@@ -57,6 +58,8 @@ pub async fn run(
     let env = TcEnv::from_env(true)?;
     let wm = WorkerManagerApi::new(&env)?;
     let secrets = SecretsApi::new(&env)?;
+    // Temporary pools a killed `tc-ami try` left: a step of its own.
+    let try_pools = cleanup_left_pools(ctx, &env, &selected, dry_run, yes).await?;
     let ec2 = Ec2::load().await;
     let progress = ctx.shell.progress();
 
@@ -82,6 +85,7 @@ pub async fn run(
             "rollback_target": p.rollback_target,
         })).collect::<Vec<_>>(),
         "summary": summary,
+        "try_pools": try_pools,
     });
     if !summary.deletes_anything() || dry_run {
         ctx.shell.note(if dry_run && summary.deletes_anything() {

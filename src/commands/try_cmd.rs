@@ -6,8 +6,8 @@
 //! is created) until createWorkerPool answers, its deletion by id from then on; before the task
 //! is created, the cancellation of whatever of its task group is still unresolved. Whatever
 //! ends the try (all tasks resolved, a failure, the timeout, Ctrl-C, SIGTERM, an error), both
-//! run; `--keep-pool` keeps the pool. `deploy --try` and `promote --try` call [`try_images`]
-//! first.
+//! run; `--keep-pool` keeps the pool. A SIGKILLed try leaves the pool to `tc-ami cleanup`
+//! ([`cleanup_left_pools`]). `deploy --try` and `promote --try` call [`try_images`] first.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::commands::Ctx;
 use crate::commands::change::{
-    Asked, Change, Target, check_available, newest_built_images, resolve_images,
+    Asked, Change, Target, check_available, confirm, newest_built_images, resolve_images,
 };
 use crate::config::WorkerType;
 use crate::duration::{format_duration, format_elapsed, parse_duration};
@@ -35,9 +35,9 @@ use crate::shell::Progress;
 use crate::taskcluster::{SecretsApi, TcEnv, WorkerManagerApi};
 use crate::text::table;
 use crate::try_pool::{
-    GroupTask, Outcome, TaskSetup, TaskState, TryPoolSpec, counts_text, group_tasks, named,
-    outcome, parse_task_file, poll_interval, prepare_task, settled, short_id, slug_id, task_url,
-    try_pool_definition, try_pool_id, unresolved, wait_limit,
+    GroupTask, LeftPool, Outcome, TaskSetup, TaskState, TryPoolSpec, counts_text, group_tasks,
+    left_try_pools, named, outcome, parse_task_file, poll_interval, prepare_task, settled,
+    short_id, slug_id, task_url, try_pool_definition, try_pool_id, unresolved, wait_limit,
 };
 use crate::wait::POLL_INTERVAL;
 
@@ -628,7 +628,7 @@ impl TryReport {
     }
 
     /// The lines on stderr: the outcome, and what happened to the pool.
-    fn notes(&self, ctx: &Ctx, _worker_type: &str) {
+    fn notes(&self, ctx: &Ctx, worker_type: &str) {
         let images: Vec<String> = self
             .images
             .iter()
@@ -648,7 +648,8 @@ impl TryReport {
         }
         if self.kept_pool {
             ctx.shell.note(&format!(
-                "to remove it, with the taskcluster CLI: `taskcluster api workerManager deleteWorkerPool {}`",
+                "to remove it: `tc-ami cleanup -w {worker_type}` once its {} have passed, or now with the taskcluster CLI: `taskcluster api workerManager deleteWorkerPool {}`",
+                format_duration(self.timeout),
                 self.pool_id
             ));
         }
@@ -688,4 +689,97 @@ impl TryReport {
             end => Err(self.failure(end)),
         }
     }
+}
+
+/// `cleanup`'s step for temporary pools: removes those a killed `try` of the `selected`
+/// worker types left ([`left_try_pools`]), after showing them and asking. Returns what it
+/// found and did, for the JSON document; an error when one could not be removed.
+pub async fn cleanup_left_pools(
+    ctx: &Ctx,
+    env: &TcEnv,
+    selected: &[&WorkerType],
+    dry_run: bool,
+    yes: bool,
+) -> Result<Value> {
+    let queue = QueueApi::new(env)?;
+    let wm = WorkerManagerApi::new(env)?;
+    let sources: Vec<&str> = selected.iter().map(|w| w.worker_pool_id.as_str()).collect();
+    let listed = tokio::select! {
+        r = queue.list_worker_pools() => r,
+        i = ctx.cancel.cancelled() => return Err(i.into()),
+    };
+    // An extra the client may lack the scope for: the rest of the cleanup goes on without it.
+    let pools = match listed {
+        Ok(pools) => pools,
+        Err(e) => {
+            ctx.shell.warn(&format!(
+                "not looking for temporary worker pools left by tc-ami try: {}",
+                crate::text::one_line(&format!("{e:#}"))
+            ));
+            return Ok(json!(null));
+        }
+    };
+    let left = left_try_pools(&pools, &sources, chrono::Utc::now());
+    if left.is_empty() {
+        return Ok(json!([]));
+    }
+    show_left_pools(ctx, &left);
+    if dry_run {
+        ctx.shell.note("dry run: no temporary worker pool removed");
+        return Ok(serde_json::to_value(&left)?);
+    }
+    confirm(
+        &ctx.shell,
+        yes,
+        &format!(
+            "remove {} temporary worker pool(s) left by tc-ami try",
+            left.len()
+        ),
+    )?;
+    let mut failed = Vec::new();
+    for pool in &left {
+        match wm.delete_pool(&pool.pool_id).await {
+            Ok(()) => ctx.shell.note(&format!(
+                "removed the temporary worker pool {}",
+                pool.pool_id
+            )),
+            Err(e) => failed.push(format!("{}: {e:#}", pool.pool_id)),
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "cleanup incomplete: {} of {} temporary worker pools could not be removed ({}); fix the cause and run it again",
+            failed.len(),
+            left.len(),
+            failed.join("; ")
+        );
+    }
+    Ok(serde_json::to_value(&left)?)
+}
+
+fn show_left_pools(ctx: &Ctx, left: &[LeftPool]) {
+    let rows = left.iter().map(|p| {
+        [
+            p.pool_id.clone(),
+            p.source.clone(),
+            p.made.format("%Y-%m-%d %H:%M:%S").to_string(),
+            format_duration(Duration::from_secs(p.timeout_seconds)),
+            "remove".to_string(),
+        ]
+    });
+    let text = table(
+        &[
+            "TEMPORARY POOL",
+            "COPY OF",
+            "MADE (UTC)",
+            "TIMEOUT",
+            "ACTION",
+        ],
+        rows,
+    );
+    ctx.shell.document(|_| text);
+    ctx.shell.note(&format!(
+        "{} temporary worker pool(s) of `tc-ami try` outlived their timeout: their try was killed",
+        left.len()
+    ));
 }
