@@ -134,6 +134,67 @@ fn a_passing_try_waits_for_the_whole_group_and_removes_its_pool() {
     );
 }
 
+/// Bad arguments and task files: one line each, exit 1, checked before anything is created
+/// (no image is even needed to find them).
+#[test]
+fn bad_inputs_are_refused_before_anything_is_created() {
+    let world = World::simulating(seed_pools());
+    world.cfg.write(
+        "nometa.yml",
+        "payload:\n  maxRunTime: 60\n  command: [\"echo\"]\n",
+    );
+    world.cfg.write("list.yml", "- not a task\n");
+    let missing = world.cfg.path().join("missing.yml");
+    let nometa = world.cfg.path().join("nometa.yml");
+    let list = world.cfg.path().join("list.yml");
+    let shipped = shipped_task();
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (
+            vec!["--task", missing.to_str().unwrap()],
+            format!(
+                "cannot read the task file {}: No such file or directory (os error 2)",
+                missing.display()
+            ),
+        ),
+        (
+            vec!["--task", nometa.to_str().unwrap()],
+            format!("{}: `metadata` is required", nometa.display()),
+        ),
+        (
+            vec!["--task", list.to_str().unwrap()],
+            format!(
+                "{}: a task definition must be a mapping at the top level",
+                list.display()
+            ),
+        ),
+        (
+            vec!["--task", &shipped, "--timeout", "6d"],
+            "the try timeout must be between 1s and 5d (the Queue refuses a deadline beyond 5 days), not 518400s".to_string(),
+        ),
+        (
+            vec!["--task", &shipped, "--timeout", "2x"],
+            "--timeout 2x: unknown unit `x` (use s, m, h or d)".to_string(),
+        ),
+        (
+            vec!["--task", &shipped, "--image", "ami-1"],
+            "--image ami-1: `ami-1` is not an AMI id (ami- and 8 or 17 hex digits)".to_string(),
+        ),
+    ];
+    for (args, message) in cases {
+        let mut all = vec!["try", "-w", "w"];
+        all.extend(args);
+        let run = world.tc_ami().run(&all);
+        run.assert_code(1);
+        assert_eq!(
+            run.error_line(),
+            format!("tc-ami: error: {message}"),
+            "{all:?}"
+        );
+    }
+    assert!(world.tc.try_pools().is_empty());
+    assert!(world.tc.tasks().is_empty());
+}
+
 #[test]
 fn a_failing_try_names_the_failed_task_and_exits_1() {
     let world = World::simulating(seed_pools());

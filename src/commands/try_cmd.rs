@@ -23,6 +23,7 @@ use crate::commands::change::{
     Asked, Change, Target, check_available, confirm, newest_built_images, resolve_images,
 };
 use crate::config::WorkerType;
+use crate::config_dir::load_worker_type;
 use crate::duration::{format_duration, format_elapsed, parse_duration};
 use crate::history::{Deployment, Kind, Tried, TriedTask};
 use crate::image_arg::parse_image_args;
@@ -124,6 +125,8 @@ pub async fn run(
         timeout: parse_timeout(timeout)?,
         keep_pool,
     };
+    // The task file is checked before anything is asked of EC2 or Taskcluster.
+    check_task_file(&load_worker_type(&ctx.config_dir, worker_type)?, task_file)?;
     let t = Target::load(ctx, worker_type).await?;
     let images = if image_args.is_empty() {
         newest_built_images(&t.ec2, &t.wt, &t.regions).await?
