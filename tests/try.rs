@@ -496,3 +496,47 @@ fn a_task_group_of_several_pages() {
     assert!(pages.iter().all(|s| s == 200), "{pages:?}");
     assert_no_try_pool_left(&world);
 }
+
+#[test]
+fn promote_tries_the_images_on_a_copy_of_the_target_pool_first() {
+    let world = World::simulating(seed_pools());
+    let images = built(&world);
+    world.cfg.worker_type(
+        "s",
+        "proj-servo/win2016-staging",
+        "regions = [\"us-east-1\"]",
+    );
+    let west = images
+        .iter()
+        .find(|(r, _)| r == "us-west-2")
+        .unwrap()
+        .1
+        .clone();
+    world
+        .tc_ami()
+        .run(&["deploy", "-w", "s", "--image", &west, "--yes"])
+        .assert_code(0);
+    let run = world.tc_ami().run(&[
+        "promote",
+        "--from",
+        "s",
+        "--to",
+        "w",
+        "--try",
+        &shipped_task(),
+        "--yes",
+    ]);
+    run.assert_code(0);
+    let tasks = world.tc.tasks();
+    assert_eq!(tasks.len(), 1);
+    let queue = tasks[0]["taskQueueId"].as_str().unwrap();
+    assert!(queue.starts_with("proj-servo/win2016-try-"), "{queue}");
+    assert!(
+        run.stderr
+            .contains("promoted to worker pool proj-servo/win2016"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(world.updates(), 2);
+    assert_no_try_pool_left(&world);
+}
