@@ -427,8 +427,7 @@ pub fn pool_needs(
             plan_rollback(pool_id, h, &live_images(def))
                 .ok()
                 .map(|p| p.target),
-            h.records
-                .iter()
+            h.deployments()
                 .rev()
                 .take(keep_deployments)
                 .map(|r| KeptDeployment {
@@ -1845,6 +1844,7 @@ us-west-2  key-0abc  tc-ami-servo-win2016-b       5h    delete     left by a bui
             undoes: None,
             undoes_outside_change: false,
             from: None,
+            tried: None,
         }
     }
 

@@ -110,6 +110,8 @@ pub enum Command {
             conflicts_with = "images"
         )]
         keep_on_failure: Option<Duration>,
+        #[command(flatten)]
+        try_first: TryFlags,
     },
     /// Put back the images that were live before the last deploy, with a new deployment id.
     Rollback {
@@ -146,6 +148,32 @@ pub enum Command {
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,
+        #[command(flatten)]
+        try_first: TryFlags,
+    },
+    /// Run real tasks on images in a temporary copy of the worker type's pool: creates the pool
+    /// `<pool>-try-<id>` with the images, submits the task, waits for its whole task group,
+    /// prints each task's state, and removes the pool whatever happens.
+    /// Exit 0: every task completed; 1: a task failed or hit an exception, or the timeout.
+    Try {
+        /// The worker type: worker-types/<W>.toml.
+        #[arg(short = 'w', long = "worker-type", value_name = "W")]
+        worker_type: String,
+        /// The image to try: AMI (the build region's; its copies are found by name) or
+        /// REGION=AMI, repeatable. Default: the newest image tc-ami built for W per region.
+        #[arg(long = "image", value_name = "AMI|REGION=AMI")]
+        images: Vec<String>,
+        /// The task definition (JSON, or YAML); tc-ami points it at the temporary pool and sets
+        /// its dates.
+        #[arg(long = "task", value_name = "FILE")]
+        task: PathBuf,
+        /// How long the tasks may take, from the task's creation (its deadline); at most 5d.
+        #[arg(long, value_name = "DURATION", default_value = crate::commands::try_cmd::DEFAULT_TIMEOUT)]
+        timeout: String,
+        /// Keep the temporary pool afterwards, for debugging (`cleanup` removes it after the
+        /// timeout).
+        #[arg(long)]
+        keep_pool: bool,
     },
     /// Which workers of the pool still run an old image (a worker of an archived launch
     /// config), per launch config, image and region; --watch follows them until they are
@@ -194,7 +222,8 @@ pub enum Command {
         force: bool,
     },
     /// Deregister tc-ami's old images and delete their snapshots in every region, and remove
-    /// what interrupted builds left (instances, security groups, key pairs, snapshots).
+    /// what interrupted builds left (instances, security groups, key pairs, snapshots) and the
+    /// temporary pools of killed tries.
     /// Never deleted: the image of any launch config of any pool it can read or list, rollback
     /// targets, the images of each pool's newest deployments, the N newest per worker type and
     /// region, anything that may belong to a build in progress (its tc-ami:expires-at).
@@ -215,6 +244,27 @@ pub enum Command {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+}
+
+/// `deploy` and `promote`: try the images before pushing them.
+#[derive(Debug, clap::Args)]
+pub struct TryFlags {
+    /// Run `tc-ami try` with this task file on the images first, and push only if every task
+    /// completed. Default: the worker type's `try_task`, if it sets one.
+    #[arg(long = "try", value_name = "FILE", conflicts_with = "no_try")]
+    pub task: Option<PathBuf>,
+    /// Push without trying, even when the worker type sets `try_task`.
+    #[arg(long)]
+    pub no_try: bool,
+}
+
+impl TryFlags {
+    fn first(&self) -> commands::try_cmd::TryFirst {
+        commands::try_cmd::TryFirst {
+            task: self.task.clone(),
+            no_try: self.no_try,
+        }
+    }
 }
 
 /// Runs the command.
@@ -255,9 +305,18 @@ async fn run_changing(ctx: &Ctx, command: Command) -> Outcome {
             dry_run,
             yes,
             keep_on_failure,
-        } => deploy::run(ctx, &worker_type, &images, dry_run, yes, keep_on_failure)
-            .await
-            .into(),
+            try_first,
+        } => deploy::run(
+            ctx,
+            &worker_type,
+            &images,
+            dry_run,
+            yes,
+            keep_on_failure,
+            &try_first.first(),
+        )
+        .await
+        .into(),
         Command::Rollback {
             worker_type,
             to,
@@ -271,7 +330,27 @@ async fn run_changing(ctx: &Ctx, command: Command) -> Outcome {
             to,
             dry_run,
             yes,
-        } => promote::run(ctx, &from, &to, dry_run, yes).await.into(),
+            try_first,
+        } => promote::run(ctx, &from, &to, dry_run, yes, &try_first.first())
+            .await
+            .into(),
+        other => run_more(ctx, other).await,
+    }
+}
+
+/// The changing commands that are not about one pool change: try, rollout and cleanup.
+async fn run_more(ctx: &Ctx, command: Command) -> Outcome {
+    use commands::*;
+    match command {
+        Command::Try {
+            worker_type,
+            images,
+            task,
+            timeout,
+            keep_pool,
+        } => try_cmd::run(ctx, &worker_type, &images, &task, &timeout, keep_pool)
+            .await
+            .into(),
         Command::Rollout {
             worker_type,
             watch,

@@ -17,6 +17,8 @@ pub const DEFAULT_FIRST_BOOT_SCRIPT: &str = "scripts/first-boot.ps1";
 pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(90 * 60);
 pub const DEFAULT_IMAGE_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 pub const DEFAULT_SECRET_EXPIRES_IN: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The temporary pool of `tc-ami try` starts at most this many workers by default.
+pub const DEFAULT_TRY_MAX_CAPACITY: u64 = 2;
 
 /// Every key a worker type file may hold, with what it takes (shown in errors).
 const KEYS: &[(&str, &str)] = &[
@@ -42,6 +44,11 @@ const KEYS: &[(&str, &str)] = &[
     ("share_with_accounts", "a list of 12-digit AWS account ids"),
     ("password_secret_prefix", "a Taskcluster secret name prefix"),
     ("password_secret_expires_in", "a duration like \"365d\""),
+    (
+        "try_task",
+        "a task file (JSON or YAML), relative to the config directory",
+    ),
+    ("try_max_capacity", "a whole number of workers, at least 1"),
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +71,11 @@ pub struct WorkerType {
     pub regions: Vec<String>,
     pub share_with_accounts: Vec<String>,
     pub password: PasswordDestination,
+    /// The task `deploy` and `promote` try the images with first (resolved against the config
+    /// directory); None: they push without trying.
+    pub try_task: Option<PathBuf>,
+    /// The most workers the temporary pool of `tc-ami try` starts.
+    pub try_max_capacity: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -319,6 +331,7 @@ pub fn parse_worker_type(
     let regions = r.regions(&build_region)?;
     let share_with_accounts = r.accounts()?;
     let password = r.password()?;
+    let (try_task, try_max_capacity) = r.try_settings(config_dir)?;
     Ok(WorkerType {
         name: name.to_string(),
         file: file.to_path_buf(),
@@ -334,6 +347,8 @@ pub fn parse_worker_type(
         regions,
         share_with_accounts,
         password,
+        try_task,
+        try_max_capacity,
     })
 }
 
@@ -472,6 +487,30 @@ impl Reader<'_> {
     }
 }
 
+impl Reader<'_> {
+    /// `try_task` (resolved against the config directory) and `try_max_capacity`.
+    fn try_settings(&self, config_dir: &Path) -> Result<(Option<PathBuf>, u64), ConfigError> {
+        let task = self.string("try_task")?.map(|t| config_dir.join(t));
+        let max = match self.table.get("try_max_capacity") {
+            None => DEFAULT_TRY_MAX_CAPACITY,
+            Some(toml::Value::Integer(n)) if *n >= 1 => *n as u64,
+            Some(toml::Value::Integer(n)) => {
+                return Err(self.bad(
+                    "try_max_capacity",
+                    format!("{n} would never start a worker"),
+                ));
+            }
+            Some(v) => {
+                return Err(self.bad(
+                    "try_max_capacity",
+                    format!("a {} is not a whole number", v.type_str()),
+                ));
+            }
+        };
+        Ok((task, max))
+    }
+}
+
 impl std::fmt::Display for WorkerType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -534,6 +573,23 @@ password_secret_prefix = "project/servo/windows-administrator/servo-win2016"
             wt.password.secret_name("ami-1"),
             Some("project/servo/windows-administrator/servo-win2016/ami-1".into())
         );
+        assert_eq!(wt.try_task, None);
+        assert_eq!(wt.try_max_capacity, DEFAULT_TRY_MAX_CAPACITY);
+    }
+
+    #[test]
+    fn try_settings() {
+        let wt = parse(&format!(
+            "{GOOD}try_task = \"worker-types/try-task.yml\"\ntry_max_capacity = 4\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            wt.try_task.as_deref(),
+            Some(Path::new("/cfg/worker-types/try-task.yml"))
+        );
+        assert_eq!(wt.try_max_capacity, 4);
+        assert!(message(&format!("{GOOD}try_max_capacity = 0\n")).contains("would never start"));
+        assert!(message(&format!("{GOOD}try_task = 3\n")).contains("bad value for `try_task`"));
     }
 
     #[test]

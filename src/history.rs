@@ -1,4 +1,5 @@
-//! Deployment history (pure): every deploy, rollback and promote of a pool, kept in the
+//! Deployment history (pure): every deploy, rollback and promote of a pool, and every `try` of
+//! images on a temporary copy of it, kept in the
 //! Taskcluster secret `tc-ami/deployments/<worker pool id>` ([`crate::ops::deployments`] reads
 //! and writes it) so that anyone with the same credentials can see it and roll back from any
 //! machine (see the README's "Where the history lives").
@@ -16,8 +17,11 @@ use serde_json::Value;
 /// Region → AMI.
 pub type Images = BTreeMap<String, String>;
 
-/// How many records the secret keeps (the oldest go first).
+/// How many deployment records the secret keeps (the oldest go first).
 pub const MAX_RECORDS: usize = 200;
+/// How many `try` records it keeps besides (the oldest go first): tries never push a
+/// deployment, and so a rollback target, out of the history.
+pub const MAX_TRY_RECORDS: usize = 50;
 const FORMAT: u64 = 1;
 
 pub fn secret_name(pool_id: &str) -> String {
@@ -30,6 +34,9 @@ pub enum Kind {
     Deploy,
     Rollback,
     Promote,
+    /// `tc-ami try`: images tried on a temporary pool; not a deployment (the pool is
+    /// unchanged), so it never counts for what is live or what a rollback puts back.
+    Try,
 }
 
 impl std::fmt::Display for Kind {
@@ -38,6 +45,7 @@ impl std::fmt::Display for Kind {
             Kind::Deploy => "deploy",
             Kind::Rollback => "rollback",
             Kind::Promote => "promote",
+            Kind::Try => "try",
         })
     }
 }
@@ -64,6 +72,29 @@ pub struct Deployment {
     /// A promote: the worker type whose live images were promoted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    /// A try (`after` holds the images tried): where, which tasks, and how it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tried: Option<Tried>,
+}
+
+/// What a `try` record holds besides its images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tried {
+    /// The temporary worker pool the tasks ran in.
+    pub pool: String,
+    /// `passed`, `failed`, `timed out` or `interrupted`.
+    pub outcome: String,
+    /// Every task of the task group, with its final state.
+    pub tasks: Vec<TriedTask>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriedTask {
+    pub task_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The Queue's state: `completed`, `failed`, `exception`, or unresolved ones.
+    pub state: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -82,13 +113,42 @@ impl History {
         Ok(History { records })
     }
 
+    /// The secret's value: the newest [`MAX_RECORDS`] deployments and [`MAX_TRY_RECORDS`]
+    /// tries, in their order.
     pub fn to_secret(&self, pool_id: &str) -> Value {
-        let keep = self.records.len().saturating_sub(MAX_RECORDS);
+        let is_try = |r: &&Deployment| r.kind == Kind::Try;
+        let tries = self.records.iter().filter(is_try).count();
+        let mut drop_tries = tries.saturating_sub(MAX_TRY_RECORDS);
+        let mut drop_others = (self.records.len() - tries).saturating_sub(MAX_RECORDS);
+        let kept: Vec<&Deployment> = self
+            .records
+            .iter()
+            .filter(|r| {
+                let drop = if is_try(r) {
+                    &mut drop_tries
+                } else {
+                    &mut drop_others
+                };
+                let keep = *drop == 0;
+                *drop = drop.saturating_sub(1);
+                keep
+            })
+            .collect();
         serde_json::json!({
             "format": FORMAT,
             "workerPoolId": pool_id,
-            "deployments": self.records[keep..],
+            "deployments": kept,
         })
+    }
+
+    /// The records that changed the pool (every kind but `try`), oldest first.
+    pub fn deployments(&self) -> impl DoubleEndedIterator<Item = &Deployment> {
+        self.records.iter().filter(|r| r.kind != Kind::Try)
+    }
+
+    /// The newest record that changed the pool.
+    pub fn last_deployment(&self) -> Option<&Deployment> {
+        self.deployments().next_back()
     }
 
     pub fn next_seq(&self) -> u64 {
@@ -102,7 +162,7 @@ impl History {
     /// The deployments in effect, oldest first: each rollback takes back the one it undid.
     pub fn effective(&self) -> Vec<&Deployment> {
         let mut stack: Vec<&Deployment> = Vec::new();
-        for r in &self.records {
+        for r in self.deployments() {
             match (r.kind, r.undoes) {
                 (Kind::Rollback, Some(seq)) => {
                     if let Some(pos) = stack.iter().rposition(|d| d.seq == seq) {
@@ -119,8 +179,7 @@ impl History {
     /// The seq of the record that describes what is live: the newest, when the live images are
     /// the ones it put there (else the pool was changed outside tc-ami since).
     pub fn live_seq(&self, live: &Images) -> Option<u64> {
-        self.records
-            .last()
+        self.last_deployment()
             .filter(|r| r.after == *live)
             .map(|r| r.seq)
     }
@@ -155,14 +214,14 @@ pub fn plan_rollback(
 ) -> Result<RollbackPlan, RollbackError> {
     let effective = history.effective();
     let Some(top) = effective.last() else {
-        return Err(if history.records.is_empty() {
+        return Err(if history.last_deployment().is_none() {
             RollbackError::NoHistory(pool_id.to_string())
         } else {
             RollbackError::NothingEarlier(pool_id.to_string())
         });
     };
     // What tc-ami last put in place: the newest record's images, whatever its kind.
-    let in_place = history.records.last().map_or(&top.after, |r| &r.after);
+    let in_place = history.last_deployment().map_or(&top.after, |r| &r.after);
     if in_place != live {
         return Ok(RollbackPlan {
             target: in_place.clone(),
@@ -199,6 +258,7 @@ mod tests {
             undoes,
             undoes_outside_change: false,
             from: None,
+            tried: None,
         }
     }
 
@@ -331,5 +391,71 @@ mod tests {
         assert_eq!(back.records[0].seq, 6);
         assert_eq!(back.next_seq(), MAX_RECORDS as u64 + 6);
         assert!(History::from_secret(&serde_json::json!({"x": 1})).is_err());
+    }
+    fn tried(seq: u64, after: &str) -> Deployment {
+        let mut r = rec(seq, Kind::Try, "B", after, None);
+        r.deployment_id = None;
+        r.tried = Some(Tried {
+            pool: "proj-servo/win2016-try-k3x9q2ab".into(),
+            outcome: "failed".into(),
+            tasks: vec![TriedTask {
+                task_id: "AAAAAAAAQACAAAAAAAAAAA".into(),
+                name: Some("tools".into()),
+                state: "failed".into(),
+            }],
+        });
+        r
+    }
+
+    #[test]
+    fn tries_are_not_deployments() {
+        let mut h = History {
+            records: vec![
+                rec(1, Kind::Deploy, "S", "A", None),
+                rec(2, Kind::Deploy, "A", "B", None),
+                tried(3, "T"),
+            ],
+        };
+        // What is live and what a rollback puts back ignore the try.
+        assert_eq!(h.live_seq(&live("B")), Some(2));
+        assert_eq!(h.live_seq(&live("T")), None);
+        assert_eq!(
+            plan_rollback("p", &h, &live("B")).unwrap(),
+            RollbackPlan {
+                target: live("A"),
+                undoes: Some(2)
+            }
+        );
+        assert_eq!(h.last_deployment().map(|d| d.seq), Some(2));
+        assert_eq!(h.next_seq(), 4);
+        h.records.push(rec(4, Kind::Rollback, "B", "A", Some(2)));
+        assert_eq!(h.effective().iter().map(|d| d.seq).collect::<Vec<_>>(), [1]);
+        // Only tries: nothing recorded to roll back to.
+        let only = History {
+            records: vec![tried(1, "T")],
+        };
+        assert_eq!(
+            plan_rollback("p", &only, &live("S")),
+            Err(RollbackError::NoHistory("p".into()))
+        );
+        // Round trip, with the try's fields.
+        let back = History::from_secret(&h.to_secret("p")).unwrap();
+        assert_eq!(back, h);
+        assert_eq!(
+            h.to_secret("p")["deployments"][2]["tried"]["tasks"][0]["state"],
+            "failed"
+        );
+    }
+
+    #[test]
+    fn tries_never_push_deployments_out_of_the_secret() {
+        let mut records = vec![rec(1, Kind::Deploy, "S", "A", None)];
+        records.extend((2..=(MAX_TRY_RECORDS as u64 + 11)).map(|i| tried(i, "T")));
+        let h = History { records };
+        let back = History::from_secret(&h.to_secret("p")).unwrap();
+        assert_eq!(back.records.len(), MAX_TRY_RECORDS + 1);
+        assert_eq!(back.records[0].seq, 1, "the deployment stays");
+        assert_eq!(back.records[1].seq, 12, "the oldest tries go");
+        assert_eq!(back.next_seq(), h.next_seq());
     }
 }

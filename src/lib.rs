@@ -11,7 +11,7 @@
 //! 3. Runtime support, no network: [`config_dir`] (reading the config files), [`interrupt`],
 //!    [`wait`], [`shell`] (the one output channel).
 //! 4. Adapters, thin, SDK types in and model data out: [`download`], [`ec2`], [`ec2_inventory`],
-//!    [`taskcluster`].
+//!    [`taskcluster`] (worker-manager, secrets and the Queue).
 //! 5. [`ops`]: the lifecycle of what tc-ami creates, with registered cleanups.
 //! 6. [`commands`]: orchestration and printing. 7. [`cli`] (and the binary): the command line.
 

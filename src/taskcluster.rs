@@ -340,6 +340,11 @@ impl Signed {
     }
 }
 
+/// The HTTP status of a failed call, if the service answered.
+fn status_of(e: &anyhow::Error) -> Option<u16> {
+    taskcluster::err_status_code(e).map(|s| s.as_u16())
+}
+
 /// Parses listed items into `T`, naming the listing when one does not fit.
 fn parse_items<T: DeserializeOwned>(what: &str, items: Vec<Value>) -> Result<Vec<T>> {
     items
@@ -521,6 +526,58 @@ impl WorkerManagerApi {
     }
 
     /// Replaces the pool's definition with `payload`.
+    /// Creates the pool `pool_id` with `payload` (a createWorkerPool body).
+    pub async fn create_pool(&self, pool_id: &str, payload: &Value) -> Result<Value> {
+        call(
+            "worker-manager",
+            "createWorkerPool",
+            pool_id,
+            self.client.createWorkerPool(pool_id, payload),
+        )
+        .await
+        .map_err(|e| {
+            self.env
+                .explain(&format!("creating worker pool {pool_id}"), e)
+        })
+    }
+
+    /// The pool, or None when it does not exist.
+    pub async fn find_pool(&self, pool_id: &str) -> Result<Option<Value>> {
+        match call(
+            "worker-manager",
+            "workerPool",
+            pool_id,
+            self.client.workerPool(pool_id),
+        )
+        .await
+        {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if taskcluster::err_status_code(&e).map(|s| s.as_u16()) == Some(404) => Ok(None),
+            Err(e) => Err(self
+                .env
+                .explain(&format!("fetching worker pool {pool_id}"), e)),
+        }
+    }
+
+    /// Deletes the pool (worker-manager sets its provider to `null-provider` and removes it
+    /// once its workers are gone). A pool that does not exist is fine.
+    pub async fn delete_pool(&self, pool_id: &str) -> Result<()> {
+        match call(
+            "worker-manager",
+            "deleteWorkerPool",
+            pool_id,
+            self.client.deleteWorkerPool(pool_id),
+        )
+        .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if taskcluster::err_status_code(&e).map(|s| s.as_u16()) == Some(404) => Ok(()),
+            Err(e) => Err(self
+                .env
+                .explain(&format!("deleting worker pool {pool_id}"), e)),
+        }
+    }
+
     /// Every worker pool the credentials can list (listWorkerPools, every page, each pool as
     /// `workerPool` returns it), or, when the client may not list them (403), why.
     pub async fn list_pools(&self) -> Result<PoolList> {
@@ -558,7 +615,8 @@ impl WorkerManagerApi {
     }
 }
 
-/// The Queue: its view of a task queue's workers and the state of their tasks.
+/// The Queue: tasks and task groups (for `try`), and its view of a task queue's workers and
+/// the state of their tasks (for `rollout`).
 pub struct QueueApi {
     env: TcEnv,
     client: Queue,
@@ -573,6 +631,58 @@ impl QueueApi {
             client,
             signed: env.signed()?,
         })
+    }
+
+    pub fn root_url(&self) -> &str {
+        &self.env.root_url
+    }
+
+    /// Creates the task `task_id` (a create-task-request body); returns its status.
+    pub async fn create_task(&self, task_id: &str, task: &Value) -> Result<Value> {
+        call(
+            "queue",
+            "createTask",
+            task_id,
+            self.client.createTask(task_id, task),
+        )
+        .await
+        .map(|v| v["status"].clone())
+        .map_err(|e| self.env.explain(&format!("creating task {task_id}"), e))
+    }
+
+    /// Cancels the task; one already past its deadline (409: the Queue has resolved it) or
+    /// unknown (404: its create call never arrived) is left as it is.
+    pub async fn cancel_task(&self, task_id: &str) -> Result<()> {
+        match call(
+            "queue",
+            "cancelTask",
+            task_id,
+            self.client.cancelTask(task_id),
+        )
+        .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(status_of(&e), Some(404 | 409)) => Ok(()),
+            Err(e) => Err(self.env.explain(&format!("cancelling task {task_id}"), e)),
+        }
+    }
+
+    /// Every task of the group (the `tasks` entries of all pages, signed by tc-ami with their
+    /// query); none for a group that does not exist (yet).
+    pub async fn list_task_group(&self, group: &str) -> Result<Vec<Value>> {
+        let url_for = |token: Option<&str>| self.client.listTaskGroup_url(group, token, None);
+        match call(
+            "queue",
+            "listTaskGroup",
+            group,
+            self.signed.all_pages("tasks", url_for),
+        )
+        .await
+        {
+            Ok(tasks) => Ok(tasks),
+            Err(e) if status_of(&e) == Some(404) => Ok(vec![]),
+            Err(e) => Err(self.env.explain(&format!("listing task group {group}"), e)),
+        }
     }
 
     /// The Queue's workers of a task queue (`<provisionerId>/<workerType>`; a worker pool's

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::config::valid_worker_pool_id;
+use crate::duration::{format_duration, parse_duration};
 use crate::pool::{PoolError, new_deployment_id, patch_pool};
 
 /// What joins the pool's name and the short id.
@@ -110,6 +111,8 @@ pub struct TryPoolSpec<'a> {
     /// The worker type's `try_max_capacity`.
     pub max_capacity: u64,
     pub now: DateTime<Utc>,
+    /// The try's timeout: after `now` plus this, `cleanup` may remove the pool.
+    pub timeout: Duration,
 }
 
 /// The fields `createWorkerPool` accepts (`create-worker-pool-request.json`).
@@ -159,11 +162,70 @@ fn description(spec: &TryPoolSpec) -> String {
         .map(|(region, image)| format!("{image} in {region}"))
         .collect();
     format!(
-        "{DESCRIPTION_START} at {} to try {} from {}. `tc-ami cleanup` removes it if it is left behind.",
+        "{DESCRIPTION_START} at {} for at most {}, to try {} from {}. `tc-ami cleanup` removes it after that time if it is left behind.",
         spec.now.to_rfc3339_opts(SecondsFormat::Secs, true),
+        format_duration(spec.timeout),
         images.join(", "),
         spec.source_pool_id
     )
+}
+
+/// When a temporary pool was made and for how long, from its description (see
+/// [`try_pool_definition`]); None when the description does not say.
+pub fn made_at(def: &Value) -> Option<(DateTime<Utc>, Duration)> {
+    let rest = def["description"]
+        .as_str()?
+        .strip_prefix(DESCRIPTION_START)?
+        .strip_prefix(" at ")?;
+    let (time, rest) = rest.split_once(" for at most ")?;
+    let (timeout, _) = rest.split_once(", to try ")?;
+    let time = DateTime::parse_from_rfc3339(time).ok()?.with_timezone(&Utc);
+    Some((time, parse_duration(timeout).ok()?))
+}
+
+/// Whether `candidate` is a pool id [`try_pool_id`] makes for `source_pool_id` (with any short
+/// id, cut or not).
+pub fn is_try_pool_of(source_pool_id: &str, candidate: &str) -> bool {
+    candidate
+        .rsplit_once(TRY_INFIX)
+        .is_some_and(|(_, short)| try_pool_id(source_pool_id, short).as_deref() == Ok(candidate))
+}
+
+/// A temporary pool that `cleanup` removes: its `try` has ended, whatever ended it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeftPool {
+    #[serde(rename = "workerPoolId")]
+    pub pool_id: String,
+    /// The pool it copies.
+    pub source: String,
+    pub made: DateTime<Utc>,
+    pub timeout_seconds: u64,
+}
+
+/// The temporary pools of `sources` that a `try` left (SIGKILL, a lost machine): among `pools`
+/// (`listWorkerPools` entries), those named as [`try_pool_id`] names them, described as
+/// [`is_try_pool`] requires, not deleted yet (worker-manager shows a deleted pool with
+/// `null-provider` until its workers are gone), and made more than their timeout before `now`
+/// (their try cannot still be running). A pool whose age cannot be told is left alone.
+pub fn left_try_pools(pools: &[Value], sources: &[&str], now: DateTime<Utc>) -> Vec<LeftPool> {
+    pools
+        .iter()
+        .filter_map(|p| {
+            let id = p["workerPoolId"].as_str()?;
+            let source = sources.iter().find(|s| is_try_pool_of(s, id))?;
+            if !is_try_pool(id, p) || p["providerId"] == "null-provider" {
+                return None;
+            }
+            let (made, timeout) = made_at(p)?;
+            let ended = made + chrono::Duration::from_std(timeout).ok()?;
+            (ended < now).then(|| LeftPool {
+                pool_id: id.to_string(),
+                source: source.to_string(),
+                made,
+                timeout_seconds: timeout.as_secs(),
+            })
+        })
+        .collect()
 }
 
 /// Removes `workerManager.launchConfigId`, and `workerManager` when nothing else is left.
@@ -532,6 +594,9 @@ pub struct GroupTask {
     pub task_id: String,
     pub name: Option<String>,
     pub state: TaskState,
+    /// Its last run was resolved `deadline-exceeded`: the Queue says the try's time is up.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deadline_exceeded: bool,
 }
 
 #[derive(Deserialize)]
@@ -556,6 +621,15 @@ struct EntryMetadata {
 struct EntryStatus {
     task_id: String,
     state: TaskState,
+    #[serde(default)]
+    runs: Vec<EntryRun>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EntryRun {
+    #[serde(default)]
+    reason_resolved: Option<String>,
 }
 
 /// The tasks of `listTaskGroup` pages (`tasks` entries, `task-definition-and-status.json`).
@@ -564,7 +638,13 @@ pub fn group_tasks(entries: &[Value]) -> Result<Vec<GroupTask>, serde_json::Erro
         .iter()
         .map(|e| {
             let e: Entry = serde_json::from_value(e.clone())?;
+            let last_reason = e
+                .status
+                .runs
+                .last()
+                .and_then(|r| r.reason_resolved.as_deref());
             Ok(GroupTask {
+                deadline_exceeded: last_reason == Some("deadline-exceeded"),
                 task_id: e.status.task_id,
                 name: e.task.metadata.and_then(|m| m.name),
                 state: e.status.state,
@@ -580,6 +660,19 @@ pub fn counts(tasks: &[GroupTask]) -> BTreeMap<TaskState, usize> {
         *counts.entry(t.state).or_default() += 1;
     }
     counts
+}
+
+/// `2 pending, 1 running, 3 completed`, in the Queue's order of states; `no task yet`.
+pub fn counts_text(tasks: &[GroupTask]) -> String {
+    let parts: Vec<String> = counts(tasks)
+        .iter()
+        .map(|(s, n)| format!("{n} {}", s.as_str()))
+        .collect();
+    if parts.is_empty() {
+        "no task yet".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 /// The result of a try so far.
@@ -626,14 +719,7 @@ impl fmt::Display for Outcome {
         match self {
             Outcome::Pass { completed } => write!(f, "passed: all {completed} tasks completed"),
             Outcome::Fail { failed, unresolved } => {
-                let names: Vec<String> = failed
-                    .iter()
-                    .map(|t| match &t.name {
-                        Some(n) => format!("{n} ({}, {})", t.task_id, t.state.as_str()),
-                        None => format!("{} ({})", t.task_id, t.state.as_str()),
-                    })
-                    .collect();
-                write!(f, "failed: {}", names.join("; "))?;
+                write!(f, "failed: {}", named(failed))?;
                 match unresolved {
                     0 => Ok(()),
                     n => write!(f, "; {n} not resolved"),
@@ -649,6 +735,59 @@ impl fmt::Display for Outcome {
             }
         }
     }
+}
+
+/// Whether the group needs no more waiting: it has tasks, none pending or running, and either
+/// all completed or some failed (what is still unscheduled then waits on a failed task and
+/// would only run out its deadline).
+pub fn settled(tasks: &[GroupTask]) -> bool {
+    !tasks.is_empty()
+        && !tasks
+            .iter()
+            .any(|t| matches!(t.state, TaskState::Pending | TaskState::Running))
+        && match outcome(tasks) {
+            Outcome::Pass { .. } | Outcome::Fail { .. } => true,
+            Outcome::Pending { .. } => false,
+        }
+}
+
+/// The tasks not resolved yet (to cancel when the try stops early).
+pub fn unresolved(tasks: &[GroupTask]) -> Vec<&GroupTask> {
+    tasks
+        .iter()
+        .filter(|t| {
+            matches!(
+                t.state,
+                TaskState::Unscheduled | TaskState::Pending | TaskState::Running
+            )
+        })
+        .collect()
+}
+
+/// How long to wait before looking at the task group again, `elapsed` into the wait: a
+/// twentieth of it, between 1.2 s and 15 s. A change is seen within 5 % of the time waited
+/// (a task group that takes an hour is listed every 15 s, one that takes a minute every 3 s).
+pub fn poll_interval(elapsed: Duration) -> Duration {
+    (elapsed / 20).clamp(Duration::from_millis(1200), Duration::from_secs(15))
+}
+
+/// `build (bQk8…, failed); test (aC1x…, exception)`: each task's name, id and state.
+pub fn named(tasks: &[GroupTask]) -> String {
+    let names: Vec<String> = tasks
+        .iter()
+        .map(|t| match &t.name {
+            Some(n) => format!("{n} ({}, {})", t.task_id, t.state.as_str()),
+            None => format!("{} ({})", t.task_id, t.state.as_str()),
+        })
+        .collect();
+    names.join("; ")
+}
+
+/// How long the wait lasts: the timeout (the tasks' deadline) less a tenth of it, at most
+/// 10 s, so that tc-ami cancels what is unresolved itself rather than racing the Queue, which
+/// resolves it `deadline-exceeded` at the deadline.
+pub fn wait_limit(timeout: Duration) -> Duration {
+    timeout - (timeout / 10).min(Duration::from_secs(10))
 }
 
 /// The page of a task in the Taskcluster UI: `<root URL>/tasks/<taskId>`.
@@ -800,6 +939,7 @@ mod tests {
             images,
             max_capacity: max,
             now: now(),
+            timeout: Duration::from_secs(2 * 3600),
         }
     }
 
@@ -844,10 +984,12 @@ mod tests {
         );
         assert_eq!(
             tmp["description"],
-            "Temporary pool made by `tc-ami try` at 2026-11-24T22:00:00Z to try \
+            "Temporary pool made by `tc-ami try` at 2026-11-24T22:00:00Z for at most 2h, to try \
              ami-040db55391fa01dd7 in us-west-2 from proj-servo/win2016. `tc-ami cleanup` \
-             removes it if it is left behind."
+             removes it after that time if it is left behind."
         );
+        assert_eq!(made_at(&tmp), Some((now(), Duration::from_secs(7200))));
+        assert_eq!(made_at(&def), None);
         assert_eq!(tmp["providerId"], "community-tc-workers-aws");
         assert!(is_try_pool("proj-servo/win2016-try-k3x9q2ab", &tmp));
         assert!(!is_try_pool("proj-servo/win2016", &tmp));
@@ -1045,7 +1187,7 @@ payload:
                 "source": "https://github.com/servo/servo"
             },
             "payload": {
-                "command": [["git --version"], ["python --version"], ["cargo --version"]],
+                "command": ["git --version", "python --version"],
                 "maxRunTime": 600
             }
         })
@@ -1235,6 +1377,17 @@ payload:
             outcome(&group_tasks(&[entry(TASK_ID, "d", "failed")]).unwrap()).to_string(),
             format!("failed: d ({TASK_ID}, failed)")
         );
+        let mut late = entry(TASK_ID, "d", "exception");
+        late["status"]["runs"] = json!([{"runId": 0, "state": "exception",
+            "reasonCreated": "scheduled", "reasonResolved": "deadline-exceeded",
+            "scheduled": "2026-11-24T22:00:00.000Z", "resolved": "2026-11-25T00:00:00.000Z"}]);
+        assert!(group_tasks(&[late]).unwrap()[0].deadline_exceeded);
+        assert!(!group_tasks(&[entry(TASK_ID, "d", "exception")]).unwrap()[0].deadline_exceeded);
+        assert_eq!(counts_text(&[]), "no task yet");
+        assert_eq!(
+            counts_text(&group_tasks(&[entry(TASK_ID, "d", "running")]).unwrap()),
+            "1 running"
+        );
     }
 
     #[test]
@@ -1247,5 +1400,150 @@ payload:
             task_url("http://127.0.0.1:8080", "x"),
             "http://127.0.0.1:8080/tasks/x"
         );
+    }
+    #[test]
+    fn try_pool_ids_are_recognised_for_their_source_only() {
+        assert!(is_try_pool_of(
+            "proj-servo/win2016",
+            "proj-servo/win2016-try-k3x9q2ab"
+        ));
+        assert!(!is_try_pool_of(
+            "proj-servo/win2016",
+            "proj-servo/win2016-staging-try-k3x9q2ab"
+        ));
+        assert!(is_try_pool_of(
+            "proj-servo/win2016-staging",
+            "proj-servo/win2016-staging-try-k3x9q2ab"
+        ));
+        assert!(!is_try_pool_of("proj-servo/win2016", "proj-servo/win2016"));
+        assert!(!is_try_pool_of(
+            "proj-servo/win2016",
+            "other/win2016-try-k3x9q2ab"
+        ));
+        assert!(!is_try_pool_of(
+            "proj-servo/win2016",
+            "proj-servo/win2016-try-K3"
+        ));
+        // Cut ids: the short id, then the name.
+        for name_len in 20..=38 {
+            let source = format!("proj-servo/{}", "w".repeat(name_len));
+            let id = try_pool_id(&source, "k3x9q2ab").unwrap();
+            assert!(is_try_pool_of(&source, &id), "{id}");
+            // Names cut to the same 29 characters give the same ids: such pools count for both.
+            let other = format!("proj-servo/{}x", "w".repeat(name_len - 1));
+            assert_eq!(is_try_pool_of(&other, &id), name_len >= 30, "{id}");
+        }
+    }
+
+    fn listed(id: &str, made: &str, timeout: &str, provider: &str) -> Value {
+        let images = images(&[("us-west-2", "ami-040db55391fa01dd7")]);
+        let mut s = spec(&images, 2);
+        s.now = made.parse().unwrap();
+        s.timeout = parse_duration(timeout).unwrap();
+        let mut def = try_pool_definition(&definition(&servo_live()), &s).unwrap();
+        def["workerPoolId"] = json!(id);
+        def["providerId"] = json!(provider);
+        def
+    }
+
+    #[test]
+    fn pools_left_by_a_try_once_their_timeout_has_passed() {
+        let now: DateTime<Utc> = "2026-11-25T12:00:00Z".parse().unwrap();
+        let aws = "community-tc-workers-aws";
+        let mut foreign = listed(
+            "proj-servo/win2016-try-aaaa1111",
+            "2026-11-24T00:00:00Z",
+            "2h",
+            aws,
+        );
+        foreign["description"] = json!("someone's pool");
+        let pools = vec![
+            listed(
+                "proj-servo/win2016-try-old00001",
+                "2026-11-25T09:00:00Z",
+                "2h",
+                aws,
+            ),
+            listed(
+                "proj-servo/win2016-try-running1",
+                "2026-11-25T11:00:00Z",
+                "2h",
+                aws,
+            ),
+            listed(
+                "proj-servo/win2016-try-deleted1",
+                "2026-11-24T00:00:00Z",
+                "2h",
+                "null-provider",
+            ),
+            listed(
+                "proj-servo/win2016-staging-try-old00002",
+                "2026-11-24T00:00:00Z",
+                "1h",
+                aws,
+            ),
+            listed("proj-servo/win2016", "2026-11-24T00:00:00Z", "2h", aws),
+            foreign,
+            json!({"workerPoolId": "proj-servo/win2016-try-nodesc01", "providerId": aws}),
+        ];
+        let left = left_try_pools(&pools, &["proj-servo/win2016"], now);
+        assert_eq!(
+            left,
+            vec![LeftPool {
+                pool_id: "proj-servo/win2016-try-old00001".into(),
+                source: "proj-servo/win2016".into(),
+                made: "2026-11-25T09:00:00Z".parse().unwrap(),
+                timeout_seconds: 7200,
+            }]
+        );
+        let both = left_try_pools(
+            &pools,
+            &["proj-servo/win2016", "proj-servo/win2016-staging"],
+            now,
+        );
+        assert_eq!(both.len(), 2);
+        assert_eq!(both[1].source, "proj-servo/win2016-staging");
+    }
+
+    #[test]
+    fn a_group_settles_when_nothing_runs_and_the_outcome_is_known() {
+        let t = |states: &[&str]| {
+            let ids = [
+                "AAAAAAAAQACAAAAAAAAAAA",
+                "bQk8Zk3pT1ybqv3l9x2r0w",
+                "aC1x5yV0Qm6m3w2y8r4t7g",
+            ];
+            let tasks: Vec<(&str, &str, &str)> = states
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (ids[i], "t", *s))
+                .collect();
+            group(&tasks)
+        };
+        assert!(!settled(&[]));
+        assert!(settled(&t(&["completed", "completed"])));
+        assert!(!settled(&t(&["completed", "running"])));
+        assert!(!settled(&t(&["failed", "running"])));
+        assert!(settled(&t(&["failed", "unscheduled"])));
+        assert!(!settled(&t(&["completed", "unscheduled"])));
+        assert!(settled(&t(&["completed", "exception", "completed"])));
+        let g = t(&["completed", "unscheduled", "running"]);
+        let open: Vec<&str> = unresolved(&g).iter().map(|t| t.task_id.as_str()).collect();
+        assert_eq!(open, ["bQk8Zk3pT1ybqv3l9x2r0w", "aC1x5yV0Qm6m3w2y8r4t7g"]);
+    }
+
+    #[test]
+    fn the_wait_ends_a_little_before_the_deadline() {
+        let s = Duration::from_secs;
+        assert_eq!(wait_limit(s(2)), Duration::from_millis(1800));
+        assert_eq!(wait_limit(s(7200)), s(7190));
+    }
+
+    #[test]
+    fn the_group_is_listed_more_rarely_as_the_wait_grows() {
+        let s = Duration::from_secs;
+        assert_eq!(poll_interval(s(0)), Duration::from_millis(1200));
+        assert_eq!(poll_interval(s(60)), s(3));
+        assert_eq!(poll_interval(s(3600)), s(15));
     }
 }

@@ -496,6 +496,7 @@ pub async fn review_and_push(
             Kind::Deploy => "deployed",
             Kind::Rollback => "rolled back",
             Kind::Promote => "promoted",
+            Kind::Try => "tried",
         };
         push_and_record(to, change, history, record).await?;
         ctx.shell.note(&format!(
@@ -541,6 +542,7 @@ async fn push_and_record(
         undoes: record.undoes,
         undoes_outside_change: record.undoes_outside_change,
         from: record.from,
+        tried: None,
     };
     deployments::append(to.secrets, &change.pool_id, history, deployment)
         .await

@@ -23,6 +23,7 @@ use crate::cleanup::{
 };
 use crate::commands::Ctx;
 use crate::commands::change::confirm;
+use crate::commands::try_cmd::cleanup_left_pools;
 use crate::config::{PasswordDestination, WorkerType};
 use crate::config_dir::{list_worker_types, load_worker_type};
 use crate::ec2::Ec2;
@@ -72,6 +73,8 @@ pub async fn run(
         known: known_pools(&all),
         keep_deployments: keep.deployments,
     };
+    // Temporary pools a killed `tc-ami try` left: a step of its own.
+    let try_pools = cleanup_left_pools(ctx, &env, &selected, dry_run, yes).await?;
     let ec2 = Ec2::load().await;
     let progress = ctx.shell.progress();
 
@@ -102,6 +105,7 @@ pub async fn run(
             "regions": regions,
             "pools": needs.pools,
             "summary": plan.summary(),
+            "try_pools": try_pools,
         })
     };
     if !plan.summary().deletes_anything() || dry_run {

@@ -1,5 +1,6 @@
-//! `tc-ami deploy -w W [--image …] [--dry-run] [--yes]`: builds first when no image is given,
-//! shows the diff, asks, pushes, verifies.
+//! `tc-ami deploy -w W [--image …] [--try FILE | --no-try] [--dry-run] [--yes]`: builds first
+//! when no image is given, tries the images when asked to (or when W sets `try_task`), shows
+//! the diff, asks, pushes, verifies.
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use crate::commands::change::{
     Asked, Change, PushTo, RecordAs, Target, check_available, copy_missing,
     refuse_without_terminal, resolve_images, review_and_push,
 };
+use crate::commands::try_cmd::{TryFirst, TryOn, check_task_file, task_to_try, try_before_push};
 use crate::history::Kind;
 use crate::image_arg::parse_image_args;
 use crate::taskcluster::{SecretsApi, WorkerManagerApi};
@@ -21,10 +23,15 @@ pub async fn run(
     dry_run: bool,
     yes: bool,
     keep_on_failure: Option<Duration>,
+    try_first: &TryFirst,
 ) -> Result<u8> {
     let args = parse_image_args(images).map_err(|e| anyhow!(e))?;
     let t = Target::load(ctx, worker_type).await?;
     let (wt, regions) = (&t.wt, &t.regions);
+    let try_task = task_to_try(ctx, wt, try_first);
+    if let Some(file) = &try_task {
+        check_task_file(wt, file)?;
+    }
 
     let (images, live) = if args.is_empty() {
         let built_for = wt.all_regions();
@@ -60,6 +67,14 @@ pub async fn run(
     };
     check_available(&t.ec2, &images).await?;
     let change = Change::new(&wt.worker_pool_id, t.wm.root_url(), &live, images)?;
+    let on = TryOn {
+        wt,
+        env: &t.env,
+        wm: &t.wm,
+        live: &live,
+    };
+    let asked = Asked { dry_run, yes };
+    let change = try_before_push(ctx, &on, change, try_task.as_deref(), asked).await?;
     let record = RecordAs {
         kind: Kind::Deploy,
         worker_type: wt.name.clone(),
@@ -73,7 +88,7 @@ pub async fn run(
         secrets: &secrets,
         who: &t.who(),
     };
-    let pushed = review_and_push(ctx, &to, &change, None, record, Asked { dry_run, yes }).await?;
+    let pushed = review_and_push(ctx, &to, &change, None, record, asked).await?;
     if pushed {
         rollout_note(ctx, &t.wm, &wt.worker_pool_id, &wt.name).await;
     }

@@ -35,9 +35,13 @@ pub fn render(history: &History, live: &Images) -> String {
         ]);
     }
     for r in history.records.iter().rev() {
-        let what = match (&r.from, r.undoes) {
-            (Some(from), _) => format!("{} from {from}", r.kind),
-            (None, Some(seq)) => format!("{} of #{seq}", r.kind),
+        let what = match (&r.from, r.undoes, &r.tried) {
+            (_, _, Some(t)) => match t.tasks.len() {
+                1 => format!("{}: {} (1 task)", r.kind, t.outcome),
+                n => format!("{}: {} ({n} tasks)", r.kind, t.outcome),
+            },
+            (Some(from), _, _) => format!("{} from {from}", r.kind),
+            (None, Some(seq), _) => format!("{} of #{seq}", r.kind),
             _ => r.kind.to_string(),
         };
         let mark = if Some(r.seq) == live_seq {
@@ -119,6 +123,7 @@ mod tests {
             undoes,
             undoes_outside_change: false,
             from: None,
+            tried: None,
         }
     }
 
@@ -158,5 +163,28 @@ mod tests {
         let t = render(&h, &live);
         assert!(t.lines().nth(1).unwrap().contains("outside tc-ami"), "{t}");
         assert!(!t.lines().nth(2).unwrap().ends_with("live"), "{t}");
+    }
+    #[test]
+    fn a_try_is_shown_with_its_outcome_and_never_as_live() {
+        let mut t = rec(2, Kind::Try, "ami-t", None);
+        t.deployment_id = None;
+        t.tried = Some(crate::history::Tried {
+            pool: "proj-servo/win2016-try-k3x9q2ab".into(),
+            outcome: "failed".into(),
+            tasks: vec![],
+        });
+        let h = History {
+            records: vec![rec(1, Kind::Deploy, "ami-a", None), t],
+        };
+        let live: Images = [("us-west-2".to_string(), "ami-a".to_string())].into();
+        let text = render(&h, &live);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].contains("#2 try: failed (0 tasks)"), "{text}");
+        assert!(lines[1].contains("us-west-2=ami-t"), "{text}");
+        assert!(!lines[1].ends_with("live"), "{text}");
+        assert!(
+            lines[2].contains("#1 deploy") && lines[2].ends_with("live"),
+            "{text}"
+        );
     }
 }

@@ -19,6 +19,7 @@ pub mod promote;
 pub mod rollback;
 pub mod rollout;
 pub mod status;
+pub mod try_cmd;
 
 /// What every command gets: where the config is, the output channel, and the interrupt.
 pub struct Ctx {

@@ -1,5 +1,7 @@
-//! `tc-ami promote --from W1 --to W2 [--dry-run] [--yes]`: deploys W1's live images to W2
-//! (staging to production), copying first to any region W2 has and W1 lacks.
+//! `tc-ami promote --from W1 --to W2 [--try FILE | --no-try] [--dry-run] [--yes]`: deploys W1's
+//! live images to W2 (staging to production), copying first to any region W2 has and W1 lacks,
+//! and trying them on a temporary copy of W2's pool first when asked to (or when W2 sets
+//! `try_task`).
 
 use anyhow::{Result, bail};
 
@@ -7,15 +9,27 @@ use crate::commands::Ctx;
 use crate::commands::change::{
     Asked, Change, PushTo, RecordAs, check_available, copy_missing, review_and_push,
 };
+use crate::commands::try_cmd::{TryFirst, TryOn, check_task_file, task_to_try, try_before_push};
 use crate::config_dir::load_worker_type;
 use crate::ec2::Ec2;
 use crate::history::Kind;
 use crate::pool::{definition, live_images, pool_regions};
 use crate::taskcluster::{SecretsApi, TcEnv, WorkerManagerApi};
 
-pub async fn run(ctx: &Ctx, from: &str, to: &str, dry_run: bool, yes: bool) -> Result<u8> {
+pub async fn run(
+    ctx: &Ctx,
+    from: &str,
+    to: &str,
+    dry_run: bool,
+    yes: bool,
+    try_first: &TryFirst,
+) -> Result<u8> {
     let source = load_worker_type(&ctx.config_dir, from)?;
     let target = load_worker_type(&ctx.config_dir, to)?;
+    let try_task = task_to_try(ctx, &target, try_first);
+    if let Some(file) = &try_task {
+        check_task_file(&target, file)?;
+    }
     if source.worker_pool_id == target.worker_pool_id {
         bail!(
             "--from {from} and --to {to} are the same worker pool {}; promote goes from one pool to another",
@@ -56,6 +70,14 @@ pub async fn run(ctx: &Ctx, from: &str, to: &str, dry_run: bool, yes: bool) -> R
     }
     images.retain(|r, _| regions.contains(r));
     let change = Change::new(&target.worker_pool_id, wm.root_url(), &live, images)?;
+    let on = TryOn {
+        wt: &target,
+        env: &env,
+        wm: &wm,
+        live: &live,
+    };
+    let asked = Asked { dry_run, yes };
+    let change = try_before_push(ctx, &on, change, try_task.as_deref(), asked).await?;
     let record = RecordAs {
         kind: Kind::Promote,
         worker_type: target.name.clone(),
@@ -69,6 +91,6 @@ pub async fn run(ctx: &Ctx, from: &str, to: &str, dry_run: bool, yes: bool) -> R
         secrets: &secrets,
         who: &who,
     };
-    review_and_push(ctx, &to, &change, None, record, Asked { dry_run, yes }).await?;
+    review_and_push(ctx, &to, &change, None, record, asked).await?;
     Ok(0)
 }

@@ -83,8 +83,7 @@ async fn one(
     };
     let last = match deployments::load(secrets, &wt.worker_pool_id).await {
         Ok(h) => h
-            .records
-            .last()
+            .last_deployment()
             .map(|r| serde_json::to_value(r).unwrap_or_default())
             .unwrap_or(Value::Null),
         Err(e) => json!({"error": format!("{e:#}")}),

@@ -680,3 +680,100 @@ pub fn junk_server() -> String {
     });
     url
 }
+
+// ---- `tc-ami try`: the emulator's Queue and simulated workers, images checked in moto ----
+
+/// The admin's scopes when the Queue is used: worker-manager, secrets and the Queue.
+pub const TRY_ADMIN_SCOPES: [&str; 3] = ["worker-manager:*", "secrets:*", "queue:*"];
+
+impl Tc {
+    /// The emulator for `try`: the admin also holds the Queue's scopes, simulated workers start
+    /// only on images that are available in `ec2` (and fail their tasks when the image carries
+    /// `sandbox:task-outcome=failed`), and the simulated clock runs `time_scale` real seconds
+    /// per simulated second (0.001: a 600 s task takes 0.6 s).
+    pub fn start_simulating(pools: Value, ec2: &Ec2, time_scale: f64) -> Tc {
+        let seed = json!({
+            "clients": [
+                {"clientId": ADMIN_ID, "accessToken": ADMIN_TOKEN, "scopes": TRY_ADMIN_SCOPES},
+                {"clientId": READONLY_ID, "accessToken": READONLY_TOKEN, "scopes": ["worker-manager:get-worker-pool:*", "worker-manager:list-worker-pools"]},
+            ],
+            "providers": {"aws": {"setup": "ok"}},
+            "workerPools": pools,
+            "secrets": {},
+        });
+        let mut file = tempfile::NamedTempFile::new().expect("seed file");
+        file.write_all(seed.to_string().as_bytes())
+            .expect("write seed");
+        let server = Server::start(
+            "sandbox/tc_emulator.py",
+            &[
+                "--port".into(),
+                "0".into(),
+                "--seed".into(),
+                file.path().display().to_string(),
+                "--quiet".into(),
+                "--ec2-url".into(),
+                ec2.server.url.clone(),
+                "--time-scale".into(),
+                time_scale.to_string(),
+            ],
+        );
+        Tc {
+            server,
+            _seed: file,
+        }
+    }
+
+    /// The Queue's tasks as the simulation sees them (`GET /_emulator/tasks`).
+    pub fn tasks(&self) -> Vec<Value> {
+        self.server.get("/_emulator/tasks")["tasks"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Every pool whose id has `-try-` in it: id → the definition as `workerPool` returns it.
+    pub fn try_pools(&self) -> Vec<(String, Value)> {
+        let state = self.state();
+        state["workerPools"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(id, _)| id.contains("-try-"))
+            .map(|(id, p)| (id.clone(), p["definition"].clone()))
+            .collect()
+    }
+
+    /// The temporary pools that still exist and are not deleted (worker-manager shows a deleted
+    /// pool with `null-provider` until its workers are gone).
+    pub fn live_try_pools(&self) -> Vec<String> {
+        self.try_pools()
+            .into_iter()
+            .filter(|(_, def)| def["providerId"] != "null-provider")
+            .map(|(id, _)| id)
+            .collect()
+    }
+}
+
+impl Ec2 {
+    /// Tags an image behind tc-ami's back (boto3), as a test marks its tasks to fail.
+    pub fn tag_image(&self, region: &str, image_id: &str, key: &str, value: &str) {
+        let status = Command::new(python())
+            .args(["-c", "import boto3, sys; boto3.client('ec2', region_name=sys.argv[2], endpoint_url=sys.argv[1], aws_access_key_id='x', aws_secret_access_key='x').create_tags(Resources=[sys.argv[3]], Tags=[{'Key': sys.argv[4], 'Value': sys.argv[5]}])"])
+            .args([&self.server.url, region, image_id, key, value])
+            .status()
+            .expect("run boto3");
+        assert!(status.success(), "tag {image_id}");
+    }
+}
+
+impl World {
+    /// As [`World::new`], with the emulator's Queue and workers ([`Tc::start_simulating`]).
+    pub fn simulating(pools: Value) -> World {
+        let ec2 = Ec2::start(json!({}));
+        let tc = Tc::start_simulating(pools, &ec2, 0.001);
+        let cfg = Config::new();
+        cfg.worker_type("w", POOL, "regions = [\"us-east-1\"]");
+        World { ec2, tc, cfg }
+    }
+}
