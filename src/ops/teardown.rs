@@ -202,12 +202,29 @@ impl<'a> Teardown<'a> {
     }
 }
 
+/// Runs each cleanup, the newest first; one that panics is reported as left (a bug in it must
+/// not keep the others from running).
 async fn run_in_reverse(steps: Vec<(Step, Undo<'_>)>, pace: Duration) -> Removal {
     let mut removal = Removal::default();
     for (_, undo) in steps.into_iter().rev() {
-        removal.add((undo.run)(pace).await);
+        let what = undo.what;
+        match AssertUnwindSafe((undo.run)(pace)).catch_unwind().await {
+            Ok(done) => removal.add(done),
+            Err(panic) => removal.left.push(format!(
+                "{what} (its removal panicked: {})",
+                panic_text(&*panic)
+            )),
+        }
     }
     removal
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_string())
 }
 
 impl Drop for Teardown<'_> {
@@ -323,5 +340,25 @@ mod tests {
         assert!(panicked.is_err());
         assert_eq!(log.lock().unwrap().last().map(String::as_str), Some("z"));
         assert!(td.pending().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_panicking_cleanup_is_left_and_the_others_still_run() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let td = Teardown::new();
+        td.register(recording(&log, "a", false));
+        td.register(Undo::new("b", |_| async {
+            panic!("bug in b's removal");
+            #[allow(unreachable_code)]
+            Removal::default()
+        }));
+        td.register(recording(&log, "c", false));
+        let removal = td.run(Duration::ZERO).await;
+        assert_eq!(removal.removed, ["c", "a"]);
+        assert_eq!(
+            removal.left,
+            ["b (its removal panicked: bug in b's removal)"]
+        );
+        assert_eq!(*log.lock().unwrap(), ["c", "a"]);
     }
 }
