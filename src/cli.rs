@@ -166,7 +166,7 @@ pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
     use commands::*;
     match command {
         Command::BaseAmi { worker_type } => read_only(ctx, base_ami::run(ctx, &worker_type)).await,
-        Command::Build { worker_type } => build::run(ctx, &worker_type).await.into(),
+        Command::Build { worker_type } => changing(ctx, build::run(ctx, &worker_type)).await,
         Command::Diff {
             worker_type,
             images,
@@ -177,24 +177,26 @@ pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
             images,
             dry_run,
             yes,
-        } => deploy::run(ctx, &worker_type, &images, dry_run, yes)
-            .await
-            .into(),
+        } => changing(ctx, deploy::run(ctx, &worker_type, &images, dry_run, yes)).await,
         Command::Rollback {
             worker_type,
             to,
             dry_run,
             yes,
-        } => rollback::run(ctx, &worker_type, to.as_deref(), dry_run, yes)
+        } => {
+            changing(
+                ctx,
+                rollback::run(ctx, &worker_type, to.as_deref(), dry_run, yes),
+            )
             .await
-            .into(),
+        }
         Command::History { worker_type } => read_only(ctx, history::run(ctx, &worker_type)).await,
         Command::Promote {
             from,
             to,
             dry_run,
             yes,
-        } => promote::run(ctx, &from, &to, dry_run, yes).await.into(),
+        } => changing(ctx, promote::run(ctx, &from, &to, dry_run, yes)).await,
         // Its only write comes after the last await and is atomic: an interrupt stops it cleanly.
         Command::Pin {
             worker_type,
@@ -209,8 +211,12 @@ pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
             keep,
             dry_run,
             yes,
-        } => cleanup::run(ctx, worker_type.as_deref(), keep, dry_run, yes)
+        } => {
+            changing(
+                ctx,
+                cleanup::run(ctx, worker_type.as_deref(), keep, dry_run, yes),
+            )
             .await
-            .into(),
+        }
     }
 }

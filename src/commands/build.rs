@@ -9,6 +9,7 @@ use crate::commands::base_ami::find_base_image;
 use crate::config::{PasswordDestination, WorkerType};
 use crate::config_dir::load_worker_type;
 use crate::ec2::Ec2;
+use crate::interrupt::ShieldKind;
 use crate::ops::build::{BuildReport, PasswordOutcome, run_build};
 use crate::pool::{definition, pool_regions};
 use crate::taskcluster::{SecretsApi, TcEnv, WorkerManagerApi};
@@ -54,10 +55,9 @@ pub async fn build_images(ctx: &Ctx, wt: &WorkerType) -> Result<BuildReport> {
         "finding the base image `{}` in {}",
         wt.base_ami_pattern, wt.build_region
     ));
-    let base = tokio::select! {
-        r = find_base_image(&ec2, wt) => r?,
-        i = ctx.cancel.cancelled() => return Err(i.into()),
-    };
+    // Until the build starts, an interrupt drops the command where it waits
+    // (commands::changing): nothing was created.
+    let base = find_base_image(&ec2, wt).await?;
     progress.note(&format!("base image {} ({})", base.id, base.name));
 
     let now = chrono::Utc::now();
@@ -79,7 +79,20 @@ pub async fn build_images(ctx: &Ctx, wt: &WorkerType) -> Result<BuildReport> {
         wt.all_regions().join(", ")
     ));
 
-    let report = run_build(&ec2, secrets.as_ref(), &plan, &ctx.cancel, &progress).await?;
+    let report = {
+        // The build stops itself when interrupted, and removes what it made.
+        let _building = ctx.cancel.shield(ShieldKind::Own, "the build");
+        run_build(&ec2, secrets.as_ref(), &plan, &ctx.cancel, &progress).await?
+    };
+    ctx.cancel.stays(format!(
+        "the images built stay ({})",
+        report
+            .images
+            .iter()
+            .map(|(r, i)| format!("{r} {i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     match &report.password {
         PasswordOutcome::Secret { secret } => ctx.shell.note(&format!(
             "administrator password stored in the Taskcluster secret {secret}"

@@ -22,6 +22,7 @@ use crate::commands::change::confirm;
 use crate::config::WorkerType;
 use crate::config_dir::{list_worker_types, load_worker_type};
 use crate::ec2::Ec2;
+use crate::interrupt::ShieldKind;
 use crate::ops::cleanup::{Results, Undone, execute, inventory};
 use crate::ops::deployments;
 use crate::pool::{definition, live_images, pool_regions};
@@ -60,11 +61,8 @@ pub async fn run(
     let ec2 = Ec2::load().await;
     let progress = ctx.shell.progress();
 
-    // Looking changes nothing: an interrupt simply stops it.
-    let looked = tokio::select! {
-        r = look(&ec2, &wm, &secrets, &all, &selected, keep, &progress) => r?,
-        i = ctx.cancel.cancelled() => return Err(i.into()),
-    };
+    // Looking changes nothing: an interrupt drops it (commands::changing).
+    let looked = look(&ec2, &wm, &secrets, &all, &selected, keep, &progress).await?;
     progress.finish();
     let (pools, plan, regions) = looked;
     let worker_types: Vec<&str> = selected.iter().map(|w| w.name.as_str()).collect();
@@ -100,7 +98,11 @@ pub async fn run(
         &ctx.shell,
         yes,
         &format!("delete {}", summary.deletions_text()),
-    )?;
+    )
+    .await?;
+    // From here on, an interrupt stops new deletions from starting and lets those under way
+    // finish; a second one stops at once, saying what is not deleted yet.
+    let _deleting = ctx.cancel.shield(ShieldKind::Own, "the deletions");
     delete(ctx, &ec2, &plan, &summary, report).await
 }
 

@@ -156,7 +156,15 @@ pub async fn run_build(
         plan,
         cancel,
         progress,
-        td: Teardown::new(),
+        td: Teardown::watched(
+            cancel,
+            format!(
+                "`tc-ami cleanup -w {}` removes them (they carry the tag {}={}) once they are too old to belong to a build in progress",
+                plan.worker_type,
+                tags::BUILD_ID,
+                plan.build_id
+            ),
+        ),
         stage: Mutex::new(Stage::CreateKeyPair),
         released: Mutex::new(None),
     };
