@@ -127,17 +127,17 @@ impl Cancel {
                     None => {
                         me.cancel(sig);
                         if let Some(text) = me.first_signal() {
-                            shell.note(&text);
+                            shell.interject(&text);
                         }
                     }
                     Some(first) => {
                         if let Some(text) = me.second_signal() {
-                            shell.error(&text);
+                            shell.interject(&format!("tc-ami: {text}"));
                             std::process::exit(first.exit_code());
                         }
                         if let Some(label) = me.finishing() {
-                            shell.error(&format!(
-                                "already stopping: finishing {label}, which cannot be stopped half-way; please wait"
+                            shell.interject(&format!(
+                                "tc-ami: already stopping: finishing {label}, which cannot be stopped half-way; please wait"
                             ));
                         }
                     }

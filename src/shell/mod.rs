@@ -93,6 +93,15 @@ impl Shell {
         }
     }
 
+    /// A line said while a spinner may be drawing on stderr (an interrupt's notice): on a
+    /// terminal, the spinner's line is cleared first so the two do not run together.
+    pub fn interject(&self, text: &str) {
+        if std::io::stderr().is_terminal() {
+            eprint!("\r\x1b[2K");
+        }
+        eprintln!("{text}");
+    }
+
     /// The final error line: `tc-ami: error: …` (or `tc-ami: …` for an interrupt).
     pub fn error(&self, text: &str) {
         eprintln!("tc-ami: {text}");
