@@ -291,14 +291,16 @@ pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
     }
 }
 
-/// The commands that change something: each decides what an interrupt means for it.
+/// The commands that change something run under [`commands::changing`]: an interrupt drops them
+/// where they wait, except in the sections they shield (a push is finished, a build or copies
+/// stop themselves and remove what they made).
 async fn run_changing(ctx: &Ctx, command: Command) -> Outcome {
     use commands::*;
     match command {
         Command::Build {
             worker_type,
             keep_on_failure,
-        } => build::run(ctx, &worker_type, keep_on_failure).await.into(),
+        } => changing(ctx, build::run(ctx, &worker_type, keep_on_failure)).await,
         Command::Deploy {
             worker_type,
             images,
@@ -306,39 +308,48 @@ async fn run_changing(ctx: &Ctx, command: Command) -> Outcome {
             yes,
             keep_on_failure,
             try_first,
-        } => deploy::run(
-            ctx,
-            &worker_type,
-            &images,
-            dry_run,
-            yes,
-            keep_on_failure,
-            &try_first.first(),
-        )
-        .await
-        .into(),
+        } => {
+            let first = try_first.first();
+            let run = deploy::run(
+                ctx,
+                &worker_type,
+                &images,
+                dry_run,
+                yes,
+                keep_on_failure,
+                &first,
+            );
+            changing(ctx, run).await
+        }
         Command::Rollback {
             worker_type,
             to,
             dry_run,
             yes,
-        } => rollback::run(ctx, &worker_type, to.as_deref(), dry_run, yes)
+        } => {
+            changing(
+                ctx,
+                rollback::run(ctx, &worker_type, to.as_deref(), dry_run, yes),
+            )
             .await
-            .into(),
+        }
         Command::Promote {
             from,
             to,
             dry_run,
             yes,
             try_first,
-        } => promote::run(ctx, &from, &to, dry_run, yes, &try_first.first())
-            .await
-            .into(),
+        } => {
+            let first = try_first.first();
+            changing(ctx, promote::run(ctx, &from, &to, dry_run, yes, &first)).await
+        }
         other => run_more(ctx, other).await,
     }
 }
 
-/// The changing commands that are not about one pool change: try, rollout and cleanup.
+/// try, rollout and cleanup. try and rollout watch the interrupt themselves (try removes its
+/// temporary pool, rollout finishes the batch under way); cleanup runs as the other changing
+/// commands.
 async fn run_more(ctx: &Ctx, command: Command) -> Outcome {
     use commands::*;
     match command {
@@ -374,18 +385,17 @@ async fn run_more(ctx: &Ctx, command: Command) -> Outcome {
             keep_deployments,
             dry_run,
             yes,
-        } => cleanup::run(
-            ctx,
-            worker_type.as_deref(),
-            cleanup::Keep {
+        } => {
+            let keep = cleanup::Keep {
                 images: keep,
                 deployments: keep_deployments,
-            },
-            dry_run,
-            yes,
-        )
-        .await
-        .into(),
+            };
+            changing(
+                ctx,
+                cleanup::run(ctx, worker_type.as_deref(), keep, dry_run, yes),
+            )
+            .await
+        }
         read_only_command => Outcome::Failed(anyhow::anyhow!(
             "internal error: {read_only_command:?} reached the dispatch of changing commands"
         )),

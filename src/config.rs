@@ -19,6 +19,17 @@ pub const DEFAULT_IMAGE_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 pub const DEFAULT_SECRET_EXPIRES_IN: Duration = Duration::from_secs(365 * 24 * 3600);
 /// The temporary pool of `tc-ami try` starts at most this many workers by default.
 pub const DEFAULT_TRY_MAX_CAPACITY: u64 = 2;
+/// The largest value of each duration key, as written in errors and the README: beyond them a
+/// value is a typo, not a plan, and every sum tc-ami makes with them (deadlines, expiry dates,
+/// cleanup's in-flight window) stays far from any overflow.
+/// A build whose guest has not shut down within a day is stuck (the largest first-boot runs
+/// take hours); the instance costs money every hour it waits.
+pub const MAX_BUILD_TIMEOUT: (Duration, &str) = (Duration::from_secs(24 * 3600), "24h");
+/// EC2 makes or copies even a 16 TiB image within hours.
+pub const MAX_IMAGE_TIMEOUT: (Duration, &str) = (Duration::from_secs(24 * 3600), "24h");
+/// Ten years: longer than any image lives; rebuilt images get new secrets.
+pub const MAX_SECRET_EXPIRES_IN: (Duration, &str) =
+    (Duration::from_secs(3650 * 24 * 3600), "3650d");
 
 /// Every key a worker type file may hold, with what it takes (shown in errors).
 const KEYS: &[(&str, &str)] = &[
@@ -38,12 +49,18 @@ const KEYS: &[(&str, &str)] = &[
     ("build_region", "an AWS region like \"us-west-2\""),
     ("instance_type", "an EC2 instance type like \"c5.4xlarge\""),
     ("root_volume_gb", "a whole number of GiB from 30 to 16384"),
-    ("build_timeout", "a duration like \"90m\" or \"1h30m\""),
-    ("image_timeout", "a duration like \"60m\""),
+    (
+        "build_timeout",
+        "a duration from 1s to 24h like \"90m\" or \"1h30m\"",
+    ),
+    ("image_timeout", "a duration from 1s to 24h like \"60m\""),
     ("regions", "a list of AWS regions"),
     ("share_with_accounts", "a list of 12-digit AWS account ids"),
     ("password_secret_prefix", "a Taskcluster secret name prefix"),
-    ("password_secret_expires_in", "a duration like \"365d\""),
+    (
+        "password_secret_expires_in",
+        "a duration from 1s to 3650d (ten years) like \"365d\"",
+    ),
     (
         "try_task",
         "a task file (JSON or YAML), relative to the config directory",
@@ -229,11 +246,17 @@ impl Reader<'_> {
         }
     }
 
-    fn duration(&self, key: &str, default: Duration) -> Result<Duration, ConfigError> {
+    fn duration(
+        &self,
+        key: &str,
+        default: Duration,
+        (max, max_text): (Duration, &str),
+    ) -> Result<Duration, ConfigError> {
         match self.string(key)? {
             None => Ok(default),
             Some(s) => match parse_duration(&s) {
                 Ok(d) if d.is_zero() => Err(self.bad(key, "it is zero")),
+                Ok(d) if d > max => Err(self.bad(key, format!("`{s}` is more than {max_text}"))),
                 Ok(d) => Ok(d),
                 Err(e) => Err(self.bad(key, format!("`{s}`: {e}"))),
             },
@@ -326,8 +349,8 @@ pub fn parse_worker_type(
         .string("first_boot_script")?
         .unwrap_or_else(|| DEFAULT_FIRST_BOOT_SCRIPT.to_string());
     let (build_region, instance_type, root_volume_gb) = r.build_machine()?;
-    let build_timeout = r.duration("build_timeout", DEFAULT_BUILD_TIMEOUT)?;
-    let image_timeout = r.duration("image_timeout", DEFAULT_IMAGE_TIMEOUT)?;
+    let build_timeout = r.duration("build_timeout", DEFAULT_BUILD_TIMEOUT, MAX_BUILD_TIMEOUT)?;
+    let image_timeout = r.duration("image_timeout", DEFAULT_IMAGE_TIMEOUT, MAX_IMAGE_TIMEOUT)?;
     let regions = r.regions(&build_region)?;
     let share_with_accounts = r.accounts()?;
     let password = r.password()?;
@@ -471,7 +494,11 @@ impl Reader<'_> {
 
     /// `password_secret_prefix` and `password_secret_expires_in`.
     fn password(&self) -> Result<PasswordDestination, ConfigError> {
-        let expires_in = self.duration("password_secret_expires_in", DEFAULT_SECRET_EXPIRES_IN)?;
+        let expires_in = self.duration(
+            "password_secret_expires_in",
+            DEFAULT_SECRET_EXPIRES_IN,
+            MAX_SECRET_EXPIRES_IN,
+        )?;
         match self.string("password_secret_prefix")? {
             Some(prefix) if !valid_secret_prefix(&prefix) => Err(self.bad(
                 "password_secret_prefix",
@@ -685,6 +712,44 @@ password_secret_prefix = "project/servo/windows-administrator/servo-win2016"
                 "{err}"
             );
             assert!(err.contains("expected "), "{err}");
+        }
+    }
+
+    #[test]
+    fn every_duration_key_is_capped() {
+        let keys = [
+            ("build_timeout", "24h", "24h1s"),
+            ("image_timeout", "24h", "1d1s"),
+            ("password_secret_expires_in", "3650d", "3651d"),
+        ];
+        let extremes = [
+            "100000000d",
+            "18446744073709551615s",
+            "99999999999999999999d",
+            "213503982334601d",
+        ];
+        for (key, max, over) in keys {
+            let with = |value: &str| {
+                let text: String = GOOD
+                    .lines()
+                    .filter(|l| !l.starts_with(&format!("{key} ")))
+                    .chain(std::iter::once(format!("{key} = \"{value}\"").as_str()))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                parse(&text)
+            };
+            assert!(with(max).is_ok(), "{key} = {max}");
+            for value in std::iter::once(over).chain(extremes) {
+                let err = with(value).unwrap_err().to_string();
+                assert!(
+                    err.starts_with(&format!(
+                        "worker-types/servo-win2016.toml: bad value for `{key}`: `{value}`"
+                    )),
+                    "{key} = {value}: {err}"
+                );
+                assert!(err.contains(&format!("to {max}")), "{err}");
+                assert!(!err.contains('\n'), "{err}");
+            }
         }
     }
 

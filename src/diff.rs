@@ -40,6 +40,9 @@ pub fn unified_diff(
         "1",
         &format!("--- a/{label} (live)\n+++ b/{label} (to push)\n"),
     ));
+    // More context than both texts have lines shows the same; the cap keeps `similar`'s
+    // arithmetic (it doubles the radius) from overflowing on `-U 18446744073709551615`.
+    let context = context.min(a.lines().count() + b.lines().count());
     for hunk in diff.unified_diff().context_radius(context).iter_hunks() {
         out.push_str(&paint("36", &format!("{}", hunk.header())));
         out.push('\n');
@@ -96,6 +99,15 @@ mod tests {
             ""
         );
         assert_eq!(json_patch(&pool("ami-1"), &pool("ami-1")), json!([]));
+    }
+
+    #[test]
+    fn any_context_is_shown_without_overflow() {
+        let (a, b) = (json!({"a": 1, "b": 2}), json!({"a": 1, "b": 3}));
+        assert_eq!(
+            unified_diff(&a, &b, "p", usize::MAX, false),
+            unified_diff(&a, &b, "p", 10, false)
+        );
     }
 
     #[test]

@@ -331,9 +331,18 @@ pub fn prepare_task(task: &Value, setup: &TaskSetup) -> Result<Value, TryError> 
             obj.insert(key.into(), Value::from(value));
         }
     }
-    let deadline = setup.now + chrono::Duration::from_std(setup.timeout).unwrap_or_default();
-    let expires =
-        deadline + chrono::Duration::from_std(setup.expires_after_deadline).unwrap_or_default();
+    let after = |t: DateTime<Utc>, d: Duration| {
+        chrono::Duration::from_std(d)
+            .ok()
+            .and_then(|d| t.checked_add_signed(d))
+    };
+    let deadline = after(setup.now, setup.timeout).ok_or(TryError::BadTimeout(secs))?;
+    let expires = after(deadline, setup.expires_after_deadline).ok_or_else(|| {
+        task_error(
+            file,
+            "the task's expiry after its deadline is beyond any date",
+        )
+    })?;
     for (key, time) in [
         ("created", setup.now),
         ("deadline", deadline),
@@ -1296,6 +1305,14 @@ payload:
         assert_eq!(prepare_task(&task, &s), Err(TryError::BadTimeout(432_001)));
         s.timeout = Duration::ZERO;
         assert!(prepare_task(&task, &s).is_err());
+        // No panic on an expiry beyond any date.
+        s.timeout = MAX_DEADLINE;
+        s.expires_after_deadline = Duration::from_secs(u64::MAX);
+        let err = prepare_task(&task, &s).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "t.yml: the task's expiry after its deadline is beyond any date"
+        );
     }
 
     /// One `tasks` entry of listTaskGroup (`task-definition-and-status.json`): a full task and

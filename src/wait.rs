@@ -35,7 +35,12 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<Option<T>>>,
 {
-    let deadline = started + limit;
+    let deadline = started.checked_add(limit).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{what}: the time limit {} is too large",
+            format_duration(limit)
+        )
+    })?;
     loop {
         // Every wait follows a call that started the change: checking at once would only
         // cost a call, so the first check comes one interval in.
@@ -106,6 +111,21 @@ mod tests {
             "the instance to stop did not happen within 5s"
         );
         assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_limit_beyond_any_instant_is_an_error_not_a_panic() {
+        let err = poll_until(
+            &Cancel::new(),
+            "x",
+            Instant::now(),
+            Duration::MAX,
+            POLL_INTERVAL,
+            || async { Ok(None::<()>) },
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().starts_with("x: the time limit"), "{err}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -189,3 +189,75 @@ fn bad_inputs_fail_with_one_line_and_change_nothing() {
     }
     w.ec2.assert_nothing_left_but_images();
 }
+
+/// Extreme values of every duration key, and of the numeric options, are one-line errors (or
+/// plain results), never a panic; nothing is created or changed.
+#[test]
+fn extreme_values_never_panic() {
+    let w = World::new();
+    w.build();
+    let before = snapshot(&w);
+    // (key, what it needs, just over its cap)
+    let keys = [
+        ("build_timeout", "", "24h1s"),
+        ("image_timeout", "", "25h"),
+        (
+            "password_secret_expires_in",
+            "password_secret_prefix = \"p/w\"\n",
+            "3651d",
+        ),
+    ];
+    let values = [
+        "100000000d",
+        "213503982334601d",
+        "18446744073709551615s",
+        "99999999999999999999999d",
+    ];
+    for (key, needs, over) in keys {
+        for value in values.into_iter().chain([over]) {
+            w.cfg.worker_type(
+                "x",
+                "proj-servo/win2016",
+                &format!("{needs}{key} = \"{value}\""),
+            );
+            for args in [
+                &["build", "-w", "x"][..],
+                &["deploy", "-w", "x", "--yes"],
+                &["cleanup", "--dry-run"],
+                &["status", "-w", "x"],
+            ] {
+                let case = format!("{key} = {value}: {}", args.join(" "));
+                let run = w.tc_ami().run(args);
+                assert_eq!(run.code, 1, "{case}: {}", run.stderr);
+                assert!(!run.stderr.contains("panicked"), "{case}: {}", run.stderr);
+                let lines: Vec<&str> = run.stderr.lines().collect();
+                assert_eq!(lines.len(), 1, "{case}: one line: {}", run.stderr);
+                assert!(
+                    lines[0].starts_with("tc-ami: error: ")
+                        && lines[0].contains(&format!("bad value for `{key}`: `{value}`")),
+                    "{case}: {}",
+                    run.stderr
+                );
+            }
+        }
+    }
+    std::fs::remove_file(w.cfg.path().join("worker-types/x.toml")).unwrap();
+    // Numeric options at their limits: a plain result or a one-line error.
+    for (args, code) in [
+        (&["diff", "-w", "w", "-U", "18446744073709551615"][..], 2),
+        (&["diff", "-w", "w", "-U", "18446744073709551616"], 1),
+        (
+            &["cleanup", "--keep", "18446744073709551615", "--dry-run"],
+            0,
+        ),
+        (&["cleanup", "--keep", "-1", "--dry-run"], 1),
+    ] {
+        let run = w.tc_ami().run(args);
+        assert_eq!(run.code, code, "{args:?}: {}", run.stderr);
+        assert!(!run.stderr.contains("panicked"), "{args:?}: {}", run.stderr);
+        if code == 1 {
+            assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {}", run.stderr);
+        }
+    }
+    assert_eq!(snapshot(&w), before, "something changed");
+}

@@ -803,3 +803,40 @@ fn keep_on_failure_needs_a_build_and_a_sensible_ttl() {
     }
     assert_eq!(ec2.stats()["total"], 0);
 }
+
+/// A panic after launch (the test-only fault of debug builds, TC_AMI_TEST_PANIC_AT) still runs
+/// the registered cleanups as it unwinds, then exits 101 with one line.
+#[test]
+fn a_panic_after_launch_still_removes_everything() {
+    let ec2 = Ec2::start(json!({}));
+    let cfg = Config::new();
+    cfg.worker_type("w", "proj-servo/win2016", "regions = [\"us-east-1\"]");
+    for stage in ["wait-stopped", "store-password"] {
+        let run = TcAmi::new(&ec2, None, &cfg)
+            .env("TC_AMI_TEST_PANIC_AT", stage)
+            .run(&["build", "-w", "w"]);
+        run.assert_code(101);
+        let errors: Vec<&str> = run
+            .stderr
+            .lines()
+            .filter(|l| l.contains("tc-ami:") || l.contains("panicked"))
+            .collect();
+        assert_eq!(
+            errors,
+            [format!(
+                "tc-ami: error: internal error, a bug in tc-ami (please report it): test-only fault TC_AMI_TEST_PANIC_AT={stage} at src/ops/build.rs:{}",
+                errors[0].rsplit(':').next().unwrap_or_default()
+            )],
+            "{stage}: {}",
+            run.stderr
+        );
+        // It panicked after making things: the instance, and for the later stage the image
+        // and its copy.
+        let made = ec2.stats()["requests"].clone();
+        assert!(made["RunInstances"].as_u64() >= Some(1), "{made}");
+        if stage == "store-password" {
+            assert!(made["CopyImage"].as_u64() >= Some(1), "{made}");
+        }
+        ec2.assert_nothing_left();
+    }
+}

@@ -13,6 +13,7 @@ use crate::config::{PasswordDestination, WorkerType};
 use crate::config_dir::load_worker_type;
 use crate::duration::format_duration;
 use crate::ec2::Ec2;
+use crate::interrupt::ShieldKind;
 use crate::model::InstanceStateName;
 use crate::ops::build::{BuildFailed, BuildReport, Kept, PasswordOutcome, run_build};
 use crate::password::Secret;
@@ -112,10 +113,9 @@ pub async fn build_images(
         "finding the base image `{}` in {}",
         wt.base_ami_pattern, wt.build_region
     ));
-    let base = tokio::select! {
-        r = find_base_image(&ec2, wt) => r?,
-        i = ctx.cancel.cancelled() => return Err(i.into()),
-    };
+    // Until the build starts, an interrupt drops the command where it waits
+    // (commands::changing): nothing was created.
+    let base = find_base_image(&ec2, wt).await?;
     progress.note(&format!("base image {} ({})", base.id, base.name));
 
     let now = chrono::Utc::now();
@@ -137,16 +137,29 @@ pub async fn build_images(
         wt.all_regions().join(", ")
     ));
 
-    let report = run_build(
-        &ec2,
-        secrets.as_ref(),
-        &plan,
-        &ctx.cancel,
-        &progress,
-        keep_on_failure,
-    )
-    .await
-    .map_err(|failed| failure(ctx, &wt.name, failed))?;
+    let report = {
+        // The build stops itself when interrupted, and removes what it made.
+        let _building = ctx.cancel.shield(ShieldKind::Own, "the build");
+        run_build(
+            &ec2,
+            secrets.as_ref(),
+            &plan,
+            &ctx.cancel,
+            &progress,
+            keep_on_failure,
+        )
+        .await
+        .map_err(|failed| failure(ctx, &wt.name, failed))?
+    };
+    ctx.cancel.stays(format!(
+        "the images built stay ({})",
+        report
+            .images
+            .iter()
+            .map(|(r, i)| format!("{r} {i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     tell_password(ctx, &report);
     Ok(report)
 }

@@ -16,6 +16,7 @@ use crate::diff::{json_patch, unified_diff, use_color};
 use crate::ec2::{Ec2, has_code};
 use crate::history::{self, Deployment, History, Kind};
 use crate::image_arg::ImageArgs;
+use crate::interrupt::{Cancel, ShieldKind};
 use crate::model::codes::{IMAGE_UNUSABLE, NO_SUCH_IMAGE};
 use crate::model::{Image, tags};
 use crate::ops::build::leftover_text;
@@ -298,13 +299,24 @@ async fn copy_to(
         source.id,
         dests.join(", ")
     ));
-    let td = Teardown::new();
+    let td = Teardown::watched(&ctx.cancel, copies_remedy(wt, source));
+    // The copies stop themselves when interrupted, and are removed.
+    let copying_shield = ctx.cancel.shield(ShieldKind::Own, "the copies");
     let copying = copy_image_to(ec2, &td, &ctx.cancel, &progress, &copy, dests);
     let result = td.undo_on_failure(POLL_INTERVAL, copying, |_| {}).await;
     progress.finish();
+    drop(copying_shield);
     match result {
         Ok((copies, steps)) => {
             td.keep(&steps);
+            ctx.cancel.stays(format!(
+                "the copies made stay ({})",
+                copies
+                    .iter()
+                    .map(|(r, i)| format!("{r} {i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
             Ok(copies)
         }
         Err((e, removal)) => {
@@ -324,6 +336,20 @@ async fn copy_to(
                 dests.join(", ")
             )))
         }
+    }
+}
+
+/// How `tc-ami cleanup` removes copies of `source` that a second Ctrl-C left: they carry the
+/// source's tags, so the cleanup of the worker type that built it finds them in its regions.
+fn copies_remedy(wt: &WorkerType, source: &Image) -> String {
+    match source.tags.get(tags::WORKER_TYPE) {
+        Some(built_by) if *built_by == wt.name => format!(
+            "`tc-ami cleanup -w {built_by}` removes them once they are too old to belong to a build in progress"
+        ),
+        Some(built_by) => format!(
+            "`tc-ami cleanup -w {built_by}` removes those in the regions of {built_by} once they are too old to belong to a build in progress; deregister the others by hand"
+        ),
+        None => "deregister them by hand (the source was not built by tc-ami)".to_string(),
     }
 }
 
@@ -392,8 +418,9 @@ pub fn refuse_without_terminal(yes: bool, what: &str) -> Result<()> {
     )
 }
 
-/// Asks on the terminal whether to do `action` ("push this change to …"), unless `yes`.
-pub fn confirm(shell: &Shell, yes: bool, action: &str) -> Result<()> {
+/// Asks on the terminal whether to do `action` ("push this change to …"), unless `yes`. An
+/// interrupt at the prompt drops the question at once.
+pub async fn confirm(shell: &Shell, yes: bool, action: &str) -> Result<()> {
     refuse_without_terminal(yes, action)?;
     if yes {
         return Ok(());
@@ -402,7 +429,7 @@ pub fn confirm(shell: &Shell, yes: bool, action: &str) -> Result<()> {
     if let Some(first) = question.get_mut(0..1) {
         first.make_ascii_uppercase();
     }
-    let answer = shell.ask(&format!("{question}? [y/N]"))?;
+    let answer = shell.ask(&format!("{question}? [y/N]")).await?;
     if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
         Ok(())
     } else {
@@ -410,10 +437,9 @@ pub fn confirm(shell: &Shell, yes: bool, action: &str) -> Result<()> {
     }
 }
 
-/// Pushes the change: checks that the pool is still what the diff was computed against
-/// (someone else's change is never overwritten), updates it, fetches it again and checks
-/// it holds what was pushed. Returns the pool as the service now has it.
-pub async fn push(wm: &WorkerManagerApi, change: &Change) -> Result<Value> {
+/// Checks that the pool is still what the diff was computed against: someone else's change is
+/// never overwritten.
+pub async fn recheck(wm: &WorkerManagerApi, change: &Change) -> Result<()> {
     let pool_id = &change.pool_id;
     let now = wm.get_pool(pool_id).await?;
     if definition(&now) != change.before {
@@ -423,6 +449,13 @@ pub async fn push(wm: &WorkerManagerApi, change: &Change) -> Result<Value> {
             now["lastModified"].as_str().unwrap_or("unknown")
         );
     }
+    Ok(())
+}
+
+/// Pushes the change (after [`recheck`]): updates the pool, fetches it again and checks it
+/// holds what was pushed. Returns the pool as the service now has it.
+pub async fn push(wm: &WorkerManagerApi, change: &Change) -> Result<Value> {
+    let pool_id = &change.pool_id;
     wm.update_pool(pool_id, &update_payload(&change.patched.after))
         .await?;
     let after = wm.get_pool(pool_id).await?;
@@ -491,14 +524,15 @@ pub async fn review_and_push(
                 "push this change to worker pool {} at {}",
                 change.pool_id, change.root_url
             ),
-        )?;
+        )
+        .await?;
         let done = match record.kind {
             Kind::Deploy => "deployed",
             Kind::Rollback => "rolled back",
             Kind::Promote => "promoted",
             Kind::Try => "tried",
         };
-        push_and_record(to, change, history, record).await?;
+        push_and_record(ctx, to, change, history, record).await?;
         ctx.shell.note(&format!(
             "{done} to worker pool {}: {}{}",
             change.pool_id,
@@ -518,8 +552,11 @@ pub async fn review_and_push(
 }
 
 /// Pushes the change and appends it to the pool's history (read before the push: a client
-/// that cannot record the deployment does not push).
+/// that cannot record the deployment does not push). Until the push starts, an interrupt
+/// stops it with nothing changed; from then on, the push, its verification and the record are
+/// finished (they cannot be undone half-way).
 async fn push_and_record(
+    ctx: &Ctx,
     to: &PushTo<'_>,
     change: &Change,
     history: Option<History>,
@@ -529,6 +566,12 @@ async fn push_and_record(
         Some(h) => h,
         None => deployments::load(to.secrets, &change.pool_id).await?,
     };
+    recheck(to.wm, change).await?;
+    let _pushing = start_push(&ctx.cancel, &change.pool_id)?;
+    ctx.shell.note(&format!(
+        "pushing to worker pool {} (updateWorkerPool, its verification, the history record)",
+        change.pool_id
+    ));
     push(to.wm, change).await?;
     let deployment = Deployment {
         seq: history.next_seq(),
@@ -553,4 +596,16 @@ async fn push_and_record(
                 history::secret_name(&change.pool_id)
             )
         })
+}
+
+/// The push begins unless an interrupt has arrived: from here on it is finished whatever
+/// happens, while the guard lives.
+fn start_push(cancel: &Cancel, pool_id: &str) -> Result<crate::interrupt::Shield> {
+    cancel.check()?;
+    Ok(cancel.shield(
+        ShieldKind::Finish,
+        format!(
+            "the push to worker pool {pool_id} (updateWorkerPool, its verification and the history record cannot be stopped half-way)"
+        ),
+    ))
 }

@@ -27,6 +27,7 @@ use crate::commands::try_cmd::cleanup_left_pools;
 use crate::config::{PasswordDestination, WorkerType};
 use crate::config_dir::{list_worker_types, load_worker_type};
 use crate::ec2::Ec2;
+use crate::interrupt::ShieldKind;
 use crate::model::inventory::Inventory;
 use crate::ops::cleanup::{
     Results, SecretOutcome, Undone, execute, inventory, remove_password_secrets,
@@ -78,11 +79,8 @@ pub async fn run(
     let ec2 = Ec2::load().await;
     let progress = ctx.shell.progress();
 
-    // Looking changes nothing: an interrupt simply stops it.
-    let looked = tokio::select! {
-        r = look(&ec2, &reader, &selected, keep, &progress) => r?,
-        i = ctx.cancel.cancelled() => return Err(i.into()),
-    };
+    // Looking changes nothing: an interrupt drops it (commands::changing).
+    let looked = look(&ec2, &reader, &selected, keep, &progress).await?;
     progress.finish();
     let Looked {
         needs,
@@ -125,6 +123,9 @@ pub async fn run(
     if !plan.summary().deletes_anything() {
         return done_without_deleting(ctx, report(&needs, &plan), &plan, false);
     }
+    // From here on, an interrupt stops new deletions from starting and lets those under way
+    // finish; a second one stops at once, saying what is not deleted yet.
+    let _deleting = ctx.cancel.shield(ShieldKind::Own, "the deletions");
     delete(ctx, &ec2, &reader.secrets, &plan, report(&needs, &plan)).await
 }
 
@@ -150,13 +151,12 @@ impl Confirming<'_> {
                 &ctx.shell,
                 self.yes,
                 &format!("delete {}", plan.summary().deletions_text()),
-            )?;
+            )
+            .await?;
             let progress = ctx.shell.progress();
             progress.stage("reading the worker pools again before deleting");
-            let fresh = tokio::select! {
-                r = self.reader.read(self.candidates) => r?,
-                i = ctx.cancel.cancelled() => return Err(i.into()),
-            };
+            // Reading changes nothing: an interrupt drops it (commands::changing).
+            let fresh = self.reader.read(self.candidates).await?;
             progress.finish();
             let (before, after) = (needs.protected(), fresh.protected());
             needs = fresh;

@@ -61,6 +61,53 @@ pub async fn read_only(
 ) -> Outcome {
     tokio::select! {
         r = f => r.into(),
-        i = ctx.cancel.cancelled() => Outcome::Interrupted(i, format!("{i}")),
+        i = ctx.cancel.cancelled() => Outcome::Interrupted(i, format!("{i}; nothing changed")),
+    }
+}
+
+/// Runs a command that changes things (build, deploy, rollback, promote, cleanup). An interrupt
+/// drops it where it waits (every network call and wait is a future), unless it is inside a
+/// [`crate::interrupt::Shield`]: a push is finished, and a build, copies or deletions stop
+/// themselves and remove what they made; the command is dropped at its next wait after the
+/// shield ends. The message says what changed: nothing, what stays, or that the shielded
+/// section was finished first.
+pub async fn changing(
+    ctx: &Ctx,
+    f: impl std::future::Future<Output = anyhow::Result<u8>>,
+) -> Outcome {
+    let cancel = &ctx.cancel;
+    let mut f = std::pin::pin!(f);
+    // The interrupt, and the shielded section it arrived in.
+    let mut seen: Option<(Interrupted, Option<String>)> = None;
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut f => {
+                return match (Outcome::from(r), seen) {
+                    (Outcome::Done(_), Some((i, during))) => {
+                        let text = match during {
+                            Some(label) => format!("{i} during {label}; it was finished first"),
+                            None => cancel.stopped_text(i),
+                        };
+                        Outcome::Interrupted(i, text)
+                    }
+                    // A bare interrupt from inside (a check between two steps): it stopped
+                    // before changing anything more.
+                    (Outcome::Interrupted(i, text), _) if text == i.to_string() => {
+                        Outcome::Interrupted(i, cancel.stopped_text(i))
+                    }
+                    (outcome, _) => outcome,
+                };
+            }
+            i = cancel.cancelled(), if seen.is_none() => {
+                seen = Some((i, cancel.shielded().map(|(_, label)| label)));
+            }
+            _ = cancel.released(), if seen.is_some() => {}
+        }
+        if let Some((i, _)) = seen
+            && cancel.shielded().is_none()
+        {
+            return Outcome::Interrupted(i, cancel.stopped_text(i));
+        }
     }
 }

@@ -209,7 +209,11 @@ async fn retire(
             workers(n),
             wm.root_url()
         );
-        confirm(&ctx.shell, asked.yes, &question)?;
+        // Not run under commands::changing: Ctrl-C at the prompt is watched here.
+        tokio::select! {
+            r = confirm(&ctx.shell, asked.yes, &question) => r?,
+            i = ctx.cancel.cancelled() => return Err(i.into()),
+        }
         let removal = Removal {
             wm,
             queue: queue.as_ref(),

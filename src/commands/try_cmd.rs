@@ -240,7 +240,14 @@ pub async fn try_before_push(
     let Some(file) = task_file.filter(|_| change.patched.changed) else {
         return Ok(change);
     };
-    require_passing_try(ctx, on, &change.images, file, asked.dry_run, asked.yes).await?;
+    {
+        // The try watches the interrupt itself and removes its temporary pool: under
+        // commands::changing it must not be dropped half-way.
+        let _trying = ctx
+            .cancel
+            .shield(crate::interrupt::ShieldKind::Own, "the try");
+        require_passing_try(ctx, on, &change.images, file, asked.dry_run, asked.yes).await?;
+    }
     if asked.dry_run {
         return Ok(change);
     }
@@ -742,7 +749,8 @@ pub async fn cleanup_left_pools(
             "remove {} temporary worker pool(s) left by tc-ami try",
             left.len()
         ),
-    )?;
+    )
+    .await?;
     let mut failed = Vec::new();
     for pool in &left {
         match wm.delete_pool(&pool.pool_id).await {

@@ -13,6 +13,11 @@ pub enum ErrorCode {
     SnapshotNotFound,
     /// A snapshot whose image's deregistration has not reached it yet.
     SnapshotInUse,
+    /// The name is taken: for a build's own names, by its own create call whose answer was
+    /// lost (the SDK's retry then finds the name in use).
+    AmiNameDuplicate,
+    KeyPairDuplicate,
+    GroupDuplicate,
 }
 
 impl ErrorCode {
@@ -26,6 +31,9 @@ impl ErrorCode {
             ErrorCode::DependencyViolation => "DependencyViolation",
             ErrorCode::SnapshotNotFound => "InvalidSnapshot.NotFound",
             ErrorCode::SnapshotInUse => "InvalidSnapshot.InUse",
+            ErrorCode::AmiNameDuplicate => "InvalidAMIName.Duplicate",
+            ErrorCode::KeyPairDuplicate => "InvalidKeyPair.Duplicate",
+            ErrorCode::GroupDuplicate => "InvalidGroup.Duplicate",
         }
     }
 }

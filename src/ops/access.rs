@@ -21,7 +21,16 @@ pub async fn create_key_pair<'a>(
     tags: &Tags,
 ) -> Result<(Secret, Step)> {
     let step = td.register(remove_key_pair(ec2, region, name));
-    let key = ec2.create_key_pair(region, name, tags).await?;
+    let key = match ec2.create_key_pair(region, name, tags).await {
+        // The name is this build's alone: the SDK retried a call whose answer was lost, and
+        // the key pair that call made holds a private key nobody has. Replace it.
+        Err(e) if has_code(&e, &[ErrorCode::KeyPairDuplicate]) => {
+            tracing::debug!("{e:#}: the answer to this build's own call was lost; replacing it");
+            ec2.delete_key_pair(region, name).await?;
+            ec2.create_key_pair(region, name, tags).await?
+        }
+        other => other?,
+    };
     Ok((key, step))
 }
 
@@ -51,11 +60,31 @@ pub async fn create_security_group<'a>(
     description: &str,
     tags: &Tags,
 ) -> Result<(String, Step)> {
-    td.create(
-        sweep_security_groups(ec2, region, name),
-        ec2.create_security_group(region, name, description, tags),
-        |id| remove_security_group(ec2, region, id),
-    )
+    let create = async {
+        match ec2
+            .create_security_group(region, name, description, tags)
+            .await
+        {
+            // The name is this build's alone: the SDK retried a call whose answer was lost;
+            // the group that call made is the one.
+            Err(e) if has_code(&e, &[ErrorCode::GroupDuplicate]) => {
+                let found = ec2.find_security_groups_by_name(region, name).await?;
+                match found.as_slice() {
+                    [id] => {
+                        tracing::debug!(
+                            "{e:#}: the answer to this build's own call was lost; using {id}"
+                        );
+                        Ok(id.clone())
+                    }
+                    _ => Err(e),
+                }
+            }
+            other => other,
+        }
+    };
+    td.create(sweep_security_groups(ec2, region, name), create, |id| {
+        remove_security_group(ec2, region, id)
+    })
     .await
 }
 

@@ -228,7 +228,15 @@ pub async fn run_build(
         plan,
         cancel,
         progress,
-        td: Teardown::new(),
+        td: Teardown::watched(
+            cancel,
+            format!(
+                "`tc-ami cleanup -w {}` removes them (they carry the tag {}={}) once they are too old to belong to a build in progress",
+                plan.worker_type,
+                tags::BUILD_ID,
+                plan.build_id
+            ),
+        ),
         stage: Mutex::new(Stage::CreateKeyPair),
         released: Mutex::new(None),
         keep_on_failure,
@@ -273,6 +281,23 @@ fn note_removed(progress: &Progress, removal: &Removal) {
         progress.note(&format!("removed {}", removal.removed.join(", ")));
     }
 }
+
+/// Test only, in debug builds only (the tests' binary): `TC_AMI_TEST_PANIC_AT=<stage>` (a
+/// [`Stage`] in kebab case, `store-password`) panics as the build enters that stage, so that a
+/// test can check that a panic after launch still removes everything. Release builds have no
+/// such variable.
+#[cfg(debug_assertions)]
+fn test_only_panic(stage: Stage) {
+    let name = serde_json::to_value(stage).ok();
+    if let (Some(name), Ok(wanted)) = (name, std::env::var("TC_AMI_TEST_PANIC_AT"))
+        && name.as_str() == Some(wanted.as_str())
+    {
+        panic!("test-only fault TC_AMI_TEST_PANIC_AT={wanted}");
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn test_only_panic(_: Stage) {}
 
 async fn pipeline(b: &Builder<'_>) -> Result<Built> {
     let (private_key, group_id, mut temporaries) = b.create_access().await?;
@@ -407,6 +432,7 @@ impl<'a> Builder<'a> {
 
     fn enter(&self, stage: Stage) -> Result<()> {
         *lock(&self.stage) = stage;
+        test_only_panic(stage);
         self.cancel.check()?;
         self.progress.stage(&stage.to_string());
         Ok(())
@@ -769,8 +795,17 @@ impl<'a> Builder<'a> {
             "base_image_id": plan.base.id,
             "created": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         });
-        let expires = Utc::now()
-            + chrono::Duration::from_std(expires_in).unwrap_or(chrono::Duration::days(365));
+        // Config validation caps expires_in; checked all the same: no panic after launch.
+        let expires = chrono::Duration::from_std(expires_in)
+            .ok()
+            .and_then(|d| Utc::now().checked_add_signed(d))
+            .ok_or_else(|| {
+                anyhow!(
+                    "password_secret_expires_in ({}) puts the secret's expiry beyond any date; use at most {}",
+                    crate::duration::format_duration(expires_in),
+                    crate::config::MAX_SECRET_EXPIRES_IN.1
+                )
+            })?;
         if let Some(secrets) = self.secrets {
             secrets.set(&name, value, expires).await?;
         }

@@ -4,7 +4,7 @@
 //! interrupt stops new deletions from starting.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use futures::StreamExt;
@@ -64,9 +64,35 @@ impl Undone {
 /// (region, id) → what became of each planned deletion.
 pub type Results = BTreeMap<(String, String), Result<(), Undone>>;
 
-/// Carries out the plan's deletions, every region at once.
+/// Carries out the plan's deletions, every region at once. A second Ctrl-C hears what is not
+/// deleted yet.
 pub async fn execute(ec2: &Ec2, plan: &Plan, cancel: &Cancel) -> Results {
-    let results = Mutex::new(Results::new());
+    let results = Arc::new(Mutex::new(Results::new()));
+    let _report = {
+        let results = results.clone();
+        let planned: Vec<(String, String, String)> = plan
+            .to_delete()
+            .map(|i| (i.region.clone(), i.id.clone(), i.kind.label().to_string()))
+            .collect();
+        cancel.on_stop_now(move || {
+            let done = results.lock().unwrap_or_else(|e| e.into_inner());
+            let left: Vec<String> = planned
+                .iter()
+                .filter(|(r, id, _)| !matches!(done.get(&(r.clone(), id.clone())), Some(Ok(()))))
+                .map(|(r, id, kind)| format!("{kind} {id} in {r}"))
+                .collect();
+            (!left.is_empty()).then(|| {
+                let shown = left.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
+                let more = left.len().saturating_sub(10);
+                format!(
+                    "not deleted yet: {} of {} planned ({shown}{}); run the same `tc-ami cleanup` again to finish",
+                    left.len(),
+                    planned.len(),
+                    if more > 0 { format!(", and {more} more") } else { String::new() }
+                )
+            })
+        })
+    };
     let regions: BTreeSet<&str> = plan.to_delete().map(|i| i.region.as_str()).collect();
     join_all(regions.into_iter().map(|region| {
         let items: Vec<&Item> = plan.to_delete().filter(|i| i.region == region).collect();
@@ -79,7 +105,8 @@ pub async fn execute(ec2: &Ec2, plan: &Plan, cancel: &Cancel) -> Results {
         async move { run.execute(items).await }
     }))
     .await;
-    results.into_inner().unwrap_or_else(|e| e.into_inner())
+    let results = results.lock().unwrap_or_else(|e| e.into_inner());
+    results.clone()
 }
 
 /// What became of a password secret the plan removes.

@@ -43,12 +43,47 @@ pub async fn create_image<'a>(
     tags: &Tags,
     marks: &ImageMarks,
 ) -> Result<(String, Step)> {
-    td.create(
-        sweep_images(ec2, region, marks),
-        ec2.create_image(region, instance_id, &marks.name, description, tags),
-        |id| remove_image_undo(ec2, region, id, marks),
-    )
+    let create = async {
+        match ec2
+            .create_image(region, instance_id, &marks.name, description, tags)
+            .await
+        {
+            // CreateImage has no idempotency token: when its answer is lost, the SDK's retry
+            // finds the name taken by the image the first call made. A build's name and build
+            // id tag are its own, so that image is the one.
+            Err(e) if has_code(&e, &[ErrorCode::AmiNameDuplicate]) => {
+                match lost_image(ec2, region, marks).await?.as_slice() {
+                    [id] => {
+                        tracing::debug!(
+                            "{e:#}: the answer to this build's own call was lost; using {id}"
+                        );
+                        Ok(id.clone())
+                    }
+                    _ => Err(e),
+                }
+            }
+            other => other,
+        }
+    };
+    td.create(sweep_images(ec2, region, marks), create, |id| {
+        remove_image_undo(ec2, region, id, marks)
+    })
     .await
+}
+
+/// The ids of this build's image named `marks.name` carrying its build id (none for a copy
+/// of an image that is not the build's own).
+async fn lost_image(ec2: &Ec2, region: &str, marks: &ImageMarks) -> Result<Vec<String>> {
+    let Some(build_id) = &marks.build_id else {
+        return Ok(vec![]);
+    };
+    Ok(ec2
+        .find_own_images_by_name(region, &marks.name)
+        .await?
+        .into_iter()
+        .filter(|i| i.tags.get(tags::BUILD_ID) == Some(build_id))
+        .map(|i| i.id)
+        .collect())
 }
 
 /// Waits until the image is available (an error if it fails).

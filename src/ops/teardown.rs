@@ -8,11 +8,13 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+
+use crate::interrupt::{Cancel, StopReport};
 
 /// What cleanups removed, and what they could not (to be removed by hand).
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -97,16 +99,48 @@ impl<'a> Undo<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Step(usize);
 
+/// What is registered and not yet removed (waiting, or being removed), by step.
+type Left = Arc<Mutex<Vec<(Step, String)>>>;
+
 /// The cleanups registered so far, in the order of registration.
 #[derive(Default)]
 pub struct Teardown<'a> {
     steps: Mutex<Vec<(Step, Undo<'a>)>>,
     next: Mutex<usize>,
+    left: Left,
+    _report: Option<StopReport>,
+}
+
+fn lock_left(left: &Left) -> std::sync::MutexGuard<'_, Vec<(Step, String)>> {
+    left.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl<'a> Teardown<'a> {
     pub fn new() -> Teardown<'a> {
         Teardown::default()
+    }
+
+    /// A teardown that a second Ctrl-C can stop half-way: it then says what is not removed
+    /// yet (registered, or being removed) and `remedy` (how `tc-ami cleanup` removes it).
+    pub fn watched(cancel: &Cancel, remedy: impl Into<String>) -> Teardown<'a> {
+        let left = Left::default();
+        let remedy = remedy.into();
+        let report = {
+            let left = left.clone();
+            cancel.on_stop_now(move || {
+                let left = lock_left(&left);
+                (!left.is_empty()).then(|| {
+                    let what: Vec<&str> = left.iter().map(|(_, w)| w.as_str()).collect();
+                    format!("LEFT BEHIND: {}; {remedy}", what.join(", "))
+                })
+            })
+        };
+        Teardown {
+            steps: Mutex::default(),
+            next: Mutex::default(),
+            left,
+            _report: Some(report),
+        }
     }
 
     fn steps(&self) -> std::sync::MutexGuard<'_, Vec<(Step, Undo<'a>)>> {
@@ -117,6 +151,7 @@ impl<'a> Teardown<'a> {
         let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
         let step = Step(*next);
         *next += 1;
+        lock_left(&self.left).push((step, undo.what.clone()));
         self.steps().push((step, undo));
         step
     }
@@ -138,6 +173,13 @@ impl<'a> Teardown<'a> {
 
     /// Puts `undo` in the place of `step` (a create call answered: remove by id, not sweep).
     pub fn replace(&self, step: Step, undo: Undo<'a>) {
+        {
+            let mut left = lock_left(&self.left);
+            match left.iter_mut().find(|(s, _)| *s == step) {
+                Some(slot) => slot.1 = undo.what.clone(),
+                None => left.push((step, undo.what.clone())),
+            }
+        }
         let mut steps = self.steps();
         match steps.iter_mut().find(|(s, _)| *s == step) {
             Some(slot) => slot.1 = undo,
@@ -149,6 +191,7 @@ impl<'a> Teardown<'a> {
     /// succeeded, an instance meant to outlive the command).
     pub fn keep(&self, steps: &[Step]) {
         self.steps().retain(|(s, _)| !steps.contains(s));
+        lock_left(&self.left).retain(|(s, _)| !steps.contains(s));
     }
 
     /// Whether `step` is still registered (not run, kept or forgotten yet).
@@ -171,13 +214,13 @@ impl<'a> Teardown<'a> {
             *all = rest;
             chosen
         };
-        run_in_reverse(chosen, pace).await
+        run_in_reverse(chosen, pace, &self.left).await
     }
 
     /// Runs every cleanup still registered, the newest first. Never cancelled.
     pub async fn run(&self, pace: Duration) -> Removal {
         let all = std::mem::take(&mut *self.steps());
-        run_in_reverse(all, pace).await
+        run_in_reverse(all, pace, &self.left).await
     }
 
     /// Runs `work`; if it fails, `on_failure` hears why and then every cleanup still
@@ -207,12 +250,31 @@ impl<'a> Teardown<'a> {
     }
 }
 
-async fn run_in_reverse(steps: Vec<(Step, Undo<'_>)>, pace: Duration) -> Removal {
+/// Runs each cleanup, the newest first; one that panics is reported as left (a bug in it must
+/// not keep the others from running).
+async fn run_in_reverse(steps: Vec<(Step, Undo<'_>)>, pace: Duration, left: &Left) -> Removal {
     let mut removal = Removal::default();
-    for (_, undo) in steps.into_iter().rev() {
-        removal.add((undo.run)(pace).await);
+    for (step, undo) in steps.into_iter().rev() {
+        let what = undo.what;
+        match AssertUnwindSafe((undo.run)(pace)).catch_unwind().await {
+            Ok(done) => removal.add(done),
+            Err(panic) => removal.left.push(format!(
+                "{what} (its removal panicked: {})",
+                panic_text(&*panic)
+            )),
+        }
+        // Done with, removed or not: what it could not remove is in the removal's `left`.
+        lock_left(left).retain(|(s, _)| *s != step);
     }
     removal
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_string())
 }
 
 impl Drop for Teardown<'_> {
@@ -231,7 +293,6 @@ impl Drop for Teardown<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn recording(log: &Arc<Mutex<Vec<String>>>, name: &str, fail: bool) -> Undo<'static> {
         let log = log.clone();
@@ -330,5 +391,65 @@ mod tests {
         assert!(panicked.is_err());
         assert_eq!(log.lock().unwrap().last().map(String::as_str), Some("z"));
         assert!(td.pending().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_second_signal_hears_what_is_not_removed_yet() {
+        let cancel = Cancel::new();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let td = Teardown::watched(&cancel, "`tc-ami cleanup -w w` removes them");
+        let a = td.register(recording(&log, "sweep a", false));
+        let b = td.register(recording(&log, "b", false));
+        let c = td.register(recording(&log, "c", false));
+        td.replace(a, recording(&log, "image a", false));
+        td.keep(&[c]);
+        assert_eq!(
+            cancel.second_signal().as_deref(),
+            Some(
+                "stopping now, before the teardown is done: LEFT BEHIND: image a, b; `tc-ami cleanup -w w` removes them"
+            )
+        );
+        // While b is being removed, a (not yet) and b (not done) are left.
+        let seen = Arc::new(Mutex::new(None));
+        let (c2, s2) = (cancel.clone(), seen.clone());
+        td.replace(
+            b,
+            Undo::new("b", move |_| async move {
+                *s2.lock().unwrap() = c2.second_signal();
+                Removal::of("b".into(), "b".into(), Ok(()))
+            }),
+        );
+        td.run(Duration::ZERO).await;
+        assert!(
+            seen.lock()
+                .unwrap()
+                .as_deref()
+                .is_some_and(|s| s.contains("LEFT BEHIND: image a, b;")),
+            "{seen:?}"
+        );
+        assert_eq!(
+            cancel.second_signal().as_deref(),
+            Some("stopping now; nothing is left half done")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_cleanup_is_left_and_the_others_still_run() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let td = Teardown::new();
+        td.register(recording(&log, "a", false));
+        td.register(Undo::new("b", |_| async {
+            panic!("bug in b's removal");
+            #[allow(unreachable_code)]
+            Removal::default()
+        }));
+        td.register(recording(&log, "c", false));
+        let removal = td.run(Duration::ZERO).await;
+        assert_eq!(removal.removed, ["c", "a"]);
+        assert_eq!(
+            removal.left,
+            ["b (its removal panicked: bug in b's removal)"]
+        );
+        assert_eq!(*log.lock().unwrap(), ["c", "a"]);
     }
 }

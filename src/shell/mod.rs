@@ -95,6 +95,15 @@ impl Shell {
         }
     }
 
+    /// A line said while a spinner may be drawing on stderr (an interrupt's notice): on a
+    /// terminal, the spinner's line is cleared first so the two do not run together.
+    pub fn interject(&self, text: &str) {
+        if std::io::stderr().is_terminal() {
+            eprint!("\r\x1b[2K");
+        }
+        eprintln!("{text}");
+    }
+
     /// The final error line: `tc-ami: error: …` (or `tc-ami: …` for an interrupt).
     pub fn error(&self, text: &str) {
         eprintln!("tc-ami: {text}");
@@ -110,12 +119,36 @@ impl Shell {
         Bar::new()
     }
 
-    /// Asks on stderr and reads one line from stdin.
-    pub fn ask(&self, question: &str) -> std::io::Result<String> {
+    /// Asks on stderr and reads one line from stdin, on a thread of its own: the future can be
+    /// dropped (Ctrl-C at the prompt) while the read waits, and then ends the prompt's line. The
+    /// terminal's mode is never changed (a line is read as typed, echoed by the terminal), so
+    /// there is nothing to restore; the thread goes with the process.
+    pub async fn ask(&self, question: &str) -> std::io::Result<String> {
         eprint!("{question} ");
         let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer)?;
-        Ok(answer)
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let mut answer = String::new();
+            let read = std::io::stdin().lock().read_line(&mut answer);
+            let _ = tx.send(read.map(|_| answer));
+        });
+        let mut unanswered = Unanswered(true);
+        let answer = rx
+            .await
+            .map_err(|_| std::io::Error::other("the prompt's reader stopped"))?;
+        unanswered.0 = false;
+        answer
+    }
+}
+
+/// Ends the prompt's line when the question is dropped unanswered, so that what follows (the
+/// interrupt's message, the shell's prompt) starts on a line of its own.
+struct Unanswered(bool);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if self.0 {
+            eprintln!();
+        }
     }
 }

@@ -460,7 +460,13 @@ impl TcAmi {
     }
 
     /// Starts tc-ami, waits until its stderr shows `marker`, sends `signal`, and waits for it.
-    pub fn interrupt_at(mut self, args: &[&str], marker: &str, signal: &str) -> Run {
+    pub fn interrupt_at(self, args: &[&str], marker: &str, signal: &str) -> Run {
+        self.signals_at(args, &[(marker, signal)])
+    }
+
+    /// Starts tc-ami and, for each `(marker, signal)` in turn, waits until its stderr shows
+    /// `marker` (after the previous signal), then sends `signal`; then waits for it to exit.
+    pub fn signals_at(mut self, args: &[&str], steps: &[(&str, &str)]) -> Run {
         let mut child = self
             .cmd
             .args(args)
@@ -468,51 +474,163 @@ impl TcAmi {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn tc-ami");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let reader = {
-            let stderr = stderr.clone();
-            let pipe = child.stderr.take().expect("stderr");
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let mut s = stderr.lock().expect("lock");
-                    s.push_str(&line);
-                    s.push('\n');
-                }
-            })
+        let stderr = read_lines(child.stderr.take().expect("stderr"));
+        let mut stdout_pipe = child.stdout.take().expect("stdout");
+        let stdout = std::thread::spawn(move || {
+            let mut out = String::new();
+            let _ = stdout_pipe.read_to_string(&mut out);
+            out
+        });
+        let mut from = 0;
+        for (marker, signal) in steps {
+            from = wait_for(&mut child, &stderr.0, marker, from);
+            // Let the stage's first poll go out, so the signal lands in the wait itself.
+            std::thread::sleep(Duration::from_millis(300));
+            let status = Command::new("kill")
+                .args([&format!("-{signal}"), &child.id().to_string()])
+                .status()
+                .expect("kill");
+            assert!(status.success());
+        }
+        let status = child.wait().expect("wait");
+        stderr.1.join().expect("reader");
+        let stderr = stderr.0.lock().expect("lock").clone();
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout: stdout.join().expect("stdout reader"),
+            stderr,
+        }
+    }
+
+    /// Starts tc-ami with a pseudo-terminal as its controlling terminal and stdin (stdout and
+    /// stderr are pipes), waits until its stderr shows `marker` (a `[y/N]` prompt), then types
+    /// Ctrl-C on the terminal: the terminal sends SIGINT, as for a person at the keyboard.
+    /// Checks that the terminal's settings are as they were once tc-ami has exited.
+    pub fn ctrl_c_at_prompt(mut self, args: &[&str], marker: &str) -> Run {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        use std::os::unix::process::CommandExt;
+        let (mut master, slave) = unsafe {
+            let (mut m, mut s) = (0, 0);
+            let r = libc::openpty(
+                &mut m,
+                &mut s,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            );
+            assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+            (
+                std::fs::File::from(OwnedFd::from_raw_fd(m)),
+                OwnedFd::from_raw_fd(s),
+            )
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !stderr.lock().expect("lock").contains(marker) {
-            if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+        let termios = |fd: i32| unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            assert_eq!(libc::tcgetattr(fd, &mut t), 0);
+            (t.c_iflag, t.c_oflag, t.c_cflag, t.c_lflag, t.c_cc)
+        };
+        let before = termios(master.as_raw_fd());
+        // The child leads a session of its own whose controlling terminal is the pty, so
+        // Ctrl-C typed on it signals the child's process group.
+        unsafe {
+            self.cmd.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = self
+            .cmd
+            .args(args)
+            .stdin(Stdio::from(slave))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tc-ami");
+        // Drop the parent's copy of the slave (moved into Stdio), and drain what the terminal
+        // echoes.
+        let mut echo = master.try_clone().expect("dup master");
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            while matches!(echo.read(&mut buf), Ok(n) if n > 0) {}
+        });
+        let stderr = read_lines(child.stderr.take().expect("stderr"));
+        let mut stdout_pipe = child.stdout.take().expect("stdout");
+        let stdout = std::thread::spawn(move || {
+            let mut out = String::new();
+            let _ = stdout_pipe.read_to_string(&mut out);
+            out
+        });
+        wait_for(&mut child, &stderr.0, marker, 0);
+        std::thread::sleep(Duration::from_millis(300));
+        master.write_all(&[0x03]).expect("type Ctrl-C");
+        // At once: a prompt that waited for Enter would never end.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
                 let _ = child.kill();
                 panic!(
-                    "tc-ami never reached {marker:?}; stderr:\n{}",
-                    stderr.lock().expect("lock")
+                    "tc-ami did not stop at Ctrl-C; stderr:\n{}",
+                    stderr.0.lock().expect("lock")
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
-        }
-        // Let the stage's first poll go out, so the signal lands in the wait itself.
-        std::thread::sleep(Duration::from_millis(300));
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        let mut stdout = String::new();
-        child
-            .stdout
-            .take()
-            .expect("stdout")
-            .read_to_string(&mut stdout)
-            .expect("read stdout");
-        let status = child.wait().expect("wait");
-        reader.join().expect("reader");
-        let stderr = stderr.lock().expect("lock").clone();
+        };
+        stderr.1.join().expect("reader");
+        assert_eq!(
+            termios(master.as_raw_fd()),
+            before,
+            "the terminal's settings changed"
+        );
+        let stderr = stderr.0.lock().expect("lock").clone();
         Run {
             code: status.code().unwrap_or(-1),
-            stdout,
+            stdout: stdout.join().expect("stdout reader"),
             stderr,
         }
+    }
+}
+
+type Lines = (Arc<Mutex<String>>, std::thread::JoinHandle<()>);
+
+/// Collects what a pipe says as it comes (a prompt ends without a newline).
+fn read_lines(mut pipe: impl Read + Send + 'static) -> Lines {
+    let text = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let text = text.clone();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                bytes.extend_from_slice(&buf[..n]);
+                *text.lock().unwrap_or_else(|e| e.into_inner()) =
+                    String::from_utf8_lossy(&bytes).into_owned();
+            }
+        })
+    };
+    (text, reader)
+}
+
+/// Waits until `text` shows `marker` after byte `from`; returns where it ends.
+fn wait_for(child: &mut Child, text: &Mutex<String>, marker: &str, from: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        {
+            let t = text.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(at) = t.get(from..).and_then(|rest| rest.find(marker)) {
+                return from + at + marker.len();
+            }
+        }
+        if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+            let _ = child.kill();
+            let said = text.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            panic!("tc-ami never reached {marker:?}; stderr:\n{said}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
