@@ -23,7 +23,7 @@ use crate::config::WorkerType;
 use crate::config_dir::{list_worker_types, load_worker_type};
 use crate::ec2::Ec2;
 use crate::ops::cleanup::{Results, Undone, execute, inventory};
-use crate::ops::deployments;
+use crate::ops::deployments::{self, HistorySecret};
 use crate::pool::{definition, live_images, pool_regions};
 use crate::shell::Progress;
 use crate::taskcluster::{SecretsApi, TcEnv, WorkerManagerApi};
@@ -311,14 +311,16 @@ async fn pool_images(
     secrets: &SecretsApi,
     all: &[WorkerType],
 ) -> Result<Vec<PoolImages>> {
-    let mut by_pool: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    // Per pool: its worker types, and the history secret of the first of them.
+    let mut by_pool: BTreeMap<&str, (Vec<String>, &str)> = BTreeMap::new();
     for wt in all {
         by_pool
             .entry(&wt.worker_pool_id)
-            .or_default()
+            .or_insert_with(|| (vec![], &wt.history_secret))
+            .0
             .push(wt.name.clone());
     }
-    try_join_all(by_pool.into_iter().map(|(pool_id, worker_types)| async move {
+    try_join_all(by_pool.into_iter().map(|(pool_id, (worker_types, history_secret))| async move {
         let unsafe_to_go_on = || {
             format!("cannot tell which images worker pool {pool_id} needs (worker type {}), so nothing was deleted", worker_types.join(", "))
         };
@@ -331,7 +333,8 @@ async fn pool_images(
             .collect();
         regions.extend(live.keys().cloned());
         // The one place where rollback targets come from: the pool's deployment history.
-        let rollback_target = deployments::rollback_target(secrets, pool_id, &live)
+        let store = HistorySecret::new(secrets, pool_id, history_secret);
+        let rollback_target = deployments::rollback_target(&store, &live)
             .await
             .with_context(unsafe_to_go_on)?;
         Ok(PoolImages {
