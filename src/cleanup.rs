@@ -1845,6 +1845,7 @@ us-west-2  key-0abc  tc-ami-servo-win2016-b       5h    delete     left by a bui
             undoes_outside_change: false,
             from: None,
             tried: None,
+            unverified: false,
         }
     }
 

@@ -66,6 +66,10 @@ const KEYS: &[(&str, &str)] = &[
         "a task file (JSON or YAML), relative to the config directory",
     ),
     ("try_max_capacity", "a whole number of workers, at least 1"),
+    (
+        "history_secret",
+        "a Taskcluster secret name like \"project/servo/tc-ami/deployments/proj-servo/win2016\" (printable ASCII, no leading or trailing space or `/`)",
+    ),
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -93,6 +97,8 @@ pub struct WorkerType {
     pub try_task: Option<PathBuf>,
     /// The most workers the temporary pool of `tc-ami try` starts.
     pub try_max_capacity: u64,
+    /// The Taskcluster secret holding the pool's deployment history.
+    pub history_secret: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -315,6 +321,27 @@ fn valid_instance_type(t: &str) -> bool {
     }
 }
 
+/// The history secret of a pool when the worker type names none: inside the namespace a
+/// project's administrators may write (`secrets:set:project/<p>/*` on the community
+/// deployment), for pools named `proj-<p>/…`; None for other pools.
+pub fn default_history_secret(pool_id: &str) -> Option<String> {
+    let (provisioner, _) = pool_id.split_once('/')?;
+    let project = provisioner
+        .strip_prefix("proj-")
+        .filter(|p| !p.is_empty())?;
+    Some(format!("project/{project}/tc-ami/deployments/{pool_id}"))
+}
+
+/// A name the secrets API takes: any non-empty name whose scopes (`secrets:get:<name>`,
+/// `secrets:set:<name>`) are valid, i.e. printable ASCII; tc-ami also refuses a leading or
+/// trailing space or `/`, which would only hide mistakes.
+pub fn valid_secret_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().all(|c| (' '..='~').contains(&c))
+        && !name.starts_with([' ', '/'])
+        && !name.ends_with([' ', '/'])
+}
+
 fn valid_secret_prefix(p: &str) -> bool {
     !p.starts_with('/')
         && !p.ends_with('/')
@@ -355,6 +382,7 @@ pub fn parse_worker_type(
     let share_with_accounts = r.accounts()?;
     let password = r.password()?;
     let (try_task, try_max_capacity) = r.try_settings(config_dir)?;
+    let history_secret = r.history_secret(&worker_pool_id)?;
     Ok(WorkerType {
         name: name.to_string(),
         file: file.to_path_buf(),
@@ -372,6 +400,7 @@ pub fn parse_worker_type(
         password,
         try_task,
         try_max_capacity,
+        history_secret,
     })
 }
 
@@ -535,6 +564,25 @@ impl Reader<'_> {
             }
         };
         Ok((task, max))
+    }
+
+    /// `history_secret`, else the default for pools named `proj-<p>/…`; other pools must name
+    /// one.
+    fn history_secret(&self, pool_id: &str) -> Result<String, ConfigError> {
+        match self.string("history_secret")? {
+            Some(name) if valid_secret_name(&name) => Ok(name),
+            Some(name) => Err(self.bad(
+                "history_secret",
+                format!("`{name}` is not a secret name the secrets API takes"),
+            )),
+            None => default_history_secret(pool_id).ok_or_else(|| ConfigError::Missing {
+                file: self.file.clone(),
+                key: "history_secret".into(),
+                expected: format!(
+                    "the Taskcluster secret for the deployment history of worker pool {pool_id}, a secret your client may read and write (only pools named proj-<project>/… have a default: project/<project>/tc-ami/deployments/<pool>)"
+                ),
+            }),
+        }
     }
 }
 
@@ -784,6 +832,48 @@ password_secret_prefix = "project/servo/windows-administrator/servo-win2016"
         assert!(!valid_worker_pool_id("proj-servo"));
         assert!(!valid_worker_pool_id("proj servo/win"));
         assert!(!valid_worker_pool_id("p/1win"));
+    }
+
+    #[test]
+    fn the_history_secret_defaults_into_the_project_namespace() {
+        let wt = parse(GOOD).unwrap();
+        assert_eq!(
+            wt.history_secret,
+            "project/servo/tc-ami/deployments/proj-servo/win2016"
+        );
+        let wt = parse(&format!("{GOOD}history_secret = \"ops/history/w\"\n")).unwrap();
+        assert_eq!(wt.history_secret, "ops/history/w");
+        assert_eq!(default_history_secret("proj-/w"), None);
+        assert_eq!(default_history_secret("gecko-t/win"), None);
+    }
+
+    #[test]
+    fn a_pool_outside_proj_needs_a_history_secret() {
+        let text = GOOD.replace("proj-servo/win2016", "gecko-t/win2016");
+        assert_eq!(
+            message(&text),
+            "worker-types/servo-win2016.toml: missing key `history_secret`: set it to the Taskcluster secret for the deployment history of worker pool gecko-t/win2016, a secret your client may read and write (only pools named proj-<project>/… have a default: project/<project>/tc-ami/deployments/<pool>)"
+        );
+        let wt = parse(&format!(
+            "{text}history_secret = \"gecko/tc-ami/win2016\"\n"
+        ))
+        .unwrap();
+        assert_eq!(wt.history_secret, "gecko/tc-ami/win2016");
+    }
+
+    #[test]
+    fn history_secret_names_are_checked() {
+        // As TOML writes them: a tab and a non-ASCII letter.
+        for bad in ["/abs", "trailing/", " lead", "tab\\there", "caf\u{e9}"] {
+            let err = message(&format!("{GOOD}history_secret = \"{bad}\"\n"));
+            assert!(
+                err.contains("bad value for `history_secret`"),
+                "{bad}: {err}"
+            );
+            assert!(!err.contains('\n'), "{err}");
+        }
+        assert!(valid_secret_name("project/servo/a b*"));
+        assert!(!valid_secret_name(""));
     }
 
     #[test]

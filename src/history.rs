@@ -1,8 +1,8 @@
 //! Deployment history (pure): every deploy, rollback and promote of a pool, and every `try` of
-//! images on a temporary copy of it, kept in the
-//! Taskcluster secret `tc-ami/deployments/<worker pool id>` ([`crate::ops::deployments`] reads
-//! and writes it) so that anyone with the same credentials can see it and roll back from any
-//! machine (see the README's "Where the history lives").
+//! images on a temporary copy of it, kept in the Taskcluster secret the worker type's
+//! `history_secret` names ([`crate::ops::deployments`] reads and writes it) so that anyone with
+//! the same credentials can see it and roll back from any machine (see the README's "Where the
+//! history lives").
 //!
 //! The record is a list; what is live and what a rollback puts back are found by replaying
 //! it. A change made outside tc-ami is noticed by comparing the live pool with the last
@@ -22,9 +22,13 @@ pub const MAX_RECORDS: usize = 200;
 /// How many `try` records it keeps besides (the oldest go first): tries never push a
 /// deployment, and so a rollback target, out of the history.
 pub const MAX_TRY_RECORDS: usize = 50;
-const FORMAT: u64 = 1;
+/// The layout of the secret this version reads and writes. A secret of another format is an
+/// error, never read as if it were this one.
+pub const FORMAT: u64 = 1;
 
-pub fn secret_name(pool_id: &str) -> String {
+/// Where tc-ami kept a pool's history before `history_secret` existed. It is read when the
+/// configured secret does not exist yet.
+pub fn legacy_secret_name(pool_id: &str) -> String {
     format!("tc-ami/deployments/{pool_id}")
 }
 
@@ -75,6 +79,20 @@ pub struct Deployment {
     /// A try (`after` holds the images tried): where, which tasks, and how it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tried: Option<Tried>,
+    /// The push went out, but the pool could not be shown to hold it afterwards (it was
+    /// changed again at once, or could not be read back).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unverified: bool,
+}
+
+impl Deployment {
+    /// The same event as `other`: every field but the sequence number agrees.
+    pub fn same_event(&self, other: &Deployment) -> bool {
+        Deployment {
+            seq: other.seq,
+            ..self.clone()
+        } == *other
+    }
 }
 
 /// What a `try` record holds besides its images.
@@ -103,13 +121,44 @@ pub struct History {
     pub records: Vec<Deployment>,
 }
 
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ReadError {
+    #[error("it has no `format` field, so it was not written by tc-ami")]
+    NoFormat,
+    #[error(
+        "it has format {0}, and this tc-ami reads format {FORMAT} only; use the tc-ami release that wrote it, or a newer one"
+    )]
+    UnknownFormat(String),
+    #[error(
+        "it holds the history of worker pool {found}, not {wanted}; give each pool its own history_secret"
+    )]
+    OtherPool { found: String, wanted: String },
+    #[error("it has no `deployments` list")]
+    NoDeployments,
+    #[error("its deployments do not parse: {0}")]
+    Unparsable(String),
+}
+
 impl History {
-    pub fn from_secret(value: &Value) -> Result<History, String> {
-        let deployments = value
-            .get("deployments")
-            .ok_or("it has no `deployments` list")?;
+    /// Reads the secret's value, written for `pool_id`: its `format` must be [`FORMAT`] and its
+    /// `workerPoolId` the pool's.
+    pub fn from_secret(value: &Value, pool_id: &str) -> Result<History, ReadError> {
+        match value.get("format") {
+            None => return Err(ReadError::NoFormat),
+            Some(f) if f.as_u64() == Some(FORMAT) => {}
+            Some(f) => return Err(ReadError::UnknownFormat(f.to_string())),
+        }
+        if let Some(found) = value.get("workerPoolId").and_then(Value::as_str)
+            && found != pool_id
+        {
+            return Err(ReadError::OtherPool {
+                found: found.to_string(),
+                wanted: pool_id.to_string(),
+            });
+        }
+        let deployments = value.get("deployments").ok_or(ReadError::NoDeployments)?;
         let records: Vec<Deployment> = serde_json::from_value(deployments.clone())
-            .map_err(|e| format!("its deployments do not parse: {e}"))?;
+            .map_err(|e| ReadError::Unparsable(e.to_string()))?;
         Ok(History { records })
     }
 
@@ -151,6 +200,13 @@ impl History {
         self.deployments().next_back()
     }
 
+    /// Every deploymentId the history has recorded.
+    pub fn deployment_ids(&self) -> impl Iterator<Item = &str> {
+        self.records
+            .iter()
+            .filter_map(|r| r.deployment_id.as_deref())
+    }
+
     pub fn next_seq(&self) -> u64 {
         self.records
             .iter()
@@ -176,12 +232,59 @@ impl History {
         stack
     }
 
-    /// The seq of the record that describes what is live: the newest, when the live images are
-    /// the ones it put there (else the pool was changed outside tc-ami since).
+    /// The record of what tc-ami last put in place: the newest deployment (tries never are),
+    /// passing over unverified ones whose images are not live (their push was overwritten at
+    /// once, e.g. by another tc-ami pushing at the same moment).
+    pub fn in_place(&self, live: &Images) -> Option<&Deployment> {
+        self.deployments()
+            .rev()
+            .find(|r| !r.unverified || r.after == *live)
+            .or(self.last_deployment())
+    }
+
+    /// The seq of the record that describes what is live: what tc-ami last put in place, when
+    /// the live images are the ones it put there (else the pool was changed outside tc-ami
+    /// since).
     pub fn live_seq(&self, live: &Images) -> Option<u64> {
-        self.last_deployment()
+        self.in_place(live)
             .filter(|r| r.after == *live)
             .map(|r| r.seq)
+    }
+}
+
+/// The history after adding one record, as [`merge`] makes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Merged {
+    pub history: History,
+    /// The record as it stands in `history` (its seq may have changed).
+    pub record: Deployment,
+    /// Whether `history` differs from the history merged into (false: the record was there).
+    pub changed: bool,
+}
+
+/// Adds `ours` to `latest`, the history as read back right before writing it: another tc-ami
+/// may have recorded deployments since `ours` was numbered. A record already there (the same
+/// event) is not added twice. Ours keeps its seq when that is above every seq of `latest`;
+/// otherwise it takes the next one. Each process renumbers only its own record, from what it
+/// read, so records never change number once written, and the order stays the seq order.
+pub fn merge(latest: &History, ours: &Deployment) -> Merged {
+    if let Some(there) = latest.records.iter().find(|r| r.same_event(ours)) {
+        return Merged {
+            history: latest.clone(),
+            record: there.clone(),
+            changed: false,
+        };
+    }
+    let record = Deployment {
+        seq: ours.seq.max(latest.next_seq()),
+        ..ours.clone()
+    };
+    let mut history = latest.clone();
+    history.records.push(record.clone());
+    Merged {
+        history,
+        record,
+        changed: true,
     }
 }
 
@@ -221,7 +324,7 @@ pub fn plan_rollback(
         });
     };
     // What tc-ami last put in place: the newest record's images, whatever its kind.
-    let in_place = history.last_deployment().map_or(&top.after, |r| &r.after);
+    let in_place = history.in_place(live).map_or(&top.after, |r| &r.after);
     if in_place != live {
         return Ok(RollbackPlan {
             target: in_place.clone(),
@@ -259,6 +362,7 @@ mod tests {
             undoes_outside_change: false,
             from: None,
             tried: None,
+            unverified: false,
         }
     }
 
@@ -386,11 +490,151 @@ mod tests {
                 .collect(),
         };
         let v = h.to_secret("p/w");
-        let back = History::from_secret(&v).unwrap();
+        assert_eq!(v["format"], FORMAT);
+        let back = History::from_secret(&v, "p/w").unwrap();
         assert_eq!(back.records.len(), MAX_RECORDS);
         assert_eq!(back.records[0].seq, 6);
         assert_eq!(back.next_seq(), MAX_RECORDS as u64 + 6);
-        assert!(History::from_secret(&serde_json::json!({"x": 1})).is_err());
+        assert_eq!(
+            History::from_secret(&serde_json::json!({"format": 1, "x": 1}), "p/w"),
+            Err(ReadError::NoDeployments)
+        );
+    }
+
+    #[test]
+    fn the_format_and_the_pool_are_checked_on_read() {
+        let h = History {
+            records: vec![rec(1, Kind::Deploy, "a", "b", None)],
+        };
+        let mut v = h.to_secret("p/w");
+        v["format"] = serde_json::json!(2);
+        let err = History::from_secret(&v, "p/w").unwrap_err();
+        assert_eq!(err, ReadError::UnknownFormat("2".into()));
+        assert!(err.to_string().contains("format 2"), "{err}");
+        assert!(err.to_string().contains("reads format 1 only"), "{err}");
+        v["format"] = serde_json::json!("1");
+        assert_eq!(
+            History::from_secret(&v, "p/w"),
+            Err(ReadError::UnknownFormat("\"1\"".into()))
+        );
+        v.as_object_mut().unwrap().remove("format");
+        assert_eq!(History::from_secret(&v, "p/w"), Err(ReadError::NoFormat));
+        let v = h.to_secret("p/other");
+        assert!(matches!(
+            History::from_secret(&v, "p/w"),
+            Err(ReadError::OtherPool { .. })
+        ));
+        // Every message is one line.
+        for e in [
+            ReadError::NoFormat,
+            ReadError::UnknownFormat("7".into()),
+            ReadError::NoDeployments,
+        ] {
+            assert!(!e.to_string().contains('\n'));
+        }
+    }
+
+    #[test]
+    fn unverified_records_round_trip_and_old_records_read_as_verified() {
+        let mut r = rec(1, Kind::Deploy, "a", "b", None);
+        let plain = serde_json::to_value(&r).unwrap();
+        assert!(plain.get("unverified").is_none(), "{plain}");
+        r.unverified = true;
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["unverified"], true);
+        assert_eq!(serde_json::from_value::<Deployment>(v).unwrap(), r);
+        assert!(
+            !serde_json::from_value::<Deployment>(plain)
+                .unwrap()
+                .unverified
+        );
+    }
+
+    #[test]
+    fn an_overwritten_unverified_push_is_passed_over() {
+        // Two tc-ami pushed at once: #2 (B) went out last and is live; #3 (C) was pushed
+        // first, overwritten, and recorded after #2, unverified.
+        let mut c = rec(3, Kind::Deploy, "A", "C", None);
+        c.unverified = true;
+        let h = History {
+            records: vec![
+                rec(1, Kind::Deploy, "S", "A", None),
+                rec(2, Kind::Deploy, "A", "B", None),
+                c.clone(),
+            ],
+        };
+        assert_eq!(h.live_seq(&live("B")), Some(2));
+        assert_eq!(h.in_place(&live("B")).unwrap().seq, 2);
+        // Live C: the unverified push did hold after all.
+        assert_eq!(h.live_seq(&live("C")), Some(3));
+        // A change by hand: what tc-ami last put in place is B, not the overwritten C.
+        assert_eq!(h.live_seq(&live("M")), None);
+        assert_eq!(
+            plan_rollback("p", &h, &live("M")).unwrap(),
+            RollbackPlan {
+                target: live("B"),
+                undoes: None
+            }
+        );
+        // Only unverified records at the end: the newest stands.
+        let only = History { records: vec![c] };
+        assert_eq!(only.in_place(&live("X")).unwrap().seq, 3);
+    }
+
+    #[test]
+    fn merge_appends_renumbers_on_collision_and_is_idempotent() {
+        let base = History {
+            records: vec![
+                rec(1, Kind::Deploy, "S", "A", None),
+                rec(2, Kind::Deploy, "A", "B", None),
+            ],
+        };
+        // Nobody wrote in between: ours keeps its seq.
+        let ours = rec(3, Kind::Deploy, "B", "C", None);
+        let m = merge(&base, &ours);
+        assert!(m.changed);
+        assert_eq!(m.record, ours);
+        assert_eq!(
+            m.history.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        // Merging again (our write went through): nothing changes.
+        let again = merge(&m.history, &ours);
+        assert!(!again.changed);
+        assert_eq!(again.history, m.history);
+        assert_eq!(again.record.seq, 3);
+
+        // Another tc-ami recorded #3 first: ours becomes #4, theirs stays #3.
+        let theirs = rec(3, Kind::Deploy, "B", "D", None);
+        let latest = merge(&base, &theirs).history;
+        let m = merge(&latest, &ours);
+        assert!(m.changed);
+        assert_eq!(m.record.seq, 4);
+        assert_eq!(m.history.records[2], theirs);
+        assert!(m.history.records[3].same_event(&ours));
+        // Ours renumbered is still found as ours (idempotent across rounds).
+        assert!(!merge(&m.history, &ours).changed);
+        // Both orders of writing keep both records, each once, in seq order.
+        let other_way = merge(&merge(&base, &ours).history, &theirs).history;
+        for h in [&m.history, &other_way] {
+            assert_eq!(h.records.len(), 4);
+            assert!(h.records.iter().any(|r| r.same_event(&ours)));
+            assert!(h.records.iter().any(|r| r.same_event(&theirs)));
+            assert!(h.records.windows(2).all(|w| w[0].seq < w[1].seq));
+        }
+        // The same merge always gives the same result.
+        assert_eq!(merge(&latest, &ours), merge(&latest, &ours));
+    }
+
+    #[test]
+    fn deployment_ids_lists_every_recorded_id() {
+        let mut h = History {
+            records: vec![rec(1, Kind::Deploy, "S", "A", None)],
+        };
+        let mut r = rec(2, Kind::Deploy, "A", "B", None);
+        r.deployment_id = None;
+        h.records.push(r);
+        assert_eq!(h.deployment_ids().collect::<Vec<_>>(), vec!["A-x"]);
     }
     fn tried(seq: u64, after: &str) -> Deployment {
         let mut r = rec(seq, Kind::Try, "B", after, None);
@@ -439,7 +683,7 @@ mod tests {
             Err(RollbackError::NoHistory("p".into()))
         );
         // Round trip, with the try's fields.
-        let back = History::from_secret(&h.to_secret("p")).unwrap();
+        let back = History::from_secret(&h.to_secret("p"), "p").unwrap();
         assert_eq!(back, h);
         assert_eq!(
             h.to_secret("p")["deployments"][2]["tried"]["tasks"][0]["state"],
@@ -452,7 +696,7 @@ mod tests {
         let mut records = vec![rec(1, Kind::Deploy, "S", "A", None)];
         records.extend((2..=(MAX_TRY_RECORDS as u64 + 11)).map(|i| tried(i, "T")));
         let h = History { records };
-        let back = History::from_secret(&h.to_secret("p")).unwrap();
+        let back = History::from_secret(&h.to_secret("p"), "p").unwrap();
         assert_eq!(back.records.len(), MAX_TRY_RECORDS + 1);
         assert_eq!(back.records[0].seq, 1, "the deployment stays");
         assert_eq!(back.records[1].seq, 12, "the oldest tries go");

@@ -142,6 +142,27 @@ pub fn new_deployment_id(image: &str, now: chrono::DateTime<chrono::Utc>) -> Str
     format!("{image}-{}", now.format("%Y%m%dT%H%M%SZ"))
 }
 
+/// [`new_deployment_id`], made unique among the ids `taken` (those the pool's history has
+/// recorded and those the pool carries): when the same image is deployed again within the
+/// same second, `-2`, `-3`, … is added.
+pub fn unique_deployment_id(
+    image: &str,
+    now: chrono::DateTime<chrono::Utc>,
+    taken: impl Fn(&str) -> bool,
+) -> String {
+    let id = new_deployment_id(image, now);
+    (1u64..)
+        .map(|n| {
+            if n == 1 {
+                id.clone()
+            } else {
+                format!("{id}-{n}")
+            }
+        })
+        .find(|candidate| !taken(candidate))
+        .unwrap_or(id)
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Patched {
     /// The definition to post.
@@ -685,5 +706,23 @@ mod tests {
             assert!(payload.get(*f).is_none(), "{f}");
         }
         assert_eq!(payload["workerPoolId"], "proj-servo/win2016");
+    }
+
+    #[test]
+    fn deployment_ids_are_unique_among_the_taken_ones() {
+        let now = chrono::DateTime::from_timestamp(1_795_000_000, 0).unwrap();
+        let first = new_deployment_id("ami-a", now);
+        assert_eq!(first, "ami-a-20261118T110640Z");
+        assert_eq!(unique_deployment_id("ami-a", now, |_| false), first);
+        let taken = [first.clone(), format!("{first}-2")];
+        assert_eq!(
+            unique_deployment_id("ami-a", now, |id| taken.iter().any(|t| t == id)),
+            format!("{first}-3")
+        );
+        // Another image or another second needs no suffix.
+        assert_eq!(
+            unique_deployment_id("ami-b", now, |id| taken.iter().any(|t| t == id)),
+            "ami-b-20261118T110640Z"
+        );
     }
 }

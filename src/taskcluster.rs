@@ -125,11 +125,15 @@ impl TcEnv {
     /// reference's expression filled in) on one line.
     pub fn explain_scope(&self, what: &str, scope: &str, err: anyhow::Error) -> anyhow::Error {
         match taskcluster::err_status_code(&err).map(|s| s.as_u16()) {
-            Some(403) => anyhow::Error::new(Forbidden(format!(
-                "{what}: client `{}` lacks the scope `{scope}` at {} (403); add it to the client's scopes, or use a client that has it",
-                self.who(),
-                self.root_url
-            ))),
+            Some(403) => anyhow::Error::new(CallError {
+                status: Some(403),
+                missing_scopes: vec![scope.to_string()],
+                message: format!(
+                    "{what}: client `{}` lacks the scope `{scope}` at {} (403); add it to the client's scopes, or use a client that has it",
+                    self.who(),
+                    self.root_url
+                ),
+            }),
             _ => self.explain(what, err),
         }
     }
@@ -141,7 +145,14 @@ impl TcEnv {
             .to_string()
     }
 
-    /// Turns a client error into one line that names the root URL and what to fix.
+    /// The client's id, for messages (`(no credentials)` without one).
+    pub fn client(&self) -> String {
+        self.who()
+    }
+
+    /// Turns a client error into one line that names the root URL and what to fix. The result
+    /// is a [`CallError`], which keeps the status and, on a 403, the scopes the service says
+    /// are missing.
     pub fn explain(&self, what: &str, err: anyhow::Error) -> anyhow::Error {
         let status = taskcluster::err_status_code(&err).map(|s| s.as_u16());
         // The crate puts the service's message as context on 4xx errors.
@@ -150,37 +161,128 @@ impl TcEnv {
             .next()
             .map(|e| e.to_string())
             .unwrap_or_default();
-        let message = summarize_service_message(&service_message);
+        let missing_scopes = if status == Some(403) {
+            missing_scopes(&service_message)
+        } else {
+            vec![]
+        };
+        anyhow::Error::new(CallError {
+            status,
+            missing_scopes,
+            message: self.explain_text(what, status, &service_message, &err),
+        })
+    }
+
+    fn explain_text(
+        &self,
+        what: &str,
+        status: Option<u16>,
+        service_message: &str,
+        err: &anyhow::Error,
+    ) -> String {
+        let message = summarize_service_message(service_message);
         let root = &self.root_url;
         match status {
-            Some(401) => anyhow::anyhow!(
+            Some(401) => format!(
                 "{what}: {root} refused the credentials of client `{}` (401: {message}); check TASKCLUSTER_CLIENT_ID and TASKCLUSTER_ACCESS_TOKEN",
                 self.who()
             ),
-            Some(403) => anyhow::Error::new(Forbidden(format!(
+            Some(403) => format!(
                 "{what}: client `{}` lacks scopes at {root} (403: {message})",
                 self.who()
-            ))),
-            Some(code) => anyhow::anyhow!("{what}: {root} answered {code}: {message}"),
+            ),
+            Some(code) => format!("{what}: {root} answered {code}: {message}"),
             None => {
                 let text = one_line(&format!("{err:#}"));
                 if text.contains("decoding response body") {
-                    anyhow::anyhow!(
+                    format!(
                         "{what}: {root} answered something that is not the JSON the API promises ({text}); is TASKCLUSTER_ROOT_URL the root URL of a Taskcluster deployment?"
                     )
                 } else {
-                    anyhow::anyhow!("{what}: cannot reach Taskcluster at {root}: {text}")
+                    format!("{what}: cannot reach Taskcluster at {root}: {text}")
                 }
             }
         }
     }
+
+    /// A refusal (403) as one line naming the client and the scopes it lacks, what they are
+    /// `needed_for`, and what was therefore not done (`then`); `scopes` names them when the
+    /// caller knows better than the service (a probe's name stands for a whole prefix). Any
+    /// other error keeps its message, followed by `then`.
+    pub fn refusal(
+        &self,
+        err: anyhow::Error,
+        scopes: Option<&[String]>,
+        needed_for: &str,
+        then: &str,
+    ) -> anyhow::Error {
+        match err.downcast_ref::<CallError>() {
+            Some(e) if e.status == Some(403) => {
+                let named = match scopes {
+                    Some(s) => s.to_vec(),
+                    None => e.missing_scopes.clone(),
+                };
+                let list = match named.as_slice() {
+                    [] => "the scopes".to_string(),
+                    [one] => format!("the scope {one}"),
+                    many => format!("the scopes {}", many.join(" and ")),
+                };
+                anyhow::anyhow!(
+                    "client `{}` lacks {list} needed to {needed_for} (403 at {}); {then}",
+                    self.who(),
+                    self.root_url
+                )
+            }
+            _ => anyhow::anyhow!("{err:#}; {then}"),
+        }
+    }
 }
 
-/// A 403 from Taskcluster: the client lacks a scope. The text is the whole one-line message,
-/// so that callers can tell a missing scope from an outage.
+/// A Taskcluster call that failed, explained in one line ([`TcEnv::explain`]).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Forbidden(pub String);
+#[error("{message}")]
+pub struct CallError {
+    /// The HTTP status, when the service answered.
+    pub status: Option<u16>,
+    /// On a 403: the scopes the service says are missing.
+    pub missing_scopes: Vec<String>,
+    message: String,
+}
+
+/// The status of a failed call, when it was a [`CallError`] with an answer.
+pub fn status_of(err: &anyhow::Error) -> Option<u16> {
+    err.downcast_ref::<CallError>().and_then(|e| e.status)
+}
+
+/// The scopes an `InsufficientScopes` message says the client is missing: the strings of the
+/// scope expression in its first code block (the service writes an expression as JSON, and a
+/// single scope as it is).
+pub fn missing_scopes(message: &str) -> Vec<String> {
+    fn strings(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) if !out.contains(s) => out.push(s.clone()),
+            Value::Array(items) => items.iter().for_each(|i| strings(i, out)),
+            Value::Object(map) => map.values().for_each(|i| strings(i, out)),
+            _ => {}
+        }
+    }
+    let Some(block) = message
+        .split_once("missing the following scopes:")
+        .and_then(|(_, rest)| rest.split("```").nth(1))
+    else {
+        return vec![];
+    };
+    let block = block.trim();
+    let mut out = Vec::new();
+    match serde_json::from_str::<Value>(block) {
+        Ok(v) => strings(&v, &mut out),
+        Err(_) if !block.is_empty() && !block.contains(char::is_whitespace) => {
+            out.push(block.to_string())
+        }
+        Err(_) => {}
+    }
+    out
+}
 
 /// The service's messages run over several lines and end with a `---` block of request
 /// details; keep the part a person needs, on one line.
@@ -340,11 +442,6 @@ impl Signed {
     }
 }
 
-/// The HTTP status of a failed call, if the service answered.
-fn status_of(e: &anyhow::Error) -> Option<u16> {
-    taskcluster::err_status_code(e).map(|s| s.as_u16())
-}
-
 /// Parses listed items into `T`, naming the listing when one does not fit.
 fn parse_items<T: DeserializeOwned>(what: &str, items: Vec<Value>) -> Result<Vec<T>> {
     items
@@ -372,9 +469,22 @@ impl SecretsApi {
 
     /// The secret's value, or None when there is no such secret (or it expired).
     pub async fn get(&self, name: &str) -> Result<Option<Value>> {
+        Ok(self.get_stored(name).await?.map(|s| s.value))
+    }
+
+    /// The secret's value and expiry, or None when there is no such secret (or it expired).
+    pub async fn get_stored(&self, name: &str) -> Result<Option<StoredSecret>> {
         match call("secrets", "get", name, self.client.get(name)).await {
-            Ok(v) => Ok(Some(v.get("secret").cloned().unwrap_or(Value::Null))),
-            Err(e) if taskcluster::err_status_code(&e).map(|s| s.as_u16()) == Some(404) => Ok(None),
+            Ok(v) => Ok(Some(StoredSecret {
+                value: v.get("secret").cloned().unwrap_or(Value::Null),
+                expires: v
+                    .get("expires")
+                    .and_then(Value::as_str)
+                    .and_then(|e| chrono::DateTime::parse_from_rfc3339(e).ok())
+                    .map(|e| e.with_timezone(&chrono::Utc)),
+            })),
+            // 410: expired recently (the API reference); 404: no such secret.
+            Err(e) if matches!(status(&e), Some(404 | 410)) => Ok(None),
             Err(e) => Err(self.env.explain(&format!("reading secret `{name}`"), e)),
         }
     }
@@ -397,14 +507,25 @@ impl SecretsApi {
 
     /// Removes the secret `name`. The service answers success whether or not it exists (a
     /// 404 from a proxy in between counts as gone too). Needs `secrets:set:<name>`; a 403 is a
-    /// [`Forbidden`].
+    /// [`CallError`] with its status.
     pub async fn remove(&self, name: &str) -> Result<()> {
         match call("secrets", "remove", name, self.client.remove(name)).await {
             Ok(()) => Ok(()),
-            Err(e) if taskcluster::err_status_code(&e).map(|s| s.as_u16()) == Some(404) => Ok(()),
+            Err(e) if status(&e) == Some(404) => Ok(()),
             Err(e) => Err(self.env.explain(&format!("removing secret `{name}`"), e)),
         }
     }
+}
+
+/// A secret as the service returns it.
+#[derive(Debug, Clone)]
+pub struct StoredSecret {
+    pub value: Value,
+    pub expires: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+fn status(e: &anyhow::Error) -> Option<u16> {
+    taskcluster::err_status_code(e).map(|s| s.as_u16())
 }
 
 /// What listWorkerPools gave.
@@ -513,7 +634,7 @@ impl WorkerManagerApi {
                 self.env.root_url,
                 json_kind(&v)
             ),
-            Err(e) if taskcluster::err_status_code(&e).map(|s| s.as_u16()) == Some(404) => {
+            Err(e) if status(&e) == Some(404) => {
                 anyhow::bail!(
                     "worker pool {pool_id} does not exist at {} (404); check worker_pool_id, or create the pool first",
                     self.env.root_url
@@ -593,10 +714,8 @@ impl WorkerManagerApi {
         .map_err(|e| self.env.explain(WHAT, e));
         match listed {
             Ok(pools) => Ok(PoolList::Pools(pools)),
-            Err(e) => match e.downcast::<Forbidden>() {
-                Ok(forbidden) => Ok(PoolList::NotAllowed(forbidden.0)),
-                Err(e) => Err(e),
-            },
+            Err(e) if status_of(&e) == Some(403) => Ok(PoolList::NotAllowed(format!("{e:#}"))),
+            Err(e) => Err(e),
         }
     }
 
@@ -662,7 +781,7 @@ impl QueueApi {
         .await
         {
             Ok(_) => Ok(()),
-            Err(e) if matches!(status_of(&e), Some(404 | 409)) => Ok(()),
+            Err(e) if matches!(status(&e), Some(404 | 409)) => Ok(()),
             Err(e) => Err(self.env.explain(&format!("cancelling task {task_id}"), e)),
         }
     }
@@ -680,7 +799,7 @@ impl QueueApi {
         .await
         {
             Ok(tasks) => Ok(tasks),
-            Err(e) if status_of(&e) == Some(404) => Ok(vec![]),
+            Err(e) if status(&e) == Some(404) => Ok(vec![]),
             Err(e) => Err(self.env.explain(&format!("listing task group {group}"), e)),
         }
     }
@@ -864,6 +983,67 @@ mod tests {
         assert_eq!(v.as_object().unwrap().len(), 1);
         let err = certificate_ext("not json").unwrap_err().to_string();
         assert!(err.contains("TASKCLUSTER_CERTIFICATE is not JSON"), "{err}");
+    }
+
+    #[test]
+    fn the_missing_scopes_are_read_from_the_403_message() {
+        // As the real service words it (shared/taskcluster-api/real-service/exp4.txt).
+        let m = "Client ID static/tester/limited does not have sufficient scopes and is missing the following scopes:\n\n```\n{\n  \"AllOf\": [\n    \"worker-manager:manage-worker-pool:proj-test/other\",\n    \"worker-manager:provider:aws\"\n  ]\n}\n```\n\nThis request requires the client to satisfy the following scope expression:\n\n```\n{\n  \"AllOf\": [\n    \"worker-manager:manage-worker-pool:proj-test/other\",\n    \"worker-manager:provider:aws\"\n  ]\n}\n```\n\n---\n\n* method:     createWorkerPool";
+        assert_eq!(
+            missing_scopes(m),
+            vec![
+                "worker-manager:manage-worker-pool:proj-test/other",
+                "worker-manager:provider:aws"
+            ]
+        );
+        // One scope is written as it is, not as JSON (lib-api's message templates).
+        let one = "Client ID x does not have sufficient scopes and is missing the following scopes:\n\n```\nsecrets:set:a/b\n```\n\nThis request requires";
+        assert_eq!(missing_scopes(one), vec!["secrets:set:a/b"]);
+        assert!(missing_scopes("Unauthorized: Bad mac").is_empty());
+    }
+
+    #[test]
+    fn a_refusal_names_the_client_and_the_scope() {
+        let e = env(
+            &[
+                ("TASKCLUSTER_ROOT_URL", "https://tc.example"),
+                ("TASKCLUSTER_CLIENT_ID", "me"),
+                ("TASKCLUSTER_ACCESS_TOKEN", "t"),
+            ],
+            true,
+        )
+        .unwrap();
+        let refused = anyhow::Error::new(CallError {
+            status: Some(403),
+            missing_scopes: vec!["secrets:set:p/x".into()],
+            message: "storing secret: …".into(),
+        });
+        assert_eq!(
+            e.refusal(refused, None, "store the password", "nothing was launched")
+                .to_string(),
+            "client `me` lacks the scope secrets:set:p/x needed to store the password (403 at https://tc.example); nothing was launched"
+        );
+        let refused = anyhow::Error::new(CallError {
+            status: Some(403),
+            missing_scopes: vec!["secrets:set:p/probe".into()],
+            message: String::new(),
+        });
+        let named = ["secrets:set:p/*".to_string()];
+        assert!(
+            e.refusal(refused, Some(&named), "x", "y")
+                .to_string()
+                .contains("lacks the scope secrets:set:p/* needed to x")
+        );
+        let other = anyhow::Error::new(CallError {
+            status: Some(503),
+            missing_scopes: vec![],
+            message: "updating worker pool p/w: https://tc.example answered 503: down".into(),
+        });
+        assert_eq!(
+            e.refusal(other, None, "x", "nothing was pushed")
+                .to_string(),
+            "updating worker pool p/w: https://tc.example answered 503: down; nothing was pushed"
+        );
     }
 
     #[test]

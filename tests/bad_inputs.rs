@@ -117,10 +117,10 @@ fn bad_inputs_fail_with_one_line_and_change_nothing() {
         case("no Taskcluster root URL", &["diff", "-w", "w"], "TASKCLUSTER_ROOT_URL is not set").env("TASKCLUSTER_ROOT_URL", ""),
         case("root URL not a URL", &["diff", "-w", "w"], "TASKCLUSTER_ROOT_URL `tc.example.com` is not an http(s) URL").env("TASKCLUSTER_ROOT_URL", "tc.example.com"),
         case("client id without token", &["diff", "-w", "w"], "TASKCLUSTER_ACCESS_TOKEN is not set").env("TASKCLUSTER_ACCESS_TOKEN", ""),
-        case("wrong access token", &["deploy", "-w", "w", "--image", &west, "--yes"], format!("{url} refused the credentials of client `tc-ami-admin` (401: Unauthorized: Bad mac)"))
+        case("wrong access token", &["deploy", "-w", "w", "--image", &west, "--yes"], format!("{url} refused the credentials of client `{OPERATOR_ID}` (401: Unauthorized: Bad mac)"))
             .env("TASKCLUSTER_ACCESS_TOKEN", "not-the-token"),
         case("unknown client", &["diff", "-w", "w"], "Client with clientId 'nobody' not found").env("TASKCLUSTER_CLIENT_ID", "nobody"),
-        case("missing scopes", &["deploy", "-w", "w", "--image", &west, "--yes"], "client `tc-ami-readonly` lacks scopes")
+        case("missing scopes", &["deploy", "-w", "w", "--image", &west, "--yes"], "client `tc-ami-readonly` lacks the scope secrets:get:project/servo/tc-ami/deployments/proj-servo/win2016 needed to read the deployment history")
             .env("TASKCLUSTER_CLIENT_ID", READONLY_ID)
             .env("TASKCLUSTER_ACCESS_TOKEN", READONLY_TOKEN),
         case("pool missing", &["deploy", "-w", "x", "--image", &west, "--yes"], format!("worker pool proj-servo/missing does not exist at {url} (404)"))
@@ -185,7 +185,7 @@ fn bad_inputs_fail_with_one_line_and_change_nothing() {
             run.stdout
         );
         assert_eq!(snapshot(&w), before, "{}: something changed", c.name);
-        run.assert_hides(ADMIN_TOKEN);
+        run.assert_hides(OPERATOR_TOKEN);
     }
     w.ec2.assert_nothing_left_but_images();
 }

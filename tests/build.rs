@@ -164,7 +164,7 @@ fn build_makes_tagged_images_in_every_region_and_stores_the_password() {
     assert_eq!(secret["password"], password.as_str(), "{secrets}");
     assert_eq!(secret["username"], "Administrator");
     assert_eq!(secret["images"]["us-east-1"], east.as_str());
-    run.assert_hides(&password).assert_hides(ADMIN_TOKEN);
+    run.assert_hides(&password).assert_hides(OPERATOR_TOKEN);
 }
 
 #[test]
@@ -287,9 +287,13 @@ fn a_refused_secret_fails_the_build_and_removes_the_images() {
         "proj-servo/win2016",
         &format!("password_secret_prefix = \"{SECRET_PREFIX}\""),
     );
-    let run = TcAmi::new(&ec2, Some(&tc), &cfg)
-        .env("TASKCLUSTER_ACCESS_TOKEN", "wrong-token")
-        .run(&["build", "-w", "w"]);
+    // The probe before launch passes; storing the password itself (the secret named after the
+    // image) is refused with a 401, as a token revoked during the build would be.
+    tc.server.post(
+        "/_emulator/faults",
+        json!({"fail": {"status": 401, "count": 1, "match": {"method": "PUT", "path_contains": "%2Fami-"}}}),
+    );
+    let run = TcAmi::new(&ec2, Some(&tc), &cfg).run(&["build", "-w", "w"]);
     run.assert_code(1);
     let err = run.error_line();
     assert!(
@@ -299,7 +303,30 @@ fn a_refused_secret_fails_the_build_and_removes_the_images() {
     assert!(err.contains("401"), "{err}");
     assert!(err.contains("TASKCLUSTER_ACCESS_TOKEN"), "{err}");
     run.assert_hides(&guest_password(&ec2))
-        .assert_hides("wrong-token");
+        .assert_hides(OPERATOR_TOKEN);
+    ec2.assert_nothing_left();
+}
+
+#[test]
+fn a_wrong_token_stops_the_build_before_launch() {
+    let ec2 = Ec2::start(json!({}));
+    let tc = Tc::start(json!([]));
+    let cfg = Config::new();
+    cfg.worker_type(
+        "w",
+        "proj-servo/win2016",
+        &format!("password_secret_prefix = \"{SECRET_PREFIX}\""),
+    );
+    let run = TcAmi::new(&ec2, Some(&tc), &cfg)
+        .env("TASKCLUSTER_ACCESS_TOKEN", "wrong-token")
+        .run(&["build", "-w", "w"]);
+    run.assert_code(1);
+    let err = run.error_line();
+    assert!(err.contains("401"), "{err}");
+    assert!(err.contains("TASKCLUSTER_ACCESS_TOKEN"), "{err}");
+    assert!(err.contains("nothing was launched"), "{err}");
+    run.assert_hides("wrong-token");
+    assert_eq!(create_calls(&ec2), 0);
     ec2.assert_nothing_left();
 }
 
@@ -320,10 +347,15 @@ fn read_only_scopes_fail_the_build_with_the_missing_scope() {
     run.assert_code(1);
     let err = run.error_line();
     assert!(err.contains("403"), "{err}");
+    // Found before launch: the build would need to write <prefix>/<image id>.
     assert!(
-        err.contains(&format!("secrets:set:{SECRET_PREFIX}/ami-")),
+        err.contains(&format!(
+            "client `{READONLY_ID}` lacks the scope secrets:set:{SECRET_PREFIX}/* needed to store the administrator password in the secret {SECRET_PREFIX}/<image id>"
+        )),
         "{err}"
     );
+    assert!(err.ends_with("nothing was launched"), "{err}");
+    assert_eq!(create_calls(&ec2), 0);
     ec2.assert_nothing_left();
 }
 

@@ -54,7 +54,7 @@ fn deploy_builds_then_puts_the_images_in_every_launch_config() {
             .unwrap()
             .ends_with("/launchConfig/ImageId")
     }));
-    run.assert_hides(ADMIN_TOKEN);
+    run.assert_hides(OPERATOR_TOKEN);
 
     // Reviewing again: nothing to change.
     let run = w.tc_ami().run(&["diff", "-w", "w"]);
@@ -209,12 +209,12 @@ fn a_read_only_client_can_review_but_not_push() {
     run.assert_code(1);
     let err = run.error_line();
     assert!(
-        err.contains("client `tc-ami-readonly` lacks scopes"),
+        err.contains("client `tc-ami-readonly` lacks the scope"),
         "{err}"
     );
     // It may not record the deployment, so it does not push.
     assert!(
-        err.contains("secrets:get:tc-ami/deployments/proj-servo/win2016"),
+        err.contains("secrets:get:project/servo/tc-ami/deployments/proj-servo/win2016"),
         "{err}"
     );
     assert!(err.contains(&w.tc.server.url), "names the root URL: {err}");
@@ -335,7 +335,7 @@ fn bad_deploys_change_nothing_and_say_why() {
         (
             vec!["-w".into(), "w".into(), "--image".into(), west.clone()],
             vec![("TASKCLUSTER_ACCESS_TOKEN", "wrong")],
-            "refused the credentials of client `tc-ami-admin` (401".into(),
+            format!("refused the credentials of client `{OPERATOR_ID}` (401"),
         ),
         (
             vec!["-w".into(), "w".into(), "--image".into(), west.clone()],

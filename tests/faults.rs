@@ -117,9 +117,9 @@ fn secrets_never_reach_the_output_even_verbose() {
         for p in &passwords {
             run.assert_hides(p);
         }
-        run.assert_hides(ADMIN_TOKEN)
+        run.assert_hides(OPERATOR_TOKEN)
             .assert_hides("PRIVATE KEY")
-            .assert_hides(&ADMIN_TOKEN[..20]);
+            .assert_hides(&OPERATOR_TOKEN[..20]);
     }
     let images = w.build();
     let west = images["us-west-2"].as_str().unwrap();
@@ -127,7 +127,7 @@ fn secrets_never_reach_the_output_even_verbose() {
         "-vv", "--json", "deploy", "-w", "w", "--image", west, "--yes",
     ]);
     run.assert_code(0);
-    run.assert_hides(ADMIN_TOKEN);
+    run.assert_hides(OPERATOR_TOKEN);
 }
 
 #[test]

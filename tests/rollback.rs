@@ -55,7 +55,7 @@ fn rollback_puts_back_the_previous_images_then_goes_further_back() {
     assert_eq!(d[0]["kind"], "rollback");
     assert_eq!(d[0]["undoes"], 2);
     assert_eq!(d[0]["live"], true);
-    assert_eq!(d[0]["who"], ADMIN_ID);
+    assert_eq!(d[0]["who"], OPERATOR_ID);
     assert_eq!(d[0]["after"]["us-west-2"], a.as_str());
     assert_eq!(d[1]["after"]["us-west-2"], b.as_str());
     assert_eq!(d[2]["kind"], "deploy");
@@ -164,11 +164,13 @@ fn promote_deploys_staging_images_to_production() {
         .run(&["--json", "deploy", "-w", "staging", "--yes"]);
     run.assert_code(0);
     let staged = run.json()["images"].clone();
+    // The staging deploy: its scope check (an update that changes nothing), then the push.
+    assert_eq!(w.updates(), 2, "only the staging deploy");
     let run = w
         .tc_ami()
         .run(&["promote", "--from", "staging", "--to", "w", "--dry-run"]);
     run.assert_code(0);
-    assert_eq!(w.updates(), 1, "only the staging deploy");
+    assert_eq!(w.updates(), 2, "only the staging deploy");
     let run = w.tc_ami().run(&[
         "--json", "promote", "--from", "staging", "--to", "w", "--yes",
     ]);

@@ -35,6 +35,7 @@ REPO = os.path.dirname(SANDBOX)
 sys.path.insert(0, SANDBOX)
 
 from tc_emulator_lib import jsjson  # noqa: E402
+from tc_emulator_lib import scopes as scopelib  # noqa: E402
 from tc_emulator_lib.store import launch_config_id  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(REPO), "shared", "taskcluster-api")
@@ -280,12 +281,26 @@ def test_vendored_schemas_are_the_official_ones():
 def test_sandbox_seed_loads_and_is_realistic():
     from tc_emulator_lib.server import Emulator
     em = Emulator(os.path.join(SANDBOX, "seed", "taskcluster.json"))
-    assert set(em.store.clients) == {"tc-ami-admin", "tc-ami-readonly"}
+    assert set(em.store.clients) == {"project/servo/tc-ami", "tc-ami-admin", "tc-ami-readonly"}
     assert em.store.clients["tc-ami-admin"]["scopes"] == ["worker-manager:*", "secrets:*", "queue:*"]
+    # The operator holds what a Servo project administrator holds on the community deployment:
+    # project-admin:servo, and the anonymous role every client gets.
+    assert em.store.clients["project/servo/tc-ami"]["scopes"] == ["assume:project-admin:servo"]
+    operator = em.store.expand(["assume:project-admin:servo", "assume:anonymous"])
+    for needed in ["worker-manager:get-worker-pool:proj-servo/win2016", "worker-manager:list-worker-pools",
+                   "worker-manager:manage-worker-pool:proj-servo/win2016",
+                   "worker-manager:provider:community-tc-workers-aws",
+                   "secrets:get:project/servo/tc-ami/deployments/proj-servo/win2016",
+                   "secrets:set:project/servo/tc-ami/deployments/proj-servo/win2016",
+                   "secrets:set:project/servo/windows-administrator/servo-win2016/ami-0123"]:
+        assert scopelib.satisfies(operator, needed), needed
+    for not_granted in ["worker-manager:manage-worker-pool:proj-other/win", "worker-manager:provider:aws",
+                        "secrets:get:tc-ami/deployments/proj-servo/win2016", "secrets:set:project/other/x"]:
+        assert not scopelib.satisfies(operator, not_granted), not_granted
     assert em.sim.cfg["timeScale"] == 0.001 and em.store.workers == {} and em.store.tasks == {}
     for wpid in ("proj-servo/win2016", "proj-servo/win2016-staging"):
         view = em.store.pools[wpid].view()
-        assert view["providerId"] == "aws"
+        assert view["providerId"] == "community-tc-workers-aws"
         assert (view["config"]["minCapacity"], view["config"]["maxCapacity"]) == (0, 8)
         lcs = view["config"]["launchConfigs"]
         assert {lc["region"] for lc in lcs} == {"us-west-2", "us-east-1"}

@@ -103,8 +103,15 @@ pub async fn build_images(
     };
     // Everything that can be checked before creating anything is checked first.
     let user_data = checked_user_data(ctx, wt)?;
-    let secrets = match wt.password {
-        PasswordDestination::Secret { .. } => Some(SecretsApi::new(&TcEnv::from_env(true)?)?),
+    let now = chrono::Utc::now();
+    let build_id = new_build_id(now, rand::thread_rng().r#gen());
+    let secrets = match &wt.password {
+        PasswordDestination::Secret { prefix, .. } => {
+            let env = TcEnv::from_env(true)?;
+            let secrets = SecretsApi::new(&env)?;
+            prove_password_secret(&env, &secrets, prefix, &build_id).await?;
+            Some(secrets)
+        }
         PasswordDestination::Print => None,
     };
     let ec2 = Ec2::load().await;
@@ -118,8 +125,6 @@ pub async fn build_images(
     let base = find_base_image(&ec2, wt).await?;
     progress.note(&format!("base image {} ({})", base.id, base.name));
 
-    let now = chrono::Utc::now();
-    let build_id = new_build_id(now, rand::thread_rng().r#gen());
     let plan = plan_build(wt, &base, user_data, now, &build_id);
     ctx.shell.verbose(|| {
         format!(
@@ -162,6 +167,35 @@ pub async fn build_images(
     ));
     tell_password(ctx, &report);
     Ok(report)
+}
+
+/// Proves, before anything is launched, that the password can be stored: sets and removes a
+/// probe secret `<prefix>/tc-ami-probe-<build id>` beside where the password goes, which needs
+/// the scope the build needs anyway (`secrets:set:<prefix>/*`; removing needs the same). The
+/// probe lives an hour should its removal fail.
+async fn prove_password_secret(
+    env: &TcEnv,
+    secrets: &SecretsApi,
+    prefix: &str,
+    build_id: &str,
+) -> Result<()> {
+    let name = format!("{prefix}/tc-ami-probe-{build_id}");
+    let expires = chrono::Utc::now() + chrono::Duration::hours(1);
+    let value = serde_json::json!({
+        "probe": "tc-ami checks that it may store a build's administrator password here before launching it; removed at once"
+    });
+    secrets.set(&name, value, expires).await.map_err(|e| {
+        env.refusal(
+            e,
+            Some(&[format!("secrets:set:{prefix}/*")]),
+            &format!("store the administrator password in the secret {prefix}/<image id>"),
+            "nothing was launched",
+        )
+    })?;
+    if let Err(e) = secrets.remove(&name).await {
+        tracing::warn!("the probe secret {name} stays until it expires within the hour: {e:#}");
+    }
+    Ok(())
 }
 
 /// The regions to copy the image to: the worker type's `regions`, else the regions of its live

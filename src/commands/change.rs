@@ -14,17 +14,17 @@ use crate::commands::Ctx;
 use crate::config::WorkerType;
 use crate::diff::{json_patch, unified_diff, use_color};
 use crate::ec2::{Ec2, has_code};
-use crate::history::{self, Deployment, History, Kind};
+use crate::history::{Deployment, History, Kind};
 use crate::image_arg::ImageArgs;
 use crate::interrupt::{Cancel, ShieldKind};
 use crate::model::codes::{IMAGE_UNUSABLE, NO_SUCH_IMAGE};
 use crate::model::{Image, tags};
 use crate::ops::build::leftover_text;
-use crate::ops::deployments;
+use crate::ops::deployments::{HistorySecret, Loaded};
 use crate::ops::images::{ImageCopy, ImageMarks, copy_image_to};
 use crate::ops::teardown::Teardown;
 use crate::pool::{
-    Patched, definition, new_deployment_id, patch_pool, update_payload, verify_pushed,
+    Patched, definition, patch_pool, unique_deployment_id, update_payload, verify_pushed,
 };
 use crate::shell::Shell;
 use crate::taskcluster::{SecretsApi, TcEnv, WorkerManagerApi};
@@ -40,6 +40,7 @@ pub struct Target {
     /// The regions of its launch configs.
     pub regions: Vec<String>,
     pub ec2: Ec2,
+    pub secrets: SecretsApi,
 }
 
 impl Target {
@@ -52,6 +53,7 @@ impl Target {
         let live = wm.get_pool(&wt.worker_pool_id).await?;
         let regions = crate::pool::pool_regions(&wt.worker_pool_id, &definition(&live))?;
         let ec2 = Ec2::load().await;
+        let secrets = SecretsApi::new(&env)?;
         Ok(Target {
             wt,
             env,
@@ -59,7 +61,17 @@ impl Target {
             live,
             regions,
             ec2,
+            secrets,
         })
+    }
+
+    /// The pool's history secret.
+    pub fn history(&self) -> HistorySecret<'_> {
+        HistorySecret::new(
+            &self.secrets,
+            &self.wt.worker_pool_id,
+            &self.wt.history_secret,
+        )
     }
 
     /// Who pushes, for the history.
@@ -79,23 +91,22 @@ pub struct Change {
 }
 
 impl Change {
+    /// `history` is the pool's deployment history: the new deploymentId is one it has never
+    /// recorded, nor one the pool carries (a rollback within the same second).
     pub fn new(
         pool_id: &str,
         root_url: &str,
         live: &Value,
         images: BTreeMap<String, String>,
+        history: &History,
     ) -> Result<Change> {
         let before = definition(live);
         let now = chrono::Utc::now();
-        // Fresh: never one the pool carries already (a rollback within the same second).
         let current = crate::pool::deployment_ids(&before);
         let patched = patch_pool(pool_id, &before, &images, |image| {
-            let id = new_deployment_id(image, now);
-            if current.contains(&id) {
-                format!("{id}-2")
-            } else {
-                id
-            }
+            unique_deployment_id(image, now, |id| {
+                current.iter().any(|c| c == id) || history.deployment_ids().any(|h| h == id)
+            })
         })?;
         Ok(Change {
             pool_id: pool_id.to_string(),
@@ -437,32 +448,134 @@ pub async fn confirm(shell: &Shell, yes: bool, action: &str) -> Result<()> {
     }
 }
 
+/// What became of a push that went out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pushed {
+    /// The pool, fetched again, holds what was pushed.
+    Verified,
+    /// It could not be shown to (why): changed again at once, or not readable.
+    Unverified(String),
+}
+
+/// Fetches the pool and stops unless it is still `expected` (the definition a diff was
+/// computed against): someone else's change is never overwritten. Returns the pool as fetched.
+async fn unchanged_since(
+    wm: &WorkerManagerApi,
+    pool_id: &str,
+    expected: &Value,
+    since: &str,
+    then: &str,
+) -> Result<Value> {
+    let now = wm.get_pool(pool_id).await?;
+    if definition(&now) != *expected {
+        bail!(
+            "worker pool {pool_id} changed at {} {since} (lastModified {}); {then}: run the command again to review the new change",
+            wm.root_url(),
+            now["lastModified"].as_str().unwrap_or("unknown")
+        );
+    }
+    Ok(now)
+}
+
 /// Checks that the pool is still what the diff was computed against: someone else's change is
 /// never overwritten.
 pub async fn recheck(wm: &WorkerManagerApi, change: &Change) -> Result<()> {
+    unchanged_since(
+        wm,
+        &change.pool_id,
+        &change.before,
+        "after the diff was computed",
+        "nothing was pushed",
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Pushes the change (after [`recheck`]): updates the pool, fetches it again and checks it
+/// holds what was pushed. An error means nothing was pushed; after the update, the outcome
+/// says whether the pool was seen to hold the push.
+pub async fn push(wm: &WorkerManagerApi, change: &Change) -> Result<Pushed> {
     let pool_id = &change.pool_id;
-    let now = wm.get_pool(pool_id).await?;
-    if definition(&now) != change.before {
-        bail!(
-            "worker pool {pool_id} changed at {} after the diff was computed (lastModified {}); nothing was pushed: run the command again to review the new change",
-            change.root_url,
-            now["lastModified"].as_str().unwrap_or("unknown")
+    wm.update_pool(pool_id, &update_payload(&change.patched.after))
+        .await?;
+    Ok(match wm.get_pool(pool_id).await {
+        Ok(after) => match verify_pushed(&change.patched.after, &after) {
+            Ok(()) => Pushed::Verified,
+            Err(e) => Pushed::Unverified(e),
+        },
+        Err(e) => Pushed::Unverified(format!("{e:#}")),
+    })
+}
+
+/// What [`prove_access`] comes before.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Before {
+    /// A build or a copy (the pool was read when the command started).
+    BuildOrCopy,
+    /// The push (the pool was read for the diff).
+    Push,
+}
+
+/// Proves, before anything is built, copied or pushed and with no lasting effect, that the
+/// client may do what a deploy does at its end: write the pool's history (written back
+/// unchanged, or a probe set and removed where there is none yet) and update the pool (its
+/// definition posted back unchanged, which worker-manager accepts and which changes nothing,
+/// only after checking that it is still `expected`). A missing scope is one line naming it.
+pub async fn prove_access(
+    env: &TcEnv,
+    wm: &WorkerManagerApi,
+    store: &HistorySecret<'_>,
+    expected: &Value,
+    before: Before,
+) -> Result<()> {
+    let (since, then) = match before {
+        Before::BuildOrCopy => ("since it was read", "nothing was built, copied or pushed"),
+        Before::Push => ("after the diff was computed", "nothing was pushed"),
+    };
+    let pool_id = &store.pool_id;
+    store.prove_writable().await.map_err(|e| {
+        env.refusal(
+            e,
+            None,
+            &format!(
+                "record the deployments of worker pool {pool_id} in the secret {}",
+                store.name
+            ),
+            then,
+        )
+    })?;
+    let now = unchanged_since(wm, pool_id, expected, since, then).await?;
+    let payload = update_payload(&now);
+    let answer = wm
+        .update_pool(pool_id, &payload)
+        .await
+        .map_err(|e| env.refusal(e, None, &format!("update worker pool {pool_id}"), then))?;
+    if let Err(e) = verify_pushed(&payload, &answer) {
+        tracing::warn!(
+            "the update that proves the scopes for worker pool {pool_id} came back different: {e}"
         );
     }
     Ok(())
 }
 
-/// Pushes the change (after [`recheck`]): updates the pool, fetches it again and checks it
-/// holds what was pushed. Returns the pool as the service now has it.
-pub async fn push(wm: &WorkerManagerApi, change: &Change) -> Result<Value> {
-    let pool_id = &change.pool_id;
-    wm.update_pool(pool_id, &update_payload(&change.patched.after))
-        .await?;
-    let after = wm.get_pool(pool_id).await?;
-    verify_pushed(&change.patched.after, &after).map_err(|e| {
-        anyhow!("pushed to {pool_id}, but the pool does not hold what was pushed: {e}")
+/// Reads the pool's deployment history, as deploy, rollback and promote do before anything
+/// else: a client that may not read it stops here, with one line naming the scope.
+pub async fn load_history(ctx: &Ctx, env: &TcEnv, store: &HistorySecret<'_>) -> Result<Loaded> {
+    let loaded = store.load().await.map_err(|e| {
+        env.refusal(
+            e,
+            None,
+            &format!(
+                "read the deployment history of worker pool {} in the secret {}",
+                store.pool_id, store.name
+            ),
+            "nothing was built, copied or pushed",
+        )
     })?;
-    Ok(after)
+    if let Some(note) = loaded.legacy_note(store) {
+        ctx.shell.note(&note);
+    }
+    Ok(loaded)
 }
 
 /// What the history records about a change, besides its images.
@@ -476,10 +589,15 @@ pub struct RecordAs {
 
 /// Where a change is pushed and recorded, and who pushes it.
 pub struct PushTo<'a> {
+    pub env: &'a TcEnv,
     pub wm: &'a WorkerManagerApi,
-    pub secrets: &'a SecretsApi,
+    /// The pool's history secret, and the history as loaded before anything started.
+    pub store: &'a HistorySecret<'a>,
+    pub loaded: &'a Loaded,
     /// The Taskcluster clientId, for the history.
     pub who: &'a str,
+    /// Whether [`prove_access`] already ran (before a build or a copy).
+    pub proven: bool,
 }
 
 /// What the person asked for: `--dry-run`, `--yes`.
@@ -490,14 +608,13 @@ pub struct Asked {
 }
 
 /// The end of deploy, rollback and promote: shows the change, then (unless nothing changes or
-/// it is a dry run) asks, pushes, verifies and appends the deployment to the pool's history.
-/// `history` is the pool's history as loaded (None: load it now, after the confirmation).
-/// Prints the JSON document with --json. Returns whether it pushed.
+/// it is a dry run) asks, proves the scopes (unless done already), pushes, verifies and
+/// appends the deployment to the pool's history. Prints the JSON document with --json.
+/// Returns whether it pushed.
 pub async fn review_and_push(
     ctx: &Ctx,
     to: &PushTo<'_>,
     change: &Change,
-    history: Option<History>,
     record: RecordAs,
     asked: Asked,
 ) -> Result<bool> {
@@ -532,7 +649,10 @@ pub async fn review_and_push(
             Kind::Promote => "promoted",
             Kind::Try => "tried",
         };
-        push_and_record(ctx, to, change, history, record).await?;
+        if !to.proven {
+            prove_access(to.env, to.wm, to.store, &change.before, Before::Push).await?;
+        }
+        push_and_record(ctx, to, change, record).await?;
         ctx.shell.note(&format!(
             "{done} to worker pool {}: {}{}",
             change.pool_id,
@@ -551,30 +671,25 @@ pub async fn review_and_push(
     Ok(pushed)
 }
 
-/// Pushes the change and appends it to the pool's history (read before the push: a client
-/// that cannot record the deployment does not push). Until the push starts, an interrupt
-/// stops it with nothing changed; from then on, the push, its verification and the record are
-/// finished (they cannot be undone half-way).
+/// Pushes the change and appends it to the pool's history, also when the push could not be
+/// verified (the record says so): the pool may have changed, and the history must know. Until
+/// the push starts, an interrupt stops it with nothing changed; from then on, the push, its
+/// verification and the record are finished (they cannot be undone half-way).
 async fn push_and_record(
     ctx: &Ctx,
     to: &PushTo<'_>,
     change: &Change,
-    history: Option<History>,
     record: RecordAs,
 ) -> Result<()> {
-    let history = match history {
-        Some(h) => h,
-        None => deployments::load(to.secrets, &change.pool_id).await?,
-    };
     recheck(to.wm, change).await?;
     let _pushing = start_push(&ctx.cancel, &change.pool_id)?;
     ctx.shell.note(&format!(
         "pushing to worker pool {} (updateWorkerPool, its verification, the history record)",
         change.pool_id
     ));
-    push(to.wm, change).await?;
+    let pushed = push(to.wm, change).await?;
     let deployment = Deployment {
-        seq: history.next_seq(),
+        seq: to.loaded.history.next_seq(),
         time: chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 0),
         who: to.who.to_string(),
         kind: record.kind,
@@ -586,16 +701,24 @@ async fn push_and_record(
         undoes_outside_change: record.undoes_outside_change,
         from: record.from,
         tried: None,
+        unverified: pushed != Pushed::Verified,
     };
-    deployments::append(to.secrets, &change.pool_id, history, deployment)
-        .await
-        .map_err(|e| {
-            anyhow!(
-                "pushed to worker pool {}, but the deployment could not be recorded in the secret {}: {e:#}",
-                change.pool_id,
-                history::secret_name(&change.pool_id)
-            )
-        })
+    let recorded = to.store.record(&deployment).await.map_err(|e| {
+        anyhow!(
+            "pushed to worker pool {}, but the deployment could not be recorded in the secret {}: {e:#}",
+            change.pool_id,
+            to.store.name
+        )
+    })?;
+    if let Pushed::Unverified(why) = pushed {
+        bail!(
+            "pushed to {}, but the pool does not hold what was pushed: {why}; recorded as #{} (unverified) in the secret {}",
+            change.pool_id,
+            recorded.seq,
+            to.store.name
+        );
+    }
+    Ok(())
 }
 
 /// The push begins unless an interrupt has arrived: from here on it is finished whatever

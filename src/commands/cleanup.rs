@@ -32,10 +32,10 @@ use crate::model::inventory::Inventory;
 use crate::ops::cleanup::{
     Results, SecretOutcome, Undone, execute, inventory, remove_password_secrets,
 };
-use crate::ops::deployments;
+use crate::ops::deployments::HistorySecret;
 use crate::pool::definition;
 use crate::shell::Progress;
-use crate::taskcluster::{Forbidden, PoolList, SecretsApi, TcEnv, WorkerManagerApi};
+use crate::taskcluster::{PoolList, SecretsApi, TcEnv, WorkerManagerApi, status_of};
 
 /// How many times in a row the pools may change between the plan and the deletion before
 /// cleanup gives up (each change is shown and re-planned).
@@ -221,12 +221,14 @@ fn all_worker_types(ctx: &Ctx) -> Result<Vec<WorkerType>> {
 }
 
 /// Pool id → the worker types that deploy to it.
-fn known_pools(all: &[WorkerType]) -> BTreeMap<String, Vec<String>> {
-    let mut by_pool: BTreeMap<String, Vec<String>> = BTreeMap::new();
+/// Pool id → the worker types that deploy to it, and the history secret of the first of them.
+fn known_pools(all: &[WorkerType]) -> BTreeMap<String, (Vec<String>, String)> {
+    let mut by_pool: BTreeMap<String, (Vec<String>, String)> = BTreeMap::new();
     for wt in all {
         by_pool
             .entry(wt.worker_pool_id.clone())
-            .or_default()
+            .or_insert_with(|| (Vec::new(), wt.history_secret.clone()))
+            .0
             .push(wt.name.clone());
     }
     by_pool
@@ -428,8 +430,8 @@ impl Needs {
 struct Reader {
     wm: WorkerManagerApi,
     secrets: SecretsApi,
-    /// Pool id → the worker types that deploy to it.
-    known: BTreeMap<String, Vec<String>>,
+    /// Pool id → the worker types that deploy to it, and its history secret.
+    known: BTreeMap<String, (Vec<String>, String)>,
     keep_deployments: usize,
 }
 
@@ -446,7 +448,7 @@ impl Reader {
 
     /// The pools of the worker types, with their histories.
     async fn known_pools(&self) -> Result<Vec<PoolNeeds>> {
-        try_join_all(self.known.iter().map(|(pool_id, worker_types)| async move {
+        try_join_all(self.known.iter().map(|(pool_id, (worker_types, history_secret))| async move {
             let unsafe_to_go_on = || {
                 format!(
                     "cannot tell which images worker pool {pool_id} needs (worker type {}), so nothing was deleted",
@@ -458,9 +460,11 @@ impl Reader {
                 .get_pool(pool_id)
                 .await
                 .with_context(unsafe_to_go_on)?;
-            let history = deployments::load(&self.secrets, pool_id)
+            let history = HistorySecret::new(&self.secrets, pool_id, history_secret)
+                .load()
                 .await
-                .with_context(unsafe_to_go_on)?;
+                .with_context(unsafe_to_go_on)?
+                .history;
             Ok(pool_needs(
                 pool_id,
                 worker_types.clone(),
@@ -508,16 +512,23 @@ impl Reader {
             .filter(|(id, def)| pool_needs(id, Vec::new(), def, None, 0).names_any(candidates))
             .collect();
         let read = try_join_all(running.iter().map(|(pool_id, def)| async move {
-            match deployments::load(&self.secrets, pool_id).await {
+            // A pool no worker type describes: its history is where tc-ami puts it by default.
+            let Some(name) = crate::config::default_history_secret(pool_id) else {
+                return Ok((
+                    pool_needs(pool_id, Vec::new(), def, None, self.keep_deployments),
+                    None,
+                ));
+            };
+            let store = HistorySecret::new(&self.secrets, pool_id, &name);
+            match store.load().await.map(|l| l.history) {
                 Ok(history) => Ok((
                     pool_needs(pool_id, Vec::new(), def, Some(&history), self.keep_deployments),
                     None,
                 )),
-                Err(e) if e.downcast_ref::<Forbidden>().is_some() => Ok((
+                Err(e) if status_of(&e) == Some(403) => Ok((
                     pool_needs(pool_id, Vec::new(), def, None, self.keep_deployments),
                     Some(format!(
-                        "the deployment history of worker pool {pool_id} (it runs a tc-ami image) cannot be read (403: it needs the scope secrets:get:{}), so only its launch configs protect images",
-                        crate::history::secret_name(pool_id)
+                        "the deployment history of worker pool {pool_id} (it runs a tc-ami image) cannot be read (403: it needs the scope secrets:get:{name}), so only its launch configs protect images"
                     )),
                 )),
                 Err(e) => Err(e.context(format!(

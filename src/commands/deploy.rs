@@ -8,13 +8,14 @@ use anyhow::{Result, anyhow, bail};
 
 use crate::commands::Ctx;
 use crate::commands::change::{
-    Asked, Change, PushTo, RecordAs, Target, check_available, copy_missing,
-    refuse_without_terminal, resolve_images, review_and_push,
+    Asked, Before, Change, PushTo, RecordAs, Target, check_available, copy_missing, load_history,
+    prove_access, refuse_without_terminal, resolve_images, review_and_push,
 };
 use crate::commands::try_cmd::{TryFirst, TryOn, check_task_file, task_to_try, try_before_push};
 use crate::history::Kind;
 use crate::image_arg::parse_image_args;
-use crate::taskcluster::{SecretsApi, WorkerManagerApi};
+use crate::pool::definition;
+use crate::taskcluster::WorkerManagerApi;
 
 pub async fn run(
     ctx: &Ctx,
@@ -32,8 +33,26 @@ pub async fn run(
     if let Some(file) = &try_task {
         check_task_file(wt, file)?;
     }
+    let store = t.history();
+    let loaded = load_history(ctx, &t.env, &store).await?;
+    // Before a build or a copy, prove the scopes of the push (a dry run pushes nothing).
+    let prove_now = async || {
+        if dry_run {
+            Ok(false)
+        } else {
+            prove_access(
+                &t.env,
+                &t.wm,
+                &store,
+                &definition(&t.live),
+                Before::BuildOrCopy,
+            )
+            .await
+            .map(|()| true)
+        }
+    };
 
-    let (images, live) = if args.is_empty() {
+    let (images, live, proven) = if args.is_empty() {
         let built_for = wt.all_regions();
         if let Some(r) = regions.iter().find(|r| !built_for.contains(r)) {
             bail!(
@@ -50,11 +69,18 @@ pub async fn run(
                 &format!("build and deploy to worker pool {}", wt.worker_pool_id),
             )?;
         }
+        let proven = prove_now().await?;
         let report = crate::commands::build::build_images(ctx, wt, keep_on_failure).await?;
         // The build took a while: compare against the pool as it is now.
-        (report.images, t.wm.get_pool(&wt.worker_pool_id).await?)
+        (
+            report.images,
+            t.wm.get_pool(&wt.worker_pool_id).await?,
+            proven,
+        )
     } else {
         let mut images = resolve_images(&t.ec2, wt, &wt.worker_pool_id, regions, &args).await?;
+        let copying = regions.iter().any(|r| !images.contains_key(r));
+        let proven = if copying { prove_now().await? } else { false };
         let copied = copy_missing(ctx, &t.ec2, wt, &mut images, regions, dry_run).await?;
         if dry_run && !copied.is_empty() {
             ctx.shell.note(&format!(
@@ -63,15 +89,22 @@ pub async fn run(
             ));
             return Ok(0);
         }
-        (images, t.live.clone())
+        (images, t.live.clone(), proven)
     };
     check_available(&t.ec2, &images).await?;
-    let change = Change::new(&wt.worker_pool_id, t.wm.root_url(), &live, images)?;
+    let change = Change::new(
+        &wt.worker_pool_id,
+        t.wm.root_url(),
+        &live,
+        images,
+        &loaded.history,
+    )?;
     let on = TryOn {
         wt,
         env: &t.env,
         wm: &t.wm,
         live: &live,
+        history: &loaded.history,
     };
     let asked = Asked { dry_run, yes };
     let change = try_before_push(ctx, &on, change, try_task.as_deref(), asked).await?;
@@ -82,13 +115,16 @@ pub async fn run(
         undoes_outside_change: false,
         from: None,
     };
-    let secrets = SecretsApi::new(&t.env)?;
+    let who = t.who();
     let to = PushTo {
+        env: &t.env,
         wm: &t.wm,
-        secrets: &secrets,
-        who: &t.who(),
+        store: &store,
+        loaded: &loaded,
+        who: &who,
+        proven,
     };
-    let pushed = review_and_push(ctx, &to, &change, None, record, asked).await?;
+    let pushed = review_and_push(ctx, &to, &change, record, asked).await?;
     if pushed {
         rollout_note(ctx, &t.wm, &wt.worker_pool_id, &wt.name).await;
     }

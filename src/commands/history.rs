@@ -5,8 +5,8 @@ use serde_json::json;
 
 use crate::commands::Ctx;
 use crate::config_dir::load_worker_type;
-use crate::history::{self, History, Images};
-use crate::ops::deployments;
+use crate::history::{History, Images};
+use crate::ops::deployments::HistorySecret;
 use crate::pool::{definition, live_images};
 use crate::taskcluster::{SecretsApi, TcEnv, WorkerManagerApi};
 use crate::text::table;
@@ -54,7 +54,11 @@ pub fn render(history: &History, live: &Images) -> String {
         rows.push([
             r.time.format("%Y-%m-%d %H:%M:%S").to_string(),
             r.who.clone(),
-            format!("#{} {what}", r.seq),
+            format!(
+                "#{} {what}{}",
+                r.seq,
+                if r.unverified { " (unverified)" } else { "" }
+            ),
             r.deployment_id.clone().unwrap_or_else(|| "-".into()),
             images_text(&r.after),
             mark.into(),
@@ -72,7 +76,12 @@ pub async fn run(ctx: &Ctx, worker_type: &str) -> Result<u8> {
     let wm = WorkerManagerApi::new(&env)?;
     let secrets = SecretsApi::new(&env)?;
     let live = live_images(&definition(&wm.get_pool(&wt.worker_pool_id).await?));
-    let history = deployments::load(&secrets, &wt.worker_pool_id).await?;
+    let store = HistorySecret::new(&secrets, &wt.worker_pool_id, &wt.history_secret);
+    let loaded = store.load().await?;
+    if let Some(note) = loaded.legacy_note(&store) {
+        ctx.shell.note(&note);
+    }
+    let history = loaded.history;
     let live_seq = history.live_seq(&live);
     let mut deployments: Vec<serde_json::Value> = history
         .records
@@ -89,7 +98,7 @@ pub async fn run(ctx: &Ctx, worker_type: &str) -> Result<u8> {
     }
     let doc = json!({
         "workerPoolId": wt.worker_pool_id,
-        "secret": history::secret_name(&wt.worker_pool_id),
+        "secret": store.name,
         "live": live,
         "liveIsRecorded": live_seq.is_some(),
         "deployments": deployments,
@@ -124,6 +133,7 @@ mod tests {
             undoes_outside_change: false,
             from: None,
             tried: None,
+            unverified: false,
         }
     }
 
@@ -152,6 +162,20 @@ mod tests {
             lines[3].contains("#1 deploy") && lines[3].contains("us-west-2=ami-a"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn an_unverified_push_is_marked() {
+        let mut b = rec(2, Kind::Deploy, "ami-b", None);
+        b.unverified = true;
+        let h = History {
+            records: vec![rec(1, Kind::Deploy, "ami-a", None), b],
+        };
+        let live: Images = [("us-west-2".to_string(), "ami-b".to_string())].into();
+        let t = render(&h, &live);
+        let row = t.lines().nth(1).unwrap();
+        assert!(row.contains("#2 deploy (unverified)"), "{t}");
+        assert!(row.ends_with("live"), "{t}");
     }
 
     #[test]

@@ -7,12 +7,14 @@ use anyhow::{Result, bail};
 
 use crate::commands::Ctx;
 use crate::commands::change::{
-    Asked, Change, PushTo, RecordAs, check_available, copy_missing, review_and_push,
+    Asked, Before, Change, PushTo, RecordAs, check_available, copy_missing, load_history,
+    prove_access, review_and_push,
 };
 use crate::commands::try_cmd::{TryFirst, TryOn, check_task_file, task_to_try, try_before_push};
 use crate::config_dir::load_worker_type;
 use crate::ec2::Ec2;
 use crate::history::Kind;
+use crate::ops::deployments::HistorySecret;
 use crate::pool::{definition, live_images, pool_regions};
 use crate::taskcluster::{SecretsApi, TcEnv, WorkerManagerApi};
 
@@ -43,6 +45,8 @@ pub async fn run(
     pool_regions(&source.worker_pool_id, &source_live)?;
     let live = wm.get_pool(&target.worker_pool_id).await?;
     let regions = pool_regions(&target.worker_pool_id, &definition(&live))?;
+    let store = HistorySecret::new(&secrets, &target.worker_pool_id, &target.history_secret);
+    let loaded = load_history(ctx, &env, &store).await?;
 
     // The source's images in the target's regions; the others are copied there.
     let mut images = live_images(&source_live);
@@ -59,6 +63,11 @@ pub async fn run(
     }
     let ec2 = Ec2::load().await;
     check_available(&ec2, &images).await?;
+    // Before copying, prove the scopes of the push (a dry run pushes nothing).
+    let proven = !dry_run && regions.iter().any(|r| !images.contains_key(r));
+    if proven {
+        prove_access(&env, &wm, &store, &definition(&live), Before::BuildOrCopy).await?;
+    }
     let copied = copy_missing(ctx, &ec2, &target, &mut images, &regions, dry_run).await?;
     if dry_run && !copied.is_empty() {
         ctx.shell.note(&format!(
@@ -69,12 +78,19 @@ pub async fn run(
         return Ok(0);
     }
     images.retain(|r, _| regions.contains(r));
-    let change = Change::new(&target.worker_pool_id, wm.root_url(), &live, images)?;
+    let change = Change::new(
+        &target.worker_pool_id,
+        wm.root_url(),
+        &live,
+        images,
+        &loaded.history,
+    )?;
     let on = TryOn {
         wt: &target,
         env: &env,
         wm: &wm,
         live: &live,
+        history: &loaded.history,
     };
     let asked = Asked { dry_run, yes };
     let change = try_before_push(ctx, &on, change, try_task.as_deref(), asked).await?;
@@ -87,10 +103,13 @@ pub async fn run(
     };
     let who = env.client_id.clone().unwrap_or_default();
     let to = PushTo {
+        env: &env,
         wm: &wm,
-        secrets: &secrets,
+        store: &store,
+        loaded: &loaded,
         who: &who,
+        proven,
     };
-    review_and_push(ctx, &to, &change, None, record, asked).await?;
+    review_and_push(ctx, &to, &change, record, asked).await?;
     Ok(0)
 }

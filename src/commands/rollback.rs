@@ -5,13 +5,12 @@ use anyhow::{Result, anyhow};
 
 use crate::commands::Ctx;
 use crate::commands::change::{
-    Asked, Change, PushTo, RecordAs, Target, check_available, resolve_images, review_and_push,
+    Asked, Change, PushTo, RecordAs, Target, check_available, load_history, resolve_images,
+    review_and_push,
 };
 use crate::history::{Kind, plan_rollback};
 use crate::image_arg::{ImageArgs, parse_image_args};
-use crate::ops::deployments;
 use crate::pool::{definition, live_images};
-use crate::taskcluster::SecretsApi;
 
 pub async fn run(
     ctx: &Ctx,
@@ -35,11 +34,12 @@ pub async fn run(
         ..
     } = &t;
     let def = definition(live);
-    let secrets = SecretsApi::new(&t.env)?;
-    let history = deployments::load(&secrets, &wt.worker_pool_id).await?;
+    let store = t.history();
+    let loaded = load_history(ctx, &t.env, &store).await?;
+    let history = &loaded.history;
 
     let (images, undoes, undoes_outside_change) = if to_args.is_empty() {
-        let plan = plan_rollback(&wt.worker_pool_id, &history, &live_images(&def))?;
+        let plan = plan_rollback(&wt.worker_pool_id, history, &live_images(&def))?;
         let outside = plan.undoes.is_none();
         if outside {
             ctx.shell.note(&format!(
@@ -59,7 +59,7 @@ pub async fn run(
     check_available(ec2, &images)
         .await
         .map_err(|e| anyhow!("cannot roll back worker pool {}: {e:#}", wt.worker_pool_id))?;
-    let change = Change::new(&wt.worker_pool_id, wm.root_url(), live, images)?;
+    let change = Change::new(&wt.worker_pool_id, wm.root_url(), live, images, history)?;
     let record = RecordAs {
         kind: Kind::Rollback,
         worker_type: wt.name.clone(),
@@ -69,11 +69,13 @@ pub async fn run(
     };
     let who = t.who();
     let to = PushTo {
+        env: &t.env,
         wm,
-        secrets: &secrets,
+        store: &store,
+        loaded: &loaded,
         who: &who,
+        proven: false,
     };
-    let asked = Asked { dry_run, yes };
-    review_and_push(ctx, &to, &change, Some(history), record, asked).await?;
+    review_and_push(ctx, &to, &change, record, Asked { dry_run, yes }).await?;
     Ok(0)
 }

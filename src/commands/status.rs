@@ -16,7 +16,7 @@ use crate::duration::format_age;
 use crate::ec2::Ec2;
 use crate::model::Image;
 use crate::model::tags::{BASE_IMAGE_ID, BASE_IMAGE_NAME};
-use crate::ops::deployments;
+use crate::ops::deployments::HistorySecret;
 use crate::pool::{definition, live_images};
 use crate::taskcluster::{SecretsApi, TcEnv, WorkerManagerApi};
 
@@ -81,8 +81,10 @@ async fn one(
             .map(|i| json!({"id": i.id, "name": i.name, "creation_date": i.creation_date})),
         Err(_) => None,
     };
-    let last = match deployments::load(secrets, &wt.worker_pool_id).await {
+    let store = HistorySecret::new(secrets, &wt.worker_pool_id, &wt.history_secret);
+    let last = match store.load().await {
         Ok(h) => h
+            .history
             .last_deployment()
             .map(|r| serde_json::to_value(r).unwrap_or_default())
             .unwrap_or(Value::Null),

@@ -28,7 +28,7 @@ use crate::duration::{format_duration, format_elapsed, parse_duration};
 use crate::history::{Deployment, Kind, Tried, TriedTask};
 use crate::image_arg::parse_image_args;
 use crate::interrupt::Interrupted;
-use crate::ops::deployments;
+use crate::ops::deployments::HistorySecret;
 use crate::ops::teardown::{Removal, Teardown, Undo};
 use crate::pool::{definition, live_images};
 use crate::shell::Progress;
@@ -60,6 +60,8 @@ pub struct TryOn<'a> {
     pub env: &'a TcEnv,
     pub wm: &'a WorkerManagerApi,
     pub live: &'a Value,
+    /// The pool's deployment history, as loaded (a new deploymentId is unique in it).
+    pub history: &'a crate::history::History,
 }
 
 /// How a try ended.
@@ -133,11 +135,13 @@ pub async fn run(
         resolve_images(&t.ec2, &t.wt, &t.wt.worker_pool_id, &t.regions, &image_args).await?
     };
     check_available(&t.ec2, &images).await?;
+    let history = t.history().load().await?.history;
     let on = TryOn {
         wt: &t.wt,
         env: &t.env,
         wm: &t.wm,
         live: &t.live,
+        history: &history,
     };
     let report = try_images(ctx, &on, &images, &args).await?;
     ctx.shell
@@ -252,7 +256,13 @@ pub async fn try_before_push(
         return Ok(change);
     }
     let now = on.wm.get_pool(&change.pool_id).await?;
-    Change::new(&change.pool_id, &change.root_url, &now, change.images)
+    Change::new(
+        &change.pool_id,
+        &change.root_url,
+        &now,
+        change.images,
+        on.history,
+    )
 }
 
 /// Everything a try needs, checked and prepared before anything is created.
@@ -319,7 +329,8 @@ pub async fn try_images(
     let p = prepare(on, images, args)?;
     let secrets = SecretsApi::new(on.env)?;
     // Read first: a client that cannot record the try finds out before anything is created.
-    let history = deployments::load(&secrets, &on.wt.worker_pool_id).await?;
+    let store = HistorySecret::new(&secrets, &on.wt.worker_pool_id, &on.wt.history_secret);
+    let history = store.load().await?.history;
     let queue = QueueApi::new(on.env)?;
     let progress = ctx.shell.progress();
     let td = Teardown::new();
@@ -579,6 +590,7 @@ async fn record(
         undoes: None,
         undoes_outside_change: false,
         from: None,
+        unverified: false,
         tried: Some(Tried {
             pool: report.pool_id.clone(),
             outcome: report.end.text().to_string(),
@@ -594,7 +606,8 @@ async fn record(
         }),
     };
     let pool = &on.wt.worker_pool_id;
-    if let Err(e) = deployments::append(secrets, pool, history, record).await {
+    let store = HistorySecret::new(secrets, pool, &on.wt.history_secret);
+    if let Err(e) = store.record(&record).await {
         ctx.shell.warn(&format!(
             "the try could not be recorded in the history of worker pool {pool}: {}",
             crate::text::one_line(&format!("{e:#}"))

@@ -18,7 +18,7 @@ use crate::model::tags;
 use crate::ops::access::delete_group_when_free;
 use crate::ops::images::{Snapshots, delete_snapshot_when_free, remove_image};
 use crate::ops::instances::{not_terminated, terminate_and_wait};
-use crate::taskcluster::{Forbidden, SecretsApi};
+use crate::taskcluster::{SecretsApi, status_of};
 use crate::wait::POLL_INTERVAL;
 
 /// Images removed at once per region: enough to hide each call's latency, few enough to stay
@@ -149,7 +149,7 @@ pub async fn remove_password_secrets<'a>(
         } else {
             match secrets.remove(&s.name).await {
                 Ok(()) => SecretOutcome::Removed,
-                Err(e) if e.downcast_ref::<Forbidden>().is_some() => SecretOutcome::NotAllowed,
+                Err(e) if status_of(&e) == Some(403) => SecretOutcome::NotAllowed,
                 Err(e) => SecretOutcome::Failed(format!("{e:#}")),
             }
         };

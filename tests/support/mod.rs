@@ -246,8 +246,18 @@ impl Ec2 {
 pub struct Tc {
     pub server: Server,
     _seed: tempfile::NamedTempFile,
+    /// The client tc-ami runs as by default against this emulator (id, token).
+    pub client: (&'static str, &'static str),
 }
 
+/// The default client of every tc-ami run in the tests: what a Servo project administrator holds
+/// on the community deployment (`assume:project-admin:servo` through the sandbox seed's
+/// `project-admin:*` role, and the scopes of its `anonymous` role, which every client there
+/// gets; see sandbox/TASKCLUSTER.md). The tests thus prove the whole flow works with it.
+pub const OPERATOR_ID: &str = "project/servo/tc-ami";
+pub const OPERATOR_TOKEN: &str = "test-operator-token-0123456789abcdefghijklmno";
+/// A broad client (`worker-manager:*`, `secrets:*`), only for what a project administrator may
+/// not do: reading the old history secret `tc-ami/deployments/<pool>` (tests/scopes.rs).
 pub const ADMIN_ID: &str = "tc-ami-admin";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdefghijklmnopqrs";
 pub const READONLY_ID: &str = "tc-ami-readonly";
@@ -256,21 +266,87 @@ pub const READONLY_TOKEN: &str = "test-readonly-token-0123456789abcdefghijklmn";
 pub const NARROW_ID: &str = "tc-ami-narrow";
 pub const NARROW_TOKEN: &str = "test-narrow-token-0123456789abcdefghijklmnopq";
 
+/// May edit Servo's pools and store passwords under `project/servo/windows-administrator/`,
+/// and touch no other secret (so not the deployment history).
+pub const NO_HISTORY_ID: &str = "tc-ami-no-history";
+pub const NO_HISTORY_TOKEN: &str = "test-no-history-token-0123456789abcdefghijk";
+/// Like the operator, but may only read Servo's secrets: it cannot record a deployment.
+pub const HISTORY_READER_ID: &str = "tc-ami-history-reader";
+pub const HISTORY_READER_TOKEN: &str = "test-history-reader-token-0123456789abcdefg";
+/// Like the operator, but with the scope of another provider (`aws`) than the pools' own.
+pub const OTHER_PROVIDER_ID: &str = "tc-ami-other-provider";
+pub const OTHER_PROVIDER_TOKEN: &str = "test-other-provider-token-0123456789abcdefg";
+
+/// The sandbox seed (sandbox/seed/taskcluster.json).
+fn sandbox_seed() -> Value {
+    let text = std::fs::read_to_string(repo_root().join("sandbox/seed/taskcluster.json"))
+        .expect("read the sandbox seed");
+    serde_json::from_str(&text).expect("the sandbox seed is JSON")
+}
+
+/// The scopes of the sandbox seed's role `role_id`.
+fn role_scopes(seed: &Value, role_id: &str) -> Vec<Value> {
+    seed["roles"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["roleId"] == role_id)
+        .and_then(|r| r["scopes"].as_array().cloned())
+        .unwrap_or_else(|| panic!("the sandbox seed has no role {role_id}"))
+}
+
 impl Tc {
     pub fn start(pools: Value) -> Tc {
         Tc::start_with(pools, json!({}))
     }
 
-    /// As [`Tc::start`], with `extra` added to the seed: its `clients` join the two default
-    /// ones; any other key (`simulation`, …) is set as given.
+    /// The emulator with `pools` and `secrets` (name → `{secret, expires}`).
+    pub fn start_with_secrets(pools: Value, secrets: Value) -> Tc {
+        Tc::start_with(pools, json!({"secrets": secrets}))
+    }
+
+    /// As [`Tc::start`], with `extra` added to the seed: its `clients` join the default ones;
+    /// any other key (`simulation`, `secrets`, …) is set as given.
     pub fn start_with(pools: Value, extra: Value) -> Tc {
+        let sandbox = sandbox_seed();
+        // The community deployment's anonymous role goes to the operator only, so that the
+        // other clients hold exactly the scopes listed here.
+        let mut operator = vec![json!("assume:project-admin:servo")];
+        operator.extend(role_scopes(&sandbox, "anonymous"));
         let mut seed = json!({
             "clients": [
+                {"clientId": OPERATOR_ID, "accessToken": OPERATOR_TOKEN, "scopes": operator},
                 {"clientId": ADMIN_ID, "accessToken": ADMIN_TOKEN, "scopes": ["worker-manager:*", "secrets:*"]},
                 {"clientId": READONLY_ID, "accessToken": READONLY_TOKEN, "scopes": ["worker-manager:get-worker-pool:*", "worker-manager:list-worker-pools"]},
                 {"clientId": NARROW_ID, "accessToken": NARROW_TOKEN, "scopes": ["worker-manager:get-worker-pool:*", "secrets:get:*"]},
+                {"clientId": NO_HISTORY_ID, "accessToken": NO_HISTORY_TOKEN, "scopes": [
+                    "worker-manager:get-worker-pool:*",
+                    "worker-manager:list-worker-pools",
+                    "worker-manager:manage-worker-pool:proj-servo/*",
+                    "worker-manager:provider:community-tc-workers-*",
+                    "secrets:set:project/servo/windows-administrator/*",
+                ]},
+                {"clientId": HISTORY_READER_ID, "accessToken": HISTORY_READER_TOKEN, "scopes": [
+                    "worker-manager:get-worker-pool:*",
+                    "worker-manager:manage-worker-pool:proj-servo/*",
+                    "worker-manager:provider:community-tc-workers-*",
+                    "secrets:get:project/servo/*",
+                ]},
+                {"clientId": OTHER_PROVIDER_ID, "accessToken": OTHER_PROVIDER_TOKEN, "scopes": [
+                    "worker-manager:get-worker-pool:*",
+                    "worker-manager:manage-worker-pool:proj-servo/*",
+                    "worker-manager:provider:aws",
+                    "secrets:get:project/servo/*",
+                    "secrets:set:project/servo/*",
+                ]},
             ],
-            "providers": {"aws": {"setup": "ok"}},
+            "roles": [
+                {"roleId": "project-admin:*", "scopes": role_scopes(&sandbox, "project-admin:*")},
+            ],
+            "providers": {
+                "community-tc-workers-aws": {"providerType": "aws", "setup": "ok"},
+                "aws": {"setup": "ok"},
+            },
             "workerPools": pools,
             "secrets": {},
         });
@@ -299,6 +375,7 @@ impl Tc {
         Tc {
             server,
             _seed: file,
+            client: (OPERATOR_ID, OPERATOR_TOKEN),
         }
     }
 
@@ -438,10 +515,16 @@ impl TcAmi {
             .stdin(Stdio::null());
         if let Some(tc) = tc {
             cmd.env("TASKCLUSTER_ROOT_URL", &tc.server.url)
-                .env("TASKCLUSTER_CLIENT_ID", ADMIN_ID)
-                .env("TASKCLUSTER_ACCESS_TOKEN", ADMIN_TOKEN);
+                .env("TASKCLUSTER_CLIENT_ID", tc.client.0)
+                .env("TASKCLUSTER_ACCESS_TOKEN", tc.client.1);
         }
         TcAmi { cmd, home }
+    }
+
+    /// Runs as another client of the emulator's seed.
+    pub fn client(self, id: &str, token: &str) -> Self {
+        self.env("TASKCLUSTER_CLIENT_ID", id)
+            .env("TASKCLUSTER_ACCESS_TOKEN", token)
     }
 
     pub fn env(mut self, k: &str, v: &str) -> Self {
@@ -700,9 +783,7 @@ pub const POOL: &str = "proj-servo/win2016";
 
 /// The sandbox's realistic pools (two regions, two launch configs per region for win2016).
 pub fn seed_pools() -> Value {
-    let text = std::fs::read_to_string(repo_root().join("sandbox/seed/taskcluster.json")).unwrap();
-    let seed: Value = serde_json::from_str(&text).unwrap();
-    seed["workerPools"].clone()
+    sandbox_seed()["workerPools"].clone()
 }
 
 pub struct World {
@@ -718,7 +799,7 @@ impl World {
         World::with_tc(Tc::start(seed_pools()))
     }
 
-    /// The same with a given emulator.
+    /// The same, with this emulator.
     pub fn with_tc(tc: Tc) -> World {
         let ec2 = Ec2::start(json!({}));
         let cfg = Config::new();
@@ -815,7 +896,10 @@ impl Tc {
                 {"clientId": ADMIN_ID, "accessToken": ADMIN_TOKEN, "scopes": TRY_ADMIN_SCOPES},
                 {"clientId": READONLY_ID, "accessToken": READONLY_TOKEN, "scopes": ["worker-manager:get-worker-pool:*", "worker-manager:list-worker-pools"]},
             ],
-            "providers": {"aws": {"setup": "ok"}},
+            "providers": {
+                "community-tc-workers-aws": {"providerType": "aws", "setup": "ok"},
+                "aws": {"setup": "ok"},
+            },
             "workerPools": pools,
             "secrets": {},
         });
@@ -839,6 +923,8 @@ impl Tc {
         Tc {
             server,
             _seed: file,
+            // try needs the Queue's scopes (TRY_ADMIN_SCOPES): the broad admin runs it.
+            client: (ADMIN_ID, ADMIN_TOKEN),
         }
     }
 
