@@ -74,8 +74,6 @@ pub async fn run(
         known: known_pools(&all),
         keep_deployments: keep.deployments,
     };
-    // Temporary pools a killed `tc-ami try` left: a step of its own.
-    let try_pools = cleanup_left_pools(ctx, &env, &selected, dry_run, yes).await?;
     let ec2 = Ec2::load().await;
     let progress = ctx.shell.progress();
 
@@ -87,7 +85,10 @@ pub async fn run(
         inventories,
         policy,
         regions,
+        listing,
     } = looked;
+    // Temporary pools a killed `tc-ami try` left: a step of its own, from the same listing.
+    let try_pools = cleanup_left_pools(ctx, &env, &selected, &listing, dry_run, yes).await?;
     for note in &needs.notes {
         ctx.shell.warn(note);
     }
@@ -552,6 +553,8 @@ struct Looked {
     inventories: Vec<Inventory>,
     policy: Policy,
     regions: Vec<String>,
+    /// Every worker pool the client may list.
+    listing: PoolList,
 }
 
 /// Reads the pools and lists every region: what the plan is made of.
@@ -623,5 +626,6 @@ async fn look(
         inventories,
         policy,
         regions,
+        listing,
     })
 }

@@ -2,9 +2,11 @@
 //! when no image is given, tries the images when asked to (or when W sets `try_task`), shows
 //! the diff, asks, pushes, verifies.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
+use serde_json::Value;
 
 use crate::commands::Ctx;
 use crate::commands::change::{
@@ -13,7 +15,8 @@ use crate::commands::change::{
 };
 use crate::commands::try_cmd::{TryFirst, TryOn, check_task_file, task_to_try, try_before_push};
 use crate::history::Kind;
-use crate::image_arg::parse_image_args;
+use crate::image_arg::{ImageArgs, parse_image_args};
+use crate::ops::deployments::HistorySecret;
 use crate::pool::definition;
 use crate::taskcluster::WorkerManagerApi;
 
@@ -28,69 +31,23 @@ pub async fn run(
 ) -> Result<u8> {
     let args = parse_image_args(images).map_err(|e| anyhow!(e))?;
     let t = Target::load(ctx, worker_type).await?;
-    let (wt, regions) = (&t.wt, &t.regions);
+    let wt = &t.wt;
     let try_task = task_to_try(ctx, wt, try_first);
     if let Some(file) = &try_task {
         check_task_file(wt, file)?;
     }
     let store = t.history();
     let loaded = load_history(ctx, &t.env, &store).await?;
-    // Before a build or a copy, prove the scopes of the push (a dry run pushes nothing).
-    let prove_now = async || {
-        if dry_run {
-            Ok(false)
-        } else {
-            prove_access(
-                &t.env,
-                &t.wm,
-                &store,
-                &definition(&t.live),
-                Before::BuildOrCopy,
-            )
-            .await
-            .map(|()| true)
-        }
-    };
-
-    let (images, live, proven) = if args.is_empty() {
-        let built_for = wt.all_regions();
-        if let Some(r) = regions.iter().find(|r| !built_for.contains(r)) {
-            bail!(
-                "worker pool {} has launch configs in {r}, but {} builds for {} only; add {r} to regions in {}",
-                wt.worker_pool_id,
-                wt.name,
-                built_for.join(", "),
-                wt.file.display()
-            );
-        }
-        if !dry_run {
-            refuse_without_terminal(
-                yes,
-                &format!("build and deploy to worker pool {}", wt.worker_pool_id),
-            )?;
-        }
-        let proven = prove_now().await?;
-        let report = crate::commands::build::build_images(ctx, wt, keep_on_failure).await?;
-        // The build took a while: compare against the pool as it is now.
-        (
-            report.images,
-            t.wm.get_pool(&wt.worker_pool_id).await?,
-            proven,
-        )
+    let asked = Asked { dry_run, yes };
+    let got = if args.is_empty() {
+        build_for(ctx, &t, &store, asked, keep_on_failure).await?
     } else {
-        let mut images = resolve_images(&t.ec2, wt, &wt.worker_pool_id, regions, &args).await?;
-        let copying = regions.iter().any(|r| !images.contains_key(r));
-        let proven = if copying { prove_now().await? } else { false };
-        let copied = copy_missing(ctx, &t.ec2, wt, &mut images, regions, dry_run).await?;
-        if dry_run && !copied.is_empty() {
-            ctx.shell.note(&format!(
-                "dry run: the image would first be copied to {}; nothing copied or pushed",
-                copied.join(", ")
-            ));
-            return Ok(0);
+        match copy_for(ctx, &t, &store, &args, dry_run).await? {
+            Some(got) => got,
+            None => return Ok(0),
         }
-        (images, t.live.clone(), proven)
     };
+    let (images, live, proven) = (got.images, got.live, got.proven);
     check_available(&t.ec2, &images).await?;
     let change = Change::new(
         &wt.worker_pool_id,
@@ -106,7 +63,6 @@ pub async fn run(
         live: &live,
         history: &loaded.history,
     };
-    let asked = Asked { dry_run, yes };
     let change = try_before_push(ctx, &on, change, try_task.as_deref(), asked).await?;
     let record = RecordAs {
         kind: Kind::Deploy,
@@ -129,6 +85,91 @@ pub async fn run(
         rollout_note(ctx, &t.wm, &wt.worker_pool_id, &wt.name).await;
     }
     Ok(0)
+}
+
+/// The images to push, the pool as they are compared against, and whether the scopes of the
+/// push were already proven.
+struct Got {
+    images: BTreeMap<String, String>,
+    live: Value,
+    proven: bool,
+}
+
+/// Before a build or a copy, proves the scopes of the push (a dry run pushes nothing).
+async fn prove(t: &Target, store: &HistorySecret<'_>, dry_run: bool) -> Result<bool> {
+    if dry_run {
+        return Ok(false);
+    }
+    let live = definition(&t.live);
+    prove_access(&t.env, &t.wm, store, &live, Before::BuildOrCopy).await?;
+    Ok(true)
+}
+
+/// Without `--image`: builds the images, for the pool's regions.
+async fn build_for(
+    ctx: &Ctx,
+    t: &Target,
+    store: &HistorySecret<'_>,
+    asked: Asked,
+    keep_on_failure: Option<Duration>,
+) -> Result<Got> {
+    let (wt, regions) = (&t.wt, &t.regions);
+    let built_for = wt.all_regions();
+    if let Some(r) = regions.iter().find(|r| !built_for.contains(r)) {
+        bail!(
+            "worker pool {} has launch configs in {r}, but {} builds for {} only; add {r} to regions in {}",
+            wt.worker_pool_id,
+            wt.name,
+            built_for.join(", "),
+            wt.file.display()
+        );
+    }
+    if !asked.dry_run {
+        refuse_without_terminal(
+            asked.yes,
+            &format!("build and deploy to worker pool {}", wt.worker_pool_id),
+        )?;
+    }
+    let proven = prove(t, store, asked.dry_run).await?;
+    let report = crate::commands::build::build_images(ctx, wt, keep_on_failure).await?;
+    // The build took a while: compare against the pool as it is now.
+    Ok(Got {
+        images: report.images,
+        live: t.wm.get_pool(&wt.worker_pool_id).await?,
+        proven,
+    })
+}
+
+/// With `--image`: the images named, copied to the pool's regions that have none. None: a dry
+/// run that would copy (said so).
+async fn copy_for(
+    ctx: &Ctx,
+    t: &Target,
+    store: &HistorySecret<'_>,
+    args: &ImageArgs,
+    dry_run: bool,
+) -> Result<Option<Got>> {
+    let (wt, regions) = (&t.wt, &t.regions);
+    let mut images = resolve_images(&t.ec2, wt, &wt.worker_pool_id, regions, args).await?;
+    let copying = regions.iter().any(|r| !images.contains_key(r));
+    let proven = if copying {
+        prove(t, store, dry_run).await?
+    } else {
+        false
+    };
+    let copied = copy_missing(ctx, &t.ec2, wt, &mut images, regions, dry_run).await?;
+    if dry_run && !copied.is_empty() {
+        ctx.shell.note(&format!(
+            "dry run: the image would first be copied to {}; nothing copied or pushed",
+            copied.join(", ")
+        ));
+        return Ok(None);
+    }
+    Ok(Some(Got {
+        images,
+        live: t.live.clone(),
+        proven,
+    }))
 }
 
 /// The last line of a deploy: how far the rollout is, and the command that follows it. Not

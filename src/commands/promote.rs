@@ -3,7 +3,10 @@
 //! and trying them on a temporary copy of W2's pool first when asked to (or when W2 sets
 //! `try_task`).
 
+use std::collections::BTreeMap;
+
 use anyhow::{Result, bail};
+use serde_json::Value;
 
 use crate::commands::Ctx;
 use crate::commands::change::{
@@ -11,12 +14,47 @@ use crate::commands::change::{
     prove_access, review_and_push,
 };
 use crate::commands::try_cmd::{TryFirst, TryOn, check_task_file, task_to_try, try_before_push};
+use crate::config::WorkerType;
 use crate::config_dir::load_worker_type;
 use crate::ec2::Ec2;
 use crate::history::Kind;
 use crate::ops::deployments::HistorySecret;
 use crate::pool::{definition, live_images, pool_regions};
 use crate::taskcluster::{SecretsApi, TcEnv, WorkerManagerApi};
+
+/// The source's images in the target's `regions` (the others are copied there); with no region
+/// in common, the source's build-region image, to be copied.
+fn source_images(
+    source: &WorkerType,
+    source_live: &Value,
+    regions: &[String],
+) -> BTreeMap<String, String> {
+    let mut images = live_images(source_live);
+    images.retain(|r, _| regions.contains(r));
+    if images.is_empty() {
+        let all = live_images(source_live);
+        if let Some((r, i)) = all
+            .get_key_value(&source.build_region)
+            .or_else(|| all.iter().next())
+        {
+            images.insert(r.clone(), i.clone());
+        }
+    }
+    images
+}
+
+/// The source and target worker types, which must deploy to different pools.
+fn worker_types(ctx: &Ctx, from: &str, to: &str) -> Result<(WorkerType, WorkerType)> {
+    let source = load_worker_type(&ctx.config_dir, from)?;
+    let target = load_worker_type(&ctx.config_dir, to)?;
+    if source.worker_pool_id == target.worker_pool_id {
+        bail!(
+            "--from {from} and --to {to} are the same worker pool {}; promote goes from one pool to another",
+            source.worker_pool_id
+        );
+    }
+    Ok((source, target))
+}
 
 pub async fn run(
     ctx: &Ctx,
@@ -26,17 +64,10 @@ pub async fn run(
     yes: bool,
     try_first: &TryFirst,
 ) -> Result<u8> {
-    let source = load_worker_type(&ctx.config_dir, from)?;
-    let target = load_worker_type(&ctx.config_dir, to)?;
+    let (source, target) = worker_types(ctx, from, to)?;
     let try_task = task_to_try(ctx, &target, try_first);
     if let Some(file) = &try_task {
         check_task_file(&target, file)?;
-    }
-    if source.worker_pool_id == target.worker_pool_id {
-        bail!(
-            "--from {from} and --to {to} are the same worker pool {}; promote goes from one pool to another",
-            source.worker_pool_id
-        );
     }
     let env = TcEnv::from_env(true)?;
     let wm = WorkerManagerApi::new(&env)?;
@@ -48,19 +79,7 @@ pub async fn run(
     let store = HistorySecret::new(&secrets, &target.worker_pool_id, &target.history_secret);
     let loaded = load_history(ctx, &env, &store).await?;
 
-    // The source's images in the target's regions; the others are copied there.
-    let mut images = live_images(&source_live);
-    images.retain(|r, _| regions.contains(r));
-    if images.is_empty() {
-        // No region in common: copy from the source's build-region image.
-        let all = live_images(&source_live);
-        if let Some((r, i)) = all
-            .get_key_value(&source.build_region)
-            .or_else(|| all.iter().next())
-        {
-            images.insert(r.clone(), i.clone());
-        }
-    }
+    let mut images = source_images(&source, &source_live, &regions);
     let ec2 = Ec2::load().await;
     check_available(&ec2, &images).await?;
     // Before copying, prove the scopes of the push (a dry run pushes nothing).

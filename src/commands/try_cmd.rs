@@ -720,33 +720,23 @@ pub async fn cleanup_left_pools(
     ctx: &Ctx,
     env: &TcEnv,
     selected: &[&WorkerType],
+    listing: &PoolList,
     dry_run: bool,
     yes: bool,
 ) -> Result<Value> {
     let wm = WorkerManagerApi::new(env)?;
     let sources: Vec<&str> = selected.iter().map(|w| w.worker_pool_id.as_str()).collect();
-    let listed = tokio::select! {
-        r = wm.list_pools() => r,
-        i = ctx.cancel.cancelled() => return Err(i.into()),
-    };
     // An extra the client may lack the scope for: the rest of the cleanup goes on without it.
-    let pools = match listed {
-        Ok(PoolList::Pools(pools)) => pools,
-        Ok(PoolList::NotAllowed(why)) => {
+    let pools = match listing {
+        PoolList::Pools(pools) => pools,
+        PoolList::NotAllowed(why) => {
             ctx.shell.warn(&format!(
                 "not looking for temporary worker pools left by tc-ami try: {why}"
             ));
             return Ok(json!(null));
         }
-        Err(e) => {
-            ctx.shell.warn(&format!(
-                "not looking for temporary worker pools left by tc-ami try: {}",
-                crate::text::one_line(&format!("{e:#}"))
-            ));
-            return Ok(json!(null));
-        }
     };
-    let left = left_try_pools(&pools, &sources, chrono::Utc::now());
+    let left = left_try_pools(pools, &sources, chrono::Utc::now());
     if left.is_empty() {
         return Ok(json!([]));
     }
