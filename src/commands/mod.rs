@@ -104,10 +104,15 @@ pub async fn changing(
             }
             _ = cancel.released(), if seen.is_some() => {}
         }
-        if let Some((i, _)) = seen
+        // The shielded section the interrupt arrived in has ended: what follows it is dropped.
+        if let Some((i, during)) = &seen
             && cancel.shielded().is_none()
         {
-            return Outcome::Interrupted(i, cancel.stopped_text(i));
+            let text = match during {
+                Some(label) => format!("{i} during {label}; it was finished first"),
+                None => cancel.stopped_text(*i),
+            };
+            return Outcome::Interrupted(*i, text);
         }
     }
 }
