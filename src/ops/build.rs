@@ -29,12 +29,13 @@ use crate::shell::Progress;
 use crate::taskcluster::SecretsApi;
 use crate::wait::{POLL_INTERVAL, TimedOut, poll_until};
 
-/// How often the build instance's termination is polled while copies are pending (off the
-/// critical path, so less often than a wait the build is blocked on).
-const RELEASE_PACE: Duration = Duration::from_secs(3);
+/// The first-minute interval of the build instance's release while copies are pending: off the
+/// critical path, so slower than a wait the build is blocked on; after that it grows like every
+/// wait's ([`crate::wait::poll_interval`]: 2 % of the time waited, up to 15 s).
+pub const RELEASE_PACE: Duration = Duration::from_secs(3);
 /// Every this many polls of the password wait checks that the instance is still alive instead
 /// of asking for the password (one call per poll either way).
-const PASSWORD_POLLS_PER_STATE_CHECK: u32 = 10;
+pub const PASSWORD_POLLS_PER_STATE_CHECK: u32 = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
