@@ -16,6 +16,11 @@ transition. The sandbox's `events` give when each transition happened.
   first span;
 - overhead = wall time - AWS time, split into the five segments between those spans (they add
   up to the total exactly);
+- the AWS time of the critical path counts only the part of the termination span that outlasts
+  the copy (tc-ami terminates the build instance while the copy is pending, so the two spans
+  overlap and the sum above counts the overlap twice; a build that terminates after the copy
+  gets the whole span), and overhead on the critical path = wall time - that: what the build
+  adds to AWS's own time, which the overhead above understates by the overlap;
 - EC2 calls per minute of waiting = the build's EC2 requests that arrived while it waited (from
   the start of each of the four spans until the arrival of the poll that saw its end) over the
   length of those windows; also per window, and the steady rate of the longest single wait (the
@@ -95,6 +100,8 @@ def analyse(rec: dict, events: list[dict], requests: list[tuple[float, str, str,
     }
     wall = rec["end"] - rec["start"]
     aws_total = sum(aws.values())
+    outlasting = spans["terminate"][1] - max(spans["copy"][1], spans["terminate"][0])
+    aws_critical = aws["instance"] + aws["image"] + aws["copy"] + max(0.0, outlasting)
 
     # EC2 calls while waiting: from the start of each AWS span until the poll that saw its end.
     def seen(stage: str) -> float:
@@ -136,6 +143,8 @@ def analyse(rec: dict, events: list[dict], requests: list[tuple[float, str, str,
         "aws": aws,
         "aws_total": aws_total,
         "overhead": wall - aws_total,
+        "aws_critical": aws_critical,
+        "overhead_critical": wall - aws_critical,
         "segments": segments,
         "lag": lags,
         "poll_lag": poll_lags,

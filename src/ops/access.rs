@@ -9,7 +9,7 @@ use crate::model::codes::ErrorCode;
 use crate::ops::instances::TERMINATE_WAIT;
 use crate::ops::teardown::{Removal, Step, Teardown, Undo};
 use crate::password::Secret;
-use crate::wait::POLL_INTERVAL;
+use crate::wait::{POLL_INTERVAL, Pacer};
 
 /// Creates the RSA key pair `name`; its removal is registered first (by name: that works
 /// whether or not the answer arrives). Returns the private key, which exists nowhere else.
@@ -120,6 +120,7 @@ fn sweep_security_groups<'a>(ec2: &'a Ec2, region: &str, name: &str) -> Undo<'a>
 /// Deletes a security group, waiting while an instance that is terminating still holds it.
 pub async fn delete_group_when_free(ec2: &Ec2, region: &str, id: &str) -> Result<()> {
     let deadline = Instant::now() + TERMINATE_WAIT;
+    let pacer = Pacer::new(POLL_INTERVAL);
     loop {
         match ec2.delete_security_group(region, id).await {
             Ok(()) => return Ok(()),
@@ -128,7 +129,7 @@ pub async fn delete_group_when_free(ec2: &Ec2, region: &str, id: &str) -> Result
             Err(e)
                 if has_code(&e, &[ErrorCode::DependencyViolation]) && Instant::now() < deadline =>
             {
-                tokio::time::sleep(POLL_INTERVAL).await
+                pacer.pause().await
             }
             Err(e) => return Err(e),
         }

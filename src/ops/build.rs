@@ -30,9 +30,10 @@ use crate::shell::Progress;
 use crate::taskcluster::SecretsApi;
 use crate::wait::{POLL_INTERVAL, TimedOut, poll_until};
 
-/// How often the build instance's termination is polled while copies are pending (off the
-/// critical path, so less often than a wait the build is blocked on).
-const RELEASE_PACE: Duration = Duration::from_secs(3);
+/// The first-minute interval of the build instance's release while copies are pending: off the
+/// critical path, so slower than a wait the build is blocked on; after that it grows like every
+/// wait's ([`crate::wait::poll_interval`]: 2 % of the time waited, up to 15 s).
+pub const RELEASE_PACE: Duration = Duration::from_secs(3);
 /// The wait for the guest's shutdown polls the instance every 1.8 s and, on every other poll,
 /// also reads its console: 33 + 17 = 50 EC2 calls a minute, as many as one call every 1.2 s
 /// (the benchmark's budget is 60 per minute of waiting, copies and all), a stop noticed 0.9 s
@@ -41,7 +42,7 @@ const RELEASE_PACE: Duration = Duration::from_secs(3);
 const SHUTDOWN_POLL: Duration = Duration::from_millis(1800);
 /// Every this many polls of the password wait checks that the instance is still alive instead
 /// of asking for the password (one call per poll either way).
-const PASSWORD_POLLS_PER_STATE_CHECK: u32 = 10;
+pub const PASSWORD_POLLS_PER_STATE_CHECK: u32 = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]

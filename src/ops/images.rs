@@ -15,10 +15,10 @@ use crate::model::codes::{ErrorCode, IMAGE_GONE};
 use crate::model::{Image, Tags, tags};
 use crate::ops::teardown::{Removal, Step, Teardown, Undo};
 use crate::shell::Progress;
-use crate::wait::{POLL_INTERVAL, poll_until};
+use crate::wait::{POLL_INTERVAL, Pacer, poll_until};
 
-/// A snapshot stays "in use" for a moment after its image is deregistered: this many tries,
-/// [`POLL_INTERVAL`] apart.
+/// A snapshot stays "in use" for a moment after its image is deregistered: this many tries on
+/// the schedule, [`POLL_INTERVAL`] apart (they all fall in its first minute).
 pub const SNAPSHOT_IN_USE_TRIES: u32 = 30;
 
 /// How an image is found when the answer to its create or copy call is lost.
@@ -291,6 +291,7 @@ pub async fn remove_image(
 /// Deletes a snapshot, retrying while the deregistration of its image has not reached it.
 pub async fn delete_snapshot_when_free(ec2: &Ec2, region: &str, id: &str) -> Result<()> {
     let mut tries = 0;
+    let pacer = Pacer::new(POLL_INTERVAL);
     loop {
         match ec2.delete_snapshot(region, id).await {
             Ok(()) => return Ok(()),
@@ -299,7 +300,7 @@ pub async fn delete_snapshot_when_free(ec2: &Ec2, region: &str, id: &str) -> Res
                 if has_code(&e, &[ErrorCode::SnapshotInUse]) && tries < SNAPSHOT_IN_USE_TRIES =>
             {
                 tries += 1;
-                tokio::time::sleep(POLL_INTERVAL).await;
+                pacer.pause().await;
             }
             Err(e) => return Err(e),
         }

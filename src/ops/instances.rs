@@ -10,6 +10,7 @@ use crate::ec2::{Ec2, LaunchSpec, has_code};
 use crate::model::InstanceStateName;
 use crate::model::codes::ErrorCode;
 use crate::ops::teardown::{Removal, Step, Teardown, Undo};
+use crate::wait::Pacer;
 
 /// How long a removal waits for an instance to terminate (its security group cannot go
 /// before).
@@ -71,7 +72,8 @@ fn sweep_instances<'a>(ec2: &'a Ec2, region: &str, (key, value): (&str, &str)) -
     })
 }
 
-/// Terminates the instances and waits until they are, looking every `pace` (the first look one
+/// Terminates the instances and waits until they are, looking on the schedule
+/// ([`crate::wait::poll_interval`]) whose first-minute interval is `pace` (the first look one
 /// interval in: termination is never at once), for [`TERMINATE_WAIT`] at most. Returns those
 /// that are not terminated by then, with their state. One instance that EC2 does not know is
 /// terminated already.
@@ -89,8 +91,9 @@ pub async fn terminate_and_wait(
         Err(e) => return Err(e),
     }
     let deadline = Instant::now() + TERMINATE_WAIT;
+    let pacer = Pacer::new(pace);
     loop {
-        tokio::time::sleep(pace).await;
+        pacer.pause().await;
         let left: BTreeMap<String, InstanceStateName> = ec2
             .instance_states(region, ids)
             .await?

@@ -81,7 +81,8 @@ pub struct Undo<'a> {
 
 impl<'a> Undo<'a> {
     /// `what` names what it removes (for the list of what a dropped teardown leaves);
-    /// `run(pace)` removes it, polling every `pace` when it has to wait.
+    /// `run(pace)` removes it; when it has to wait, it polls on the schedule
+    /// ([`crate::wait::poll_interval`]) whose first-minute interval is `pace`.
     pub fn new<F, Fut>(what: impl Into<String>, run: F) -> Undo<'a>
     where
         F: FnOnce(Duration) -> Fut + Send + 'a,
