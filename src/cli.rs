@@ -1,8 +1,10 @@
 //! The whole command-line surface, in one place, and its dispatch to the commands.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use clap::{Parser, Subcommand};
+use anyhow::Context;
+use clap::{CommandFactory, Parser, Subcommand};
+use serde_json::json;
 
 use crate::commands::{self, Ctx, Outcome};
 
@@ -185,6 +187,20 @@ pub enum Command {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+    /// Print the shell completion script for SHELL, made from these same definitions (see the
+    /// README for where each shell looks for it).
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page tc-ami(1) in roff; with --dir, write it and one page per command
+    /// (tc-ami-deploy(1), ...) into DIR.
+    Man {
+        /// Write tc-ami.1 and tc-ami-<command>.1 into this directory (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// Runs the command.
@@ -255,5 +271,72 @@ pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
         } => cleanup::run(ctx, worker_type.as_deref(), keep, dry_run, yes)
             .await
             .into(),
+        Command::Completions { shell } => completions(ctx, shell).into(),
+        Command::Man { dir } => man(ctx, dir.as_deref()).into(),
     }
+}
+
+/// The completion script for `shell`, generated from [`Cli`].
+fn completions(ctx: &Ctx, shell: clap_complete::Shell) -> anyhow::Result<u8> {
+    let script = completion_script(shell)?;
+    ctx.shell.result(
+        script.trim_end(),
+        &json!({"shell": shell.to_string(), "script": script}),
+    );
+    Ok(0)
+}
+
+/// The completion script for `shell`. clap_complete 4.6 writes a bash script whose
+/// subcommand branches never match when the program's name has a hyphen (clap-rs/clap issue
+/// 6421: its loop and its branches spell the state differently), so the bash script is made for
+/// `tc_ami` and registered for `tc-ami`.
+fn completion_script(shell: clap_complete::Shell) -> anyhow::Result<String> {
+    let bash = shell == clap_complete::Shell::Bash;
+    let name = if bash { "tc_ami" } else { "tc-ami" };
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), name, &mut script);
+    let script = String::from_utf8(script).context("the completion script is not UTF-8")?;
+    if !bash {
+        return Ok(script);
+    }
+    let registered = script.replace(" -o default tc_ami\n", " -o default tc-ami\n");
+    if registered.matches(" tc-ami\n").count() != 2 {
+        anyhow::bail!("the bash completion script does not register tc_ami as expected");
+    }
+    Ok(registered)
+}
+
+/// The man page tc-ami(1) on stdout, or with `dir` it and one page per command written there.
+fn man(ctx: &Ctx, dir: Option<&Path>) -> anyhow::Result<u8> {
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    let Some(dir) = dir else {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd)
+            .render(&mut page)
+            .context("rendering the man page")?;
+        let page = String::from_utf8(page).context("the man page is not UTF-8")?;
+        ctx.shell
+            .result(page.trim_end(), &json!({"page": "tc-ami.1", "roff": page}));
+        return Ok(0);
+    };
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the directory {}", dir.display()))?;
+    let subcommands: Vec<clap::Command> = cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set())
+        .cloned()
+        .collect();
+    let mut pages = Vec::new();
+    for page in std::iter::once(cmd).chain(subcommands) {
+        let path = clap_mangen::Man::new(page)
+            .generate_to(dir)
+            .with_context(|| format!("cannot write a man page into {}", dir.display()))?;
+        pages.push(path.display().to_string());
+    }
+    ctx.shell.result(
+        &format!("wrote {} man pages: {}", pages.len(), pages.join(" ")),
+        &json!({"dir": dir, "pages": pages}),
+    );
+    Ok(0)
 }
