@@ -44,12 +44,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Show the base AMI a build of the worker type would start from.
-    BaseAmi {
-        /// The worker type: worker-types/<W>.toml.
-        #[arg(short = 'w', long = "worker-type", value_name = "W")]
-        worker_type: String,
-    },
+    /// Show the base AMI a build of the worker type would start from; with --list, the
+    /// Windows images to choose from.
+    BaseAmi(BaseAmiArgs),
     /// Build an image for the worker type, copy it to its regions, store the password.
     Build {
         /// The worker type: worker-types/<W>.toml.
@@ -203,11 +200,57 @@ pub enum Command {
     },
 }
 
+/// `tc-ami base-ami`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct BaseAmiArgs {
+    /// The worker type: worker-types/<W>.toml (with --list: its build region, owner and
+    /// pattern).
+    #[arg(
+        short = 'w',
+        long = "worker-type",
+        value_name = "W",
+        required_unless_present = "list"
+    )]
+    pub worker_type: Option<String>,
+    /// List the Windows images: grouped by version, locale, edition and flavour (parsed
+    /// from the names), each group with its count and newest image; with --pattern, the
+    /// matching images newest first, and which one a build would pick and why not the others.
+    #[arg(long)]
+    pub list: bool,
+    /// With --list: the region to list, instead of W's build region.
+    #[arg(
+        long,
+        value_name = "R",
+        requires = "list",
+        conflicts_with = "worker_type"
+    )]
+    pub region: Option<String>,
+    /// With --list: only images whose name matches P (`*` and `?`, as in base-ami.txt).
+    #[arg(long, value_name = "P", requires = "list")]
+    pub pattern: Option<String>,
+    /// With --list: the images' owner (amazon, self, aws-marketplace or an account id);
+    /// default W's base_ami_owner, else amazon.
+    #[arg(long, value_name = "O", requires = "list")]
+    pub owner: Option<String>,
+}
+
+impl From<BaseAmiArgs> for commands::base_ami::Asked {
+    fn from(a: BaseAmiArgs) -> Self {
+        commands::base_ami::Asked {
+            worker_type: a.worker_type,
+            list: a.list,
+            region: a.region,
+            pattern: a.pattern,
+            owner: a.owner,
+        }
+    }
+}
+
 /// Runs the command.
 pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
     use commands::*;
     match command {
-        Command::BaseAmi { worker_type } => read_only(ctx, base_ami::run(ctx, &worker_type)).await,
+        Command::BaseAmi(args) => read_only(ctx, base_ami::run(ctx, &args.into())).await,
         Command::Build { worker_type } => build::run(ctx, &worker_type).await.into(),
         Command::Diff {
             worker_type,

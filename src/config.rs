@@ -264,6 +264,18 @@ pub fn valid_worker_pool_id(id: &str) -> bool {
     prov_ok && wt_ok
 }
 
+/// An image owner DescribeImages takes: `amazon`, `self`, `aws-marketplace` or an account id.
+pub fn valid_base_ami_owner(owner: &str) -> bool {
+    ["amazon", "self", "aws-marketplace"].contains(&owner)
+        || (owner.len() == 12 && owner.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// An image name pattern: at most 128 characters (EC2's longest image name), no control
+/// characters.
+pub fn valid_base_ami_pattern(pattern: &str) -> bool {
+    !pattern.chars().any(|c| c.is_control()) && pattern.len() <= 128
+}
+
 fn valid_instance_type(t: &str) -> bool {
     match t.split_once('.') {
         Some((family, size)) => {
@@ -377,7 +389,7 @@ impl Reader<'_> {
                     }
                 })?,
             };
-        if pattern.chars().any(|c| c.is_control()) || pattern.len() > 128 {
+        if !valid_base_ami_pattern(&pattern) {
             return Err(self.bad(
                 "base_ami_pattern",
                 "it holds control characters or is over 128 characters",
@@ -386,9 +398,7 @@ impl Reader<'_> {
         let owner = self
             .string("base_ami_owner")?
             .unwrap_or_else(|| DEFAULT_BASE_AMI_OWNER.to_string());
-        let owner_ok = ["amazon", "self", "aws-marketplace"].contains(&owner.as_str())
-            || (owner.len() == 12 && owner.chars().all(|c| c.is_ascii_digit()));
-        if !owner_ok {
+        if !valid_base_ami_owner(&owner) {
             return Err(self.bad("base_ami_owner", format!("`{owner}`")));
         }
         Ok((pattern, owner))
