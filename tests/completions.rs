@@ -107,10 +107,18 @@ fn bash_completes_commands_options_and_values() {
         assert!(deploy.iter().any(|o| o == option), "{option}: {deploy:?}");
     }
     let base_ami = bash_complete(&script, &["tc-ami", "base-ami", "--"]);
-    assert!(
-        base_ami.iter().any(|o| o == "--worker-type"),
-        "{base_ami:?}"
-    );
+    for option in [
+        "--worker-type",
+        "--list",
+        "--pattern",
+        "--region",
+        "--owner",
+    ] {
+        assert!(
+            base_ami.iter().any(|o| o == option),
+            "{option}: {base_ami:?}"
+        );
+    }
     assert_eq!(
         bash_complete(&script, &["tc-ami", "completions", "p"]),
         vec!["powershell"]
