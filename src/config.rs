@@ -42,6 +42,10 @@ const KEYS: &[(&str, &str)] = &[
     ("share_with_accounts", "a list of 12-digit AWS account ids"),
     ("password_secret_prefix", "a Taskcluster secret name prefix"),
     ("password_secret_expires_in", "a duration like \"365d\""),
+    (
+        "config_files",
+        "a list of paths relative to the config directory (files that declare the pool's image ids)",
+    ),
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +68,9 @@ pub struct WorkerType {
     pub regions: Vec<String>,
     pub share_with_accounts: Vec<String>,
     pub password: PasswordDestination,
+    /// Files that declare the pool's image ids (a tc-admin configuration), resolved against the
+    /// config directory; `deploy` updates them by default.
+    pub config_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -331,6 +338,7 @@ pub fn parse_worker_type(
     let regions = r.regions(&build_region)?;
     let share_with_accounts = r.accounts()?;
     let password = r.password()?;
+    let config_files = r.config_files()?;
     Ok(WorkerType {
         name: name.to_string(),
         file: file.to_path_buf(),
@@ -346,6 +354,7 @@ pub fn parse_worker_type(
         regions,
         share_with_accounts,
         password,
+        config_files: config_files.iter().map(|f| config_dir.join(f)).collect(),
     })
 }
 
@@ -462,6 +471,20 @@ impl Reader<'_> {
             ));
         }
         Ok(accounts)
+    }
+
+    /// `config_files`: relative paths, each once.
+    fn config_files(&self) -> Result<Vec<String>, ConfigError> {
+        let mut files: Vec<String> = Vec::new();
+        for file in self.strings("config_files")? {
+            if file.trim().is_empty() || Path::new(&file).is_absolute() {
+                return Err(self.bad("config_files", format!("`{file}` is empty or absolute")));
+            }
+            if !files.contains(&file) {
+                files.push(file);
+            }
+        }
+        Ok(files)
     }
 
     /// `password_secret_prefix` and `password_secret_expires_in`.
@@ -640,6 +663,28 @@ password_secret_prefix = "project/servo/windows-administrator/servo-win2016"
             );
             assert!(err.contains("expected "), "{err}");
         }
+    }
+
+    #[test]
+    fn config_files_are_relative_paths() {
+        let wt = parse(&format!(
+            "{GOOD}config_files = [\"../taskcluster-config/config/worker-pools.yml\", \"../taskcluster-config/config/worker-pools.yml\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            wt.config_files,
+            vec![Path::new(
+                "/cfg/../taskcluster-config/config/worker-pools.yml"
+            )]
+        );
+        assert!(parse(GOOD).unwrap().config_files.is_empty());
+        let err = message(&format!("{GOOD}config_files = [\"/etc/pools.yml\"]\n"));
+        assert!(
+            err.contains("bad value for `config_files`: `/etc/pools.yml` is empty or absolute"),
+            "{err}"
+        );
+        let err = message(&format!("{GOOD}config_files = \"pools.yml\"\n"));
+        assert!(err.contains("a string is not a list"), "{err}");
     }
 
     #[test]
