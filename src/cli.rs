@@ -55,35 +55,10 @@ pub enum Command {
     },
     /// Review mode: the change deploy would push, as a unified diff.
     /// Exit 0: nothing to change; 2: changes; 1: error.
-    Diff {
-        /// The worker type: worker-types/<W>.toml.
-        #[arg(short = 'w', long = "worker-type", value_name = "W")]
-        worker_type: String,
-        /// The image to deploy: AMI (the build region's; its copies are found by name) or
-        /// REGION=AMI, repeatable. Default: the newest image tc-ami built for W per region.
-        #[arg(long = "image", value_name = "AMI|REGION=AMI")]
-        images: Vec<String>,
-        /// Lines of context around each change.
-        #[arg(short = 'U', long = "unified", value_name = "N", default_value_t = crate::diff::DEFAULT_CONTEXT)]
-        unified: usize,
-    },
+    Diff(DiffArgs),
     /// Put images into the worker pool: builds first without --image, shows the diff, asks,
     /// pushes, verifies.
-    Deploy {
-        /// The worker type: worker-types/<W>.toml.
-        #[arg(short = 'w', long = "worker-type", value_name = "W")]
-        worker_type: String,
-        /// The image to deploy: AMI (the build region's; its copies are found by name) or
-        /// REGION=AMI, repeatable. Without it, tc-ami builds one first.
-        #[arg(long = "image", value_name = "AMI|REGION=AMI")]
-        images: Vec<String>,
-        /// Do everything but the push.
-        #[arg(long)]
-        dry_run: bool,
-        /// Do not ask for confirmation.
-        #[arg(long, short = 'y')]
-        yes: bool,
-    },
+    Deploy(DeployArgs),
     /// Put back the images that were live before the last deploy, with a new deployment id.
     Rollback {
         /// The worker type: worker-types/<W>.toml.
@@ -200,6 +175,76 @@ pub enum Command {
     },
 }
 
+/// `tc-ami diff`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    /// The worker type: worker-types/<W>.toml.
+    #[arg(short = 'w', long = "worker-type", value_name = "W")]
+    pub worker_type: String,
+    /// The image to deploy: AMI (the build region's; its copies are found by name) or
+    /// REGION=AMI, repeatable. Default: the newest image tc-ami built for W per region.
+    #[arg(long = "image", value_name = "AMI|REGION=AMI")]
+    pub images: Vec<String>,
+    /// Lines of context around each change.
+    #[arg(short = 'U', long = "unified", value_name = "N", default_value_t = crate::diff::DEFAULT_CONTEXT)]
+    pub unified: usize,
+    /// Also show how deploy --update-file PATH would change this file (repeatable);
+    /// default: the worker type's config_files.
+    #[arg(long = "update-file", value_name = "PATH")]
+    pub update_files: Vec<PathBuf>,
+}
+
+impl DiffArgs {
+    async fn run(self, ctx: &Ctx) -> Outcome {
+        let files = commands::managed::FilesAsked {
+            update_files: self.update_files,
+            managed_ok: false,
+        };
+        let diff = commands::diff::run(ctx, &self.worker_type, &self.images, self.unified, &files);
+        commands::read_only(ctx, diff).await
+    }
+}
+
+/// `tc-ami deploy`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct DeployArgs {
+    /// The worker type: worker-types/<W>.toml.
+    #[arg(short = 'w', long = "worker-type", value_name = "W")]
+    pub worker_type: String,
+    /// The image to deploy: AMI (the build region's; its copies are found by name) or
+    /// REGION=AMI, repeatable. Without it, tc-ami builds one first.
+    #[arg(long = "image", value_name = "AMI|REGION=AMI")]
+    pub images: Vec<String>,
+    /// Do everything but the push.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Deploy to a pool managed by tc-admin (description `*DO NOT EDIT*`) without
+    /// updating its configuration: its next `tc-admin apply` puts the old images back.
+    #[arg(long)]
+    pub managed_ok: bool,
+    /// A file that declares the pool's image ids (tc-admin's config/worker-pools.yml):
+    /// the old ids are replaced by the new ones, shown in the review, written after the
+    /// push is verified (repeatable); default: the worker type's config_files.
+    #[arg(long = "update-file", value_name = "PATH")]
+    pub update_files: Vec<PathBuf>,
+}
+
+impl DeployArgs {
+    async fn run(self, ctx: &Ctx) -> Outcome {
+        let files = commands::managed::FilesAsked {
+            update_files: self.update_files,
+            managed_ok: self.managed_ok,
+        };
+        let (images, dry_run, yes) = (&self.images, self.dry_run, self.yes);
+        commands::deploy::run(ctx, &self.worker_type, images, dry_run, yes, &files)
+            .await
+            .into()
+    }
+}
+
 /// `tc-ami base-ami`'s arguments.
 #[derive(Debug, clap::Args)]
 pub struct BaseAmiArgs {
@@ -252,19 +297,8 @@ pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
     match command {
         Command::BaseAmi(args) => read_only(ctx, base_ami::run(ctx, &args.into())).await,
         Command::Build { worker_type } => build::run(ctx, &worker_type).await.into(),
-        Command::Diff {
-            worker_type,
-            images,
-            unified,
-        } => read_only(ctx, diff::run(ctx, &worker_type, &images, unified)).await,
-        Command::Deploy {
-            worker_type,
-            images,
-            dry_run,
-            yes,
-        } => deploy::run(ctx, &worker_type, &images, dry_run, yes)
-            .await
-            .into(),
+        Command::Diff(args) => args.run(ctx).await,
+        Command::Deploy(args) => args.run(ctx).await,
         Command::Rollback {
             worker_type,
             to,

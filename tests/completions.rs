@@ -53,6 +53,7 @@ fn every_shell_completes_every_command() {
         }
         // Options of a command are there too.
         assert!(script.contains("worker-type"), "{shell}");
+        assert!(script.contains("update-file"), "{shell}");
     }
     let zsh = stdout(&["completions", "zsh"]);
     assert!(zsh.starts_with("#compdef tc-ami"), "{}", &zsh[..40]);
@@ -103,7 +104,13 @@ fn bash_completes_commands_options_and_values() {
         assert!(all.contains(&command), "{command} not offered: {all:?}");
     }
     let deploy = bash_complete(&script, &["tc-ami", "deploy", "--"]);
-    for option in ["--worker-type", "--image", "--dry-run"] {
+    for option in [
+        "--worker-type",
+        "--image",
+        "--dry-run",
+        "--managed-ok",
+        "--update-file",
+    ] {
         assert!(deploy.iter().any(|o| o == option), "{option}: {deploy:?}");
     }
     let base_ami = bash_complete(&script, &["tc-ami", "base-ami", "--"]);
@@ -161,6 +168,7 @@ fn man_dir_writes_one_page_per_command() {
     }
     let deploy = std::fs::read_to_string(dir.path().join("tc-ami-deploy.1")).expect("deploy");
     assert!(deploy.contains("\\-\\-dry\\-run"), "deploy's options");
+    assert!(deploy.contains("\\-\\-update\\-file"), "deploy's options");
 }
 
 #[test]

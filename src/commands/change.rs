@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::base_ami::choose_base_ami;
 use crate::commands::Ctx;
+use crate::commands::managed::FilePlan;
 use crate::config::WorkerType;
 use crate::diff::{json_patch, unified_diff, use_color};
 use crate::ec2::{Ec2, has_code};
@@ -75,6 +76,8 @@ pub struct Change {
     pub before: Value,
     pub patched: Patched,
     pub images: BTreeMap<String, String>,
+    /// Whether the pool's description marks it as managed by tc-admin.
+    pub managed: bool,
 }
 
 impl Change {
@@ -85,6 +88,7 @@ impl Change {
         images: BTreeMap<String, String>,
     ) -> Result<Change> {
         let before = definition(live);
+        let managed = crate::managed::pool_is_managed(&before, None);
         let now = chrono::Utc::now();
         // Fresh: never one the pool carries already (a rollback within the same second).
         let current = crate::pool::deployment_ids(&before);
@@ -102,6 +106,7 @@ impl Change {
             before,
             patched,
             images,
+            managed,
         })
     }
 
@@ -127,6 +132,7 @@ impl Change {
             "workerPoolId": self.pool_id,
             "rootUrl": self.root_url,
             "changed": self.patched.changed,
+            "managed": self.managed,
             "images": self.images,
             "deploymentId": self.patched.deployment_id,
             "patch": json_patch(&self.before, &self.patched.after),
@@ -468,7 +474,24 @@ pub async fn review_and_push(
     record: RecordAs,
     asked: Asked,
 ) -> Result<bool> {
+    let no_files = FilePlan::default();
+    review_and_push_with_files(ctx, to, change, history, record, asked, &no_files).await
+}
+
+/// [`review_and_push`], and the files that declare the pool's image ids: their change is shown
+/// after the pool diff, and they are written once the push is verified (not on a dry run, not
+/// when the push fails).
+pub async fn review_and_push_with_files(
+    ctx: &Ctx,
+    to: &PushTo<'_>,
+    change: &Change,
+    history: Option<History>,
+    record: RecordAs,
+    asked: Asked,
+    files: &FilePlan,
+) -> Result<bool> {
     change.show(ctx, crate::diff::DEFAULT_CONTEXT);
+    files.show(&ctx.shell);
     let mut report = change.to_json();
     let pushed = if !change.patched.changed {
         ctx.shell.note(&format!(
@@ -497,7 +520,7 @@ pub async fn review_and_push(
             Kind::Rollback => "rolled back",
             Kind::Promote => "promoted",
         };
-        push_and_record(to, change, history, record).await?;
+        push_and_record(to, change, history, record, files, &ctx.shell).await?;
         ctx.shell.note(&format!(
             "{done} to worker pool {}: {}{}",
             change.pool_id,
@@ -512,23 +535,35 @@ pub async fn review_and_push(
         true
     };
     report["pushed"] = Value::Bool(pushed);
+    if !files.is_empty() {
+        report["files"] = files.to_json(pushed);
+    }
     ctx.shell.json_doc(&report);
     Ok(pushed)
 }
 
-/// Pushes the change and appends it to the pool's history (read before the push: a client
-/// that cannot record the deployment does not push).
+/// Pushes the change, writes the files once the push is verified, and appends the change to
+/// the pool's history (read before the push: a client that cannot record the deployment does
+/// not push). A file that cannot be written does not stop the record.
 async fn push_and_record(
     to: &PushTo<'_>,
     change: &Change,
     history: Option<History>,
     record: RecordAs,
+    files: &FilePlan,
+    shell: &Shell,
 ) -> Result<()> {
     let history = match history {
         Some(h) => h,
         None => deployments::load(to.secrets, &change.pool_id).await?,
     };
     push(to.wm, change).await?;
+    let written = files.write(shell).map_err(|e| {
+        anyhow!(
+            "pushed to worker pool {}, but {e:#} (or `tc-admin apply` will put the old images back)",
+            change.pool_id
+        )
+    });
     let deployment = Deployment {
         seq: history.next_seq(),
         time: chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 0),
@@ -542,7 +577,7 @@ async fn push_and_record(
         undoes_outside_change: record.undoes_outside_change,
         from: record.from,
     };
-    deployments::append(to.secrets, &change.pool_id, history, deployment)
+    let recorded = deployments::append(to.secrets, &change.pool_id, history, deployment)
         .await
         .map_err(|e| {
             anyhow!(
@@ -550,5 +585,9 @@ async fn push_and_record(
                 change.pool_id,
                 history::secret_name(&change.pool_id)
             )
-        })
+        });
+    match (written, recorded) {
+        (Err(w), Err(r)) => Err(anyhow!("{w:#}; and {r:#}")),
+        (w, r) => w.and(r),
+    }
 }

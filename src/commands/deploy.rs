@@ -1,13 +1,15 @@
-//! `tc-ami deploy -w W [--image …] [--dry-run] [--yes]`: builds first when no image is given,
-//! shows the diff, asks, pushes, verifies.
+//! `tc-ami deploy -w W [--image …] [--dry-run] [--yes] [--managed-ok] [--update-file PATH …]`:
+//! builds first when no image is given, shows the diff, asks, pushes, verifies, and updates the
+//! files that declare the pool's image ids.
 
 use anyhow::{Result, anyhow, bail};
 
 use crate::commands::Ctx;
 use crate::commands::change::{
     Asked, Change, PushTo, RecordAs, Target, check_available, copy_missing,
-    refuse_without_terminal, resolve_images, review_and_push,
+    refuse_without_terminal, resolve_images, review_and_push_with_files,
 };
+use crate::commands::managed::{FilePlan, FilesAsked, check_managed, read_files};
 use crate::history::Kind;
 use crate::image_arg::parse_image_args;
 use crate::taskcluster::{SecretsApi, WorkerManagerApi};
@@ -18,10 +20,14 @@ pub async fn run(
     images: &[String],
     dry_run: bool,
     yes: bool,
+    files_asked: &FilesAsked,
 ) -> Result<u8> {
     let args = parse_image_args(images).map_err(|e| anyhow!(e))?;
     let t = Target::load(ctx, worker_type).await?;
     let (wt, regions) = (&t.wt, &t.regions);
+    // Before anything is built: the files can be read, and a managed pool may be deployed to.
+    let files = read_files(wt, files_asked)?;
+    check_managed(&ctx.shell, wt, &t.live, &files, files_asked, !dry_run)?;
 
     let (images, live) = if args.is_empty() {
         let built_for = wt.all_regions();
@@ -57,6 +63,7 @@ pub async fn run(
     };
     check_available(&t.ec2, &images).await?;
     let change = Change::new(&wt.worker_pool_id, t.wm.root_url(), &live, images)?;
+    let file_plan = FilePlan::new(&files, &change.before, &change.images)?;
     let record = RecordAs {
         kind: Kind::Deploy,
         worker_type: wt.name.clone(),
@@ -70,7 +77,9 @@ pub async fn run(
         secrets: &secrets,
         who: &t.who(),
     };
-    let pushed = review_and_push(ctx, &to, &change, None, record, Asked { dry_run, yes }).await?;
+    let asked = Asked { dry_run, yes };
+    let pushed =
+        review_and_push_with_files(ctx, &to, &change, None, record, asked, &file_plan).await?;
     if pushed {
         rollout_note(ctx, &t.wm, &wt.worker_pool_id, &wt.name).await;
     }
