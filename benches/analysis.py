@@ -19,7 +19,8 @@ transition. The sandbox's `events` give when each transition happened.
 - EC2 calls per minute of waiting = the build's EC2 requests that arrived while it waited (from
   the start of each of the four spans until the arrival of the poll that saw its end) over the
   length of those windows; also per window, and the steady rate of the longest single wait (the
-  DescribeInstances polls while waiting for the guest's shutdown, first to last).
+  DescribeInstances and GetConsoleOutput polls while waiting for the guest's shutdown, first to
+  last).
 """
 
 from __future__ import annotations
@@ -113,9 +114,10 @@ def analyse(rec: dict, events: list[dict], requests: list[tuple[float, str, str,
     wait_seconds = sum(w["seconds"] for w in per_window.values())
     wait_calls = sum(w["calls"] for w in per_window.values())
     # The steady rate of one long wait: the polls of the wait for the guest's shutdown (after
-    # the password), first to last.
+    # the password), first to last; the state and the guest's console take turns.
     polls = [t for t, reg, action, _ in mine
-             if action == "DescribeInstances" and rec["notice"]["password"] <= t <= seen("stopped")]
+             if action in ("DescribeInstances", "GetConsoleOutput")
+             and rec["notice"]["password"] <= t <= seen("stopped")]
     steady = (len(polls) - 1) * 60.0 / (polls[-1] - polls[0]) if len(polls) >= 2 and polls[-1] > polls[0] else None
     actions: dict[str, int] = {}
     for _, _, action, _ in mine:

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::cleanup::{expires_at, format_expires_at, in_flight_window};
 use crate::config::{PasswordDestination, WorkerType};
 use crate::model::tags::{
-    BASE_IMAGE_ID, BASE_IMAGE_NAME, BUILD_ID, CREATED_AT, NAME, SOURCE_REGION, USER_DATA_SHA256,
-    VERSION, WORKER_TYPE,
+    BASE_IMAGE_ID, BASE_IMAGE_NAME, BUILD_ID, CREATED_AT, EXPIRES_AT, NAME, SOURCE_REGION,
+    USER_DATA_SHA256, VERSION, WORKER_TYPE,
 };
 use crate::model::{Image, Tags};
 use crate::user_data::sha256_hex;
@@ -30,7 +31,9 @@ pub struct BuildPlan {
     pub root_volume_gb: Option<i32>,
     pub user_data: String,
     pub user_data_sha256: String,
-    /// On the key pair, group, instance and volume.
+    /// On the key pair, group, instance and volume; with [`BuildPlan::image_tags`], the build
+    /// id, worker type, start and `tc-ami:expires-at` (the start + `build_timeout` +
+    /// 2 × `image_timeout`: until then the build may be running, and `cleanup` keeps it all).
     pub resource_tags: Tags,
     /// On the image, its snapshots and its copies.
     pub image_tags: Tags,
@@ -59,11 +62,15 @@ pub fn plan_build(
     let stem = format!("tc-ami-{}-{}", wt.name, build_id);
     let created_at = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let user_data_sha256 = sha256_hex(user_data.as_bytes());
-    let common: Tags = vec![
+    let mut common: Tags = vec![
         (BUILD_ID.into(), build_id.into()),
         (WORKER_TYPE.into(), wt.name.clone()),
         (CREATED_AT.into(), created_at),
     ];
+    // Without it (timeouts past what a date holds), cleanup falls back to its own window.
+    if let Some(end) = expires_at(now, in_flight_window(wt)) {
+        common.push((EXPIRES_AT.into(), format_expires_at(end)));
+    }
     let mut resource_tags = common.clone();
     resource_tags.push((
         NAME.into(),
@@ -180,6 +187,17 @@ mod tests {
             tag(&plan.resource_tags, CREATED_AT).as_deref(),
             Some("2026-11-24T21:40:01Z")
         );
+        // The defaults: 90m for the guest, 60m for the image and 60m for the copies.
+        for tags in [&plan.resource_tags, &plan.image_tags] {
+            assert_eq!(
+                tag(tags, EXPIRES_AT).as_deref(),
+                Some("2026-11-25T01:10:01Z")
+            );
+        }
+        assert_eq!(
+            crate::cleanup::parse_expires_at(&plan.image_tags.iter().cloned().collect()),
+            Some(t + chrono::Duration::minutes(210))
+        );
         assert_eq!(
             tag(&plan.image_tags, BASE_IMAGE_ID).as_deref(),
             Some("ami-0123")
@@ -200,5 +218,17 @@ mod tests {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "()[] ./-'@_".contains(c))
         );
+    }
+
+    #[test]
+    fn timeouts_past_what_a_date_holds_leave_the_expires_at_tag_out() {
+        let mut wt = wt();
+        wt.build_timeout = Duration::MAX;
+        let t = DateTime::parse_from_rfc3339("2026-11-24T21:40:01Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let plan = plan_build(&wt, &base(), "x".into(), t, "b");
+        assert!(plan.image_tags.iter().all(|(k, _)| k != EXPIRES_AT));
+        assert!(plan.resource_tags.iter().any(|(k, _)| k == CREATED_AT));
     }
 }

@@ -1,6 +1,7 @@
 //! The whole command-line surface, in one place, and its dispatch to the commands.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
@@ -52,6 +53,18 @@ pub enum Command {
         /// The worker type: worker-types/<W>.toml.
         #[arg(short = 'w', long = "worker-type", value_name = "W")]
         worker_type: String,
+        /// On a failure after the launch, keep the build instance with its key pair and
+        /// security group for TTL (default 4h) to look inside, instead of removing them; prints
+        /// how to get in. `cleanup` removes them after the TTL. Not after Ctrl-C or SIGTERM.
+        #[arg(
+            long,
+            value_name = "TTL",
+            num_args = 0..=1,
+            require_equals = true,
+            default_missing_value = "4h",
+            value_parser = parse_keep_ttl
+        )]
+        keep_on_failure: Option<Duration>,
     },
     /// Review mode: the change deploy would push, as a unified diff.
     /// Exit 0: nothing to change; 2: changes; 1: error.
@@ -143,8 +156,9 @@ pub enum Command {
     },
     /// Deregister tc-ami's old images and delete their snapshots in every region, and remove
     /// what interrupted builds left (instances, security groups, key pairs, snapshots).
-    /// Never deleted: images live in a pool of any worker type, rollback targets, the N newest
-    /// per worker type and region, anything that may belong to a build in progress.
+    /// Never deleted: the image of any launch config of any pool it can read or list, rollback
+    /// targets, the images of each pool's newest deployments, the N newest per worker type and
+    /// region, anything that may belong to a build in progress (its tc-ami:expires-at).
     Cleanup {
         /// One worker type; default: every worker-types/*.toml.
         #[arg(short = 'w', long = "worker-type", value_name = "W")]
@@ -152,6 +166,9 @@ pub enum Command {
         /// How many of the newest available images to keep per worker type and region.
         #[arg(long, value_name = "N", default_value_t = crate::cleanup::DEFAULT_KEEP)]
         keep: usize,
+        /// Keep the images of the newest N deployments recorded in each pool's history.
+        #[arg(long, value_name = "N", default_value_t = crate::cleanup::DEFAULT_KEEP_DEPLOYMENTS)]
+        keep_deployments: usize,
         /// Show the plan, delete nothing.
         #[arg(long)]
         dry_run: bool,
@@ -230,6 +247,19 @@ pub struct DeployArgs {
     /// push is verified (repeatable); default: the worker type's config_files.
     #[arg(long = "update-file", value_name = "PATH")]
     pub update_files: Vec<PathBuf>,
+    /// When it builds, on a failure after the launch, keep the build instance with its key pair and
+    /// security group for TTL (default 4h) to look inside, instead of removing them; prints
+    /// how to get in. `cleanup` removes them after the TTL. Not after Ctrl-C or SIGTERM.
+    #[arg(
+        long,
+        value_name = "TTL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "4h",
+        value_parser = parse_keep_ttl,
+        conflicts_with = "images"
+    )]
+    pub keep_on_failure: Option<Duration>,
 }
 
 impl DeployArgs {
@@ -239,7 +269,8 @@ impl DeployArgs {
             managed_ok: self.managed_ok,
         };
         let (images, dry_run, yes) = (&self.images, self.dry_run, self.yes);
-        commands::deploy::run(ctx, &self.worker_type, images, dry_run, yes, &files)
+        let keep = self.keep_on_failure;
+        commands::deploy::run(ctx, &self.worker_type, images, dry_run, yes, keep, &files)
             .await
             .into()
     }
@@ -296,8 +327,31 @@ pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
     use commands::*;
     match command {
         Command::BaseAmi(args) => read_only(ctx, base_ami::run(ctx, &args.into())).await,
-        Command::Build { worker_type } => build::run(ctx, &worker_type).await.into(),
         Command::Diff(args) => args.run(ctx).await,
+        Command::History { worker_type } => read_only(ctx, history::run(ctx, &worker_type)).await,
+        // Its only write comes after the last await and is atomic: an interrupt stops it cleanly.
+        Command::Pin {
+            worker_type,
+            check,
+            force,
+        } => read_only(ctx, pin::run(ctx, worker_type.as_deref(), check, force)).await,
+        Command::Status { worker_type } => {
+            read_only(ctx, status::run(ctx, worker_type.as_deref())).await
+        }
+        Command::Completions { shell } => completions(ctx, shell).into(),
+        Command::Man { dir } => man(ctx, dir.as_deref()).into(),
+        changing => run_changing(ctx, changing).await,
+    }
+}
+
+/// The commands that change something: each decides what an interrupt means for it.
+async fn run_changing(ctx: &Ctx, command: Command) -> Outcome {
+    use commands::*;
+    match command {
+        Command::Build {
+            worker_type,
+            keep_on_failure,
+        } => build::run(ctx, &worker_type, keep_on_failure).await.into(),
         Command::Deploy(args) => args.run(ctx).await,
         Command::Rollback {
             worker_type,
@@ -307,19 +361,12 @@ pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
         } => rollback::run(ctx, &worker_type, to.as_deref(), dry_run, yes)
             .await
             .into(),
-        Command::History { worker_type } => read_only(ctx, history::run(ctx, &worker_type)).await,
         Command::Promote {
             from,
             to,
             dry_run,
             yes,
         } => promote::run(ctx, &from, &to, dry_run, yes).await.into(),
-        // Its only write comes after the last await and is atomic: an interrupt stops it cleanly.
-        Command::Pin {
-            worker_type,
-            check,
-            force,
-        } => read_only(ctx, pin::run(ctx, worker_type.as_deref(), check, force)).await,
         Command::Rollout {
             worker_type,
             watch,
@@ -337,20 +384,44 @@ pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
             };
             rollout::run(ctx, &worker_type, asked).await.into()
         }
-        Command::Status { worker_type } => {
-            read_only(ctx, status::run(ctx, worker_type.as_deref())).await
-        }
         Command::Cleanup {
             worker_type,
             keep,
+            keep_deployments,
             dry_run,
             yes,
-        } => cleanup::run(ctx, worker_type.as_deref(), keep, dry_run, yes)
-            .await
-            .into(),
-        Command::Completions { shell } => completions(ctx, shell).into(),
-        Command::Man { dir } => man(ctx, dir.as_deref()).into(),
+        } => cleanup::run(
+            ctx,
+            worker_type.as_deref(),
+            cleanup::Keep {
+                images: keep,
+                deployments: keep_deployments,
+            },
+            dry_run,
+            yes,
+        )
+        .await
+        .into(),
+        read_only_command => Outcome::Failed(anyhow::anyhow!(
+            "internal error: {read_only_command:?} reached the dispatch of changing commands"
+        )),
     }
+}
+
+/// The longest `--keep-on-failure` TTL: a failed build's instance is for a look inside, not to
+/// live on.
+const MAX_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// `--keep-on-failure=TTL`: a duration (`4h`, `90m`), more than zero, at most 7d.
+fn parse_keep_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = crate::duration::parse_duration(text)?;
+    if ttl.is_zero() {
+        return Err("a TTL of 0s would keep nothing: leave --keep-on-failure out".into());
+    }
+    if ttl > MAX_KEEP {
+        return Err("at most 7d".into());
+    }
+    Ok(ttl)
 }
 
 /// The completion script for `shell`, generated from [`Cli`].

@@ -473,6 +473,66 @@ impl Ec2 {
             .map(instance_from_sdk))
     }
 
+    /// The instance and its public IPv4 address, if it has one.
+    pub async fn instance_address(
+        &self,
+        region: &str,
+        id: &str,
+    ) -> Result<Option<(Instance, Option<String>)>> {
+        let req = self.client(region).describe_instances().instance_ids(id);
+        let out = call("DescribeInstances", region, id, req.send()).await?;
+        Ok(out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .find(|i| i.instance_id() == Some(id))
+            .map(|i| {
+                (
+                    instance_from_sdk(i),
+                    i.public_ip_address().map(str::to_string),
+                )
+            }))
+    }
+
+    /// The instance's serial console output as it is now (GetConsoleOutput, `Latest=true`:
+    /// at most the latest 64 KB; EC2 supports it on Nitro instance types), decoded; None while
+    /// nothing has been written.
+    pub async fn console_output(&self, region: &str, id: &str) -> Result<Option<String>> {
+        let req = self
+            .client(region)
+            .get_console_output()
+            .instance_id(id)
+            .latest(true);
+        let out = call("GetConsoleOutput", region, id, req.send()).await?;
+        let Some(encoded) = out.output().filter(|o| !o.is_empty()) else {
+            return Ok(None);
+        };
+        let compact: String = encoded.chars().filter(|c| !c.is_whitespace()).collect();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(compact)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "GetConsoleOutput in {region} for {id}: the output is not base64: {e}"
+                )
+            })?;
+        Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    /// The id (`key-…`) of the key pair `name`, which CreateTags needs; None if there is none.
+    pub async fn key_pair_id(&self, region: &str, name: &str) -> Result<Option<String>> {
+        let req = self
+            .client(region)
+            .describe_key_pairs()
+            .filters(filter("key-name", &[name]));
+        let out = call("DescribeKeyPairs", region, name, req.send()).await?;
+        Ok(out
+            .key_pairs()
+            .iter()
+            .find(|k| k.key_name() == Some(name))
+            .and_then(|k| k.key_pair_id())
+            .map(str::to_string))
+    }
+
     /// Instances (not terminated) carrying the tag `key` = `value`.
     pub async fn find_instances_by_tag(
         &self,

@@ -7,7 +7,7 @@
 //! 2. The pure core, functions of data with their unit tests: [`config`], [`duration`],
 //!    [`text`], [`base_ami`], [`user_data`], [`build`] (the build plan), [`pool`], [`diff`],
 //!    [`history`] (its rules), [`image_arg`], [`cleanup`] (planning), [`password`], [`pins`],
-//!    [`ami_names`], [`managed`], [`rollout`], [`try_pool`].
+//!    [`ami_names`], [`managed`], [`rollout`], [`try_pool`], [`guest_console`].
 //! 3. Runtime support, no network: [`config_dir`] (reading the config files), [`interrupt`],
 //!    [`wait`], [`shell`] (the one output channel).
 //! 4. Adapters, thin, SDK types in and model data out: [`download`], [`ec2`], [`ec2_inventory`],
@@ -24,6 +24,7 @@ pub mod cleanup;
 pub mod config;
 pub mod diff;
 pub mod duration;
+pub mod guest_console;
 pub mod history;
 pub mod image_arg;
 pub mod managed;

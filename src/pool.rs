@@ -109,6 +109,21 @@ pub fn live_images(def: &Value) -> BTreeMap<String, String> {
     out
 }
 
+/// Every launch config's region and ImageId, in order, duplicates kept: what the pool may
+/// launch (a canary launch config on another image counts as much as the first one).
+pub fn launch_config_images(def: &Value) -> Vec<(String, Option<String>)> {
+    def["config"]["launchConfigs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|lc| {
+            let region = lc["region"].as_str()?;
+            let image = lc["launchConfig"]["ImageId"].as_str().map(str::to_string);
+            Some((region.to_string(), image))
+        })
+        .collect()
+}
+
 /// The deploymentIds the pool carries (usually one value).
 pub fn deployment_ids(def: &Value) -> Vec<String> {
     let mut ids: Vec<String> = def["config"]["launchConfigs"]
@@ -593,6 +608,32 @@ mod tests {
             images(&[("us-west-2", "ami-west-old"), ("us-east-1", "ami-east-old")])
         );
         assert_eq!(deployment_ids(&def), vec!["old-1"]);
+    }
+
+    #[test]
+    fn every_launch_config_image_counts_not_only_the_first_per_region() {
+        let mut def = definition(&live());
+        let lcs = def["config"]["launchConfigs"].as_array_mut().unwrap();
+        // A canary in us-west-2 on another image, and a launch config without an ImageId.
+        let mut canary = lcs[0].clone();
+        canary["launchConfig"]["ImageId"] = json!("ami-west-canary");
+        lcs.push(canary);
+        let mut bare = lcs[1].clone();
+        bare["launchConfig"] = json!({});
+        lcs.push(bare);
+        assert_eq!(
+            launch_config_images(&def),
+            [
+                ("us-west-2", Some("ami-west-old")),
+                ("us-east-1", Some("ami-east-old")),
+                ("us-west-2", Some("ami-west-old")),
+                ("us-west-2", Some("ami-west-canary")),
+                ("us-east-1", None),
+            ]
+            .map(|(r, i)| (r.to_string(), i.map(str::to_string)))
+        );
+        // "The" image per region, for the commands that need one, is still the first.
+        assert_eq!(live_images(&def)["us-west-2"], "ami-west-old");
     }
 
     #[test]

@@ -125,11 +125,11 @@ impl TcEnv {
     /// reference's expression filled in) on one line.
     pub fn explain_scope(&self, what: &str, scope: &str, err: anyhow::Error) -> anyhow::Error {
         match taskcluster::err_status_code(&err).map(|s| s.as_u16()) {
-            Some(403) => anyhow::anyhow!(
+            Some(403) => anyhow::Error::new(Forbidden(format!(
                 "{what}: client `{}` lacks the scope `{scope}` at {} (403); add it to the client's scopes, or use a client that has it",
                 self.who(),
                 self.root_url
-            ),
+            ))),
             _ => self.explain(what, err),
         }
     }
@@ -157,10 +157,10 @@ impl TcEnv {
                 "{what}: {root} refused the credentials of client `{}` (401: {message}); check TASKCLUSTER_CLIENT_ID and TASKCLUSTER_ACCESS_TOKEN",
                 self.who()
             ),
-            Some(403) => anyhow::anyhow!(
+            Some(403) => anyhow::Error::new(Forbidden(format!(
                 "{what}: client `{}` lacks scopes at {root} (403: {message})",
                 self.who()
-            ),
+            ))),
             Some(code) => anyhow::anyhow!("{what}: {root} answered {code}: {message}"),
             None => {
                 let text = one_line(&format!("{err:#}"));
@@ -175,6 +175,12 @@ impl TcEnv {
         }
     }
 }
+
+/// A 403 from Taskcluster: the client lacks a scope. The text is the whole one-line message,
+/// so that callers can tell a missing scope from an outage.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Forbidden(pub String);
 
 /// The service's messages run over several lines and end with a `---` block of request
 /// details; keep the part a person needs, on one line.
@@ -383,6 +389,25 @@ impl SecretsApi {
             .await
             .map_err(|e| self.env.explain(&format!("storing secret `{name}`"), e))
     }
+
+    /// Removes the secret `name`. The service answers success whether or not it exists (a
+    /// 404 from a proxy in between counts as gone too). Needs `secrets:set:<name>`; a 403 is a
+    /// [`Forbidden`].
+    pub async fn remove(&self, name: &str) -> Result<()> {
+        match call("secrets", "remove", name, self.client.remove(name)).await {
+            Ok(()) => Ok(()),
+            Err(e) if taskcluster::err_status_code(&e).map(|s| s.as_u16()) == Some(404) => Ok(()),
+            Err(e) => Err(self.env.explain(&format!("removing secret `{name}`"), e)),
+        }
+    }
+}
+
+/// What listWorkerPools gave.
+#[derive(Debug)]
+pub enum PoolList {
+    Pools(Vec<Value>),
+    /// 403: the client lacks `worker-manager:list-worker-pools`; the one-line message.
+    NotAllowed(String),
 }
 
 /// The worker-manager service: get and update worker pools, list and remove their workers.
@@ -496,6 +521,28 @@ impl WorkerManagerApi {
     }
 
     /// Replaces the pool's definition with `payload`.
+    /// Every worker pool the credentials can list (listWorkerPools, every page, each pool as
+    /// `workerPool` returns it), or, when the client may not list them (403), why.
+    pub async fn list_pools(&self) -> Result<PoolList> {
+        const WHAT: &str = "listing the worker pools";
+        let url_for = |token: Option<&str>| self.client.listWorkerPools_url(token, None);
+        let listed = call(
+            "worker-manager",
+            "listWorkerPools",
+            "",
+            self.signed.all_pages("workerPools", url_for),
+        )
+        .await
+        .map_err(|e| self.env.explain(WHAT, e));
+        match listed {
+            Ok(pools) => Ok(PoolList::Pools(pools)),
+            Err(e) => match e.downcast::<Forbidden>() {
+                Ok(forbidden) => Ok(PoolList::NotAllowed(forbidden.0)),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
     pub async fn update_pool(&self, pool_id: &str, payload: &Value) -> Result<Value> {
         call(
             "worker-manager",

@@ -231,7 +231,12 @@ fn a_guest_that_terminates_itself_fails_the_build_cleanly() {
         err.contains("build failed while waiting for first-boot.ps1 to shut the instance down"),
         "{err}"
     );
-    assert!(err.contains("terminated"), "{err}");
+    // Seen while it terminates or once it has (a poll every 1.8 s, shutting-down for 0.2 s).
+    assert!(
+        err.contains(" is terminated (Client.InstanceInitiatedShutdown)")
+            || err.contains(" is shutting-down (Client.InstanceInitiatedShutdown)"),
+        "{err}"
+    );
     ec2.assert_nothing_left();
 }
 
@@ -453,4 +458,348 @@ fn sigint_while_copies_are_pending() {
         "INT",
         130,
     );
+}
+
+/// The sandbox's default failure reason: what first-boot.ps1 throws while its pins lack hashes.
+const UNPINNED_REASON: &str = "No SHA-256 pinned for: GenericWorker, StartWorker, Livelog, TcProxy, Nssm, VsBuildTools, Gst, GstDevel.";
+
+#[test]
+fn a_guest_that_fails_ends_a_90_minute_build_at_once_with_its_reason_and_steps() {
+    let ec2 = Ec2::start(json!({"guest": {"mode": "fail", "fail_after_seconds": 5}}));
+    let cfg = Config::new();
+    cfg.worker_type("w", "proj-servo/win2016", "build_timeout = \"90m\"");
+    let started = std::time::Instant::now();
+    let run = TcAmi::new(&ec2, None, &cfg).run(&["build", "-w", "w"]);
+    let took = started.elapsed();
+    eprintln!("a guest failing 5 s after it runs ended the build in {took:?}");
+    assert!(took.as_secs() < 60, "hang guard: {took:?}");
+    run.assert_code(1);
+    let err = run.error_line();
+    assert!(
+        err.contains(&format!(
+            "build failed while waiting for first-boot.ps1 to shut the instance down: the guest reported: {UNPINNED_REASON}"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("(during its step: configuring EC2Launch)"),
+        "{err}"
+    );
+    assert!(err.contains("run `tc-ami pin -w w`"), "{err}");
+    // Its steps, as progress lines, the first one too.
+    for step in ["checking the pinned downloads", "configuring EC2Launch"] {
+        assert!(
+            run.stderr.contains(&format!("first-boot.ps1: {step}")),
+            "{step}: {}",
+            run.stderr
+        );
+    }
+    // The warning came before the launch.
+    let warned = run
+        .stderr
+        .find("tc-ami: warning: ")
+        .expect("the unpinned-downloads warning");
+    let launched = run
+        .stderr
+        .find("launching the build instance")
+        .expect("launch");
+    assert!(warned < launched, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("has no valid SHA-256 for 8 downloads"),
+        "{}",
+        run.stderr
+    );
+    ec2.assert_nothing_left();
+}
+
+#[test]
+fn the_progress_shows_the_guests_latest_step_within_budget() {
+    let ec2 = Ec2::start(json!({"guest": {
+        "steps": ["installing Git", "installing Python"],
+        "shutdown_after_seconds": 8,
+    }}));
+    let cfg = Config::new();
+    cfg.worker_type("w", "proj-servo/win2016", "");
+    let started = std::time::Instant::now();
+    let run = TcAmi::new(&ec2, None, &cfg).run(&["build", "-w", "w"]);
+    let took = started.elapsed();
+    run.assert_code(0);
+    // Written 4 s after the start of the script, 4 s before its shutdown.
+    assert!(
+        run.stderr.contains("first-boot.ps1: installing Python"),
+        "{}",
+        run.stderr
+    );
+    // One call per poll while waiting: the console and the state take turns.
+    let stats = ec2.stats();
+    let calls = |a: &str| stats["requests"][a].as_u64().unwrap_or(0);
+    let (console, describe) = (calls("GetConsoleOutput"), calls("DescribeInstances"));
+    assert!(console >= 2, "{stats}");
+    assert!(console <= describe, "{stats}");
+    let waiting = console + describe + calls("GetPasswordData") + calls("DescribeImages");
+    let per_minute = waiting as f64 * 60.0 / took.as_secs_f64();
+    eprintln!(
+        "{waiting} polling calls ({console} GetConsoleOutput) in {took:?}: {per_minute:.1} per minute; all EC2 calls: {}",
+        stats["total"]
+    );
+    assert!(per_minute <= 60.0, "{per_minute} calls per minute: {stats}");
+    ec2.assert_nothing_left_but_images();
+}
+
+#[test]
+fn a_timeout_says_how_far_the_guest_got() {
+    let ec2 = Ec2::start(json!({"guest": {"mode": "never", "steps": ["installing Git"]}}));
+    let cfg = Config::new();
+    cfg.worker_type("w", "proj-servo/win2016", "build_timeout = \"5s\"");
+    let run = TcAmi::new(&ec2, None, &cfg).run(&["build", "-w", "w"]);
+    run.assert_code(1);
+    let err = run.error_line();
+    assert!(err.contains("did not happen within 5s"), "{err}");
+    assert!(
+        err.contains("its last step on the console (1 seen): installing Git"),
+        "{err}"
+    );
+    ec2.assert_nothing_left();
+}
+
+/// Decrypts the instance's password data with the private key file, as `aws ec2
+/// get-password-data --priv-launch-key` does.
+fn decrypt_with_key_file(ec2: &Ec2, instance_id: &str, key_file: &std::path::Path) -> String {
+    let script = r#"
+import base64, sys, boto3
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+ec2 = boto3.client("ec2", region_name="us-west-2", endpoint_url=sys.argv[1],
+                   aws_access_key_id="x", aws_secret_access_key="x")
+data = ec2.get_password_data(InstanceId=sys.argv[2])["PasswordData"].strip()
+key = serialization.load_pem_private_key(open(sys.argv[3], "rb").read(), password=None)
+print(key.decrypt(base64.b64decode(data), padding.PKCS1v15()).decode(), end="")
+"#;
+    let out = std::process::Command::new(python())
+        .args(["-c", script, &ec2.server.url, instance_id])
+        .arg(key_file)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[test]
+fn keep_on_failure_keeps_the_instance_group_and_key_pair_until_cleanup_after_the_ttl() {
+    let ec2 = Ec2::start(json!({"guest": {"mode": "fail", "fail_after_seconds": 1}}));
+    let tc = Tc::start(seed_pools());
+    let cfg = Config::new();
+    // cleanup's age window (build_timeout + 2 × image_timeout = 17 s) also bounds how long a
+    // build's leftovers are kept, whatever their tc-ami:expires-at.
+    cfg.worker_type(
+        "w",
+        "proj-servo/win2016-staging",
+        "regions = [\"us-east-1\"]\nbuild_timeout = \"15s\"\nimage_timeout = \"1s\"",
+    );
+    let data = tempfile::tempdir().expect("data dir");
+    let started = std::time::Instant::now();
+    let run = TcAmi::new(&ec2, Some(&tc), &cfg)
+        .env("XDG_DATA_HOME", &data.path().display().to_string())
+        .run(&["build", "-w", "w", "--keep-on-failure=5s"]);
+    let failed_at = chrono::Utc::now();
+    run.assert_code(1);
+    let err = run.error_line();
+    assert!(err.contains("the guest reported: "), "{err}");
+    assert!(err.contains("--keep-on-failure"), "{err}");
+
+    // Exactly the instance (running: the guest gave up and did not shut down), its key pair
+    // and its group are left, each tagged with when cleanup may remove them.
+    let left = ec2.leftovers(true);
+    let instances: Vec<Value> = ec2
+        .all("instances")
+        .into_iter()
+        .map(|(_, i)| i)
+        .filter(|i| i["state"] != "terminated")
+        .collect();
+    assert_eq!(instances.len(), 1, "{left:#?}");
+    let instance = &instances[0];
+    assert_eq!(instance["state"], "running");
+    let id = instance["id"].as_str().unwrap();
+    let keys = ec2.all("key_pairs");
+    let groups: Vec<Value> = ec2
+        .all("security_groups")
+        .into_iter()
+        .map(|(_, g)| g)
+        .filter(|g| g["default"] != true)
+        .collect();
+    assert_eq!((keys.len(), groups.len()), (1, 1), "{left:#?}");
+    let volume = instance["volume_ids"][0].as_str().unwrap();
+    assert_eq!(
+        left.len(),
+        4,
+        "the instance, its root volume, key pair and group: {left:#?}"
+    );
+    assert!(left.iter().any(|l| l.contains(volume)), "{left:#?}");
+    let expires = tag(instance, "tc-ami:expires-at").to_string();
+    let expires_at = chrono::DateTime::parse_from_rfc3339(&expires).expect("RFC 3339");
+    let ttl = (expires_at.with_timezone(&chrono::Utc) - failed_at).num_seconds();
+    assert!(
+        (3..=5).contains(&ttl),
+        "expires {expires}, failed {failed_at}"
+    );
+    assert!(expires.ends_with('Z'), "{expires}");
+    assert_eq!(
+        tag(&keys[0].1, "tc-ami:expires-at"),
+        expires,
+        "{:?}",
+        keys[0]
+    );
+    assert_eq!(
+        tag(&groups[0], "tc-ami:expires-at"),
+        expires,
+        "{}",
+        groups[0]
+    );
+
+    // What was printed: the instance, the region, where the private key is and how to get the
+    // password with it, never the password or the key.
+    let key_name = keys[0].1["name"].as_str().unwrap();
+    let key_file = data.path().join(format!("tc-ami/kept/{key_name}.pem"));
+    for want in [
+        format!("instance {id} in us-west-2 (running, "),
+        format!("the key pair's private key: {}", key_file.display()),
+        format!(
+            "aws ec2 get-password-data --region us-west-2 --instance-id {id} --priv-launch-key {}",
+            key_file.display()
+        ),
+        format!("until {expires}"),
+        "tc-ami cleanup -w w".to_string(),
+    ] {
+        assert!(run.stderr.contains(&want), "{want}: {}", run.stderr);
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key_file)
+        .expect("key file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let pem = std::fs::read_to_string(&key_file).unwrap();
+    assert!(pem.contains("PRIVATE KEY"), "a PEM key");
+    let password = guest_password(&ec2);
+    assert_eq!(decrypt_with_key_file(&ec2, id, &key_file), password);
+    run.assert_hides(&password)
+        .assert_hides(pem.lines().nth(1).unwrap());
+
+    // Before the TTL, cleanup keeps them; after it, removes them.
+    let run = TcAmi::new(&ec2, Some(&tc), &cfg).run(&["--json", "cleanup", "--dry-run"]);
+    run.assert_code(0);
+    let plan = run.json()["plan"].as_array().cloned().unwrap_or_default();
+    assert_eq!(plan.len(), 3, "{plan:#?}");
+    assert!(plan.iter().all(|i| i["action"] == "keep"), "{plan:#?}");
+    std::thread::sleep(std::time::Duration::from_secs(18).saturating_sub(started.elapsed()));
+    let run = TcAmi::new(&ec2, Some(&tc), &cfg).run(&["--json", "cleanup", "--yes"]);
+    run.assert_code(0);
+    let doc = run.json();
+    let s = &doc["summary"];
+    assert_eq!(
+        (&s["instances"], &s["security_groups"], &s["key_pairs"]),
+        (&json!(1), &json!(1), &json!(1)),
+        "{doc:#}"
+    );
+    ec2.assert_nothing_left();
+}
+
+#[test]
+fn keep_on_failure_after_the_stop_keeps_the_stopped_instance_and_removes_the_image() {
+    let ec2 = Ec2::start(json!({"image_fail": true}));
+    let cfg = Config::new();
+    cfg.worker_type("w", "proj-servo/win2016", "");
+    let data = tempfile::tempdir().expect("data dir");
+    let run = TcAmi::new(&ec2, None, &cfg)
+        .env("XDG_DATA_HOME", &data.path().display().to_string())
+        .run(&["build", "-w", "w", "--keep-on-failure"]);
+    run.assert_code(1);
+    let err = run.error_line();
+    assert!(
+        err.contains("build failed while waiting for the image to be available"),
+        "{err}"
+    );
+    assert!(err.contains("kept instance i-"), "{err}");
+    assert!(run.stderr.contains("(stopped, "), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("aws ec2 start-instances --region us-west-2"),
+        "{}",
+        run.stderr
+    );
+    // The image and its snapshot went; the default TTL is 4 hours.
+    let left = ec2.leftovers(true);
+    assert!(
+        !left
+            .iter()
+            .any(|l| l.contains("image") || l.contains("snapshot")),
+        "{left:#?}"
+    );
+    let (_, instance) = &ec2.all("instances")[0];
+    assert_eq!(instance["state"], "stopped");
+    let expires = chrono::DateTime::parse_from_rfc3339(tag(instance, "tc-ami:expires-at"))
+        .expect("expires-at");
+    let ttl = (expires.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_minutes();
+    assert!((235..=240).contains(&ttl), "{expires}");
+}
+
+#[test]
+fn keep_on_failure_keeps_nothing_after_ctrl_c() {
+    let ec2 = Ec2::start(json!({"guest": {"shutdown_after_seconds": 60}}));
+    let cfg = Config::new();
+    cfg.worker_type("w", "proj-servo/win2016", "");
+    let run = TcAmi::new(&ec2, None, &cfg).interrupt_at(
+        &["build", "-w", "w", "--keep-on-failure=1h"],
+        "waiting for first-boot.ps1",
+        "INT",
+    );
+    run.assert_code(130);
+    assert!(
+        run.stderr
+            .contains("(--keep-on-failure keeps nothing after an interrupt)"),
+        "{}",
+        run.stderr
+    );
+    ec2.assert_nothing_left();
+}
+
+#[test]
+fn keep_on_failure_needs_a_build_and_a_sensible_ttl() {
+    let ec2 = Ec2::start(json!({}));
+    let cfg = Config::new();
+    cfg.worker_type("w", "proj-servo/win2016", "");
+    for (args, want) in [
+        (
+            &[
+                "deploy",
+                "-w",
+                "w",
+                "--image",
+                "ami-0123",
+                "--keep-on-failure",
+            ][..],
+            "cannot be used with",
+        ),
+        (
+            &["build", "-w", "w", "--keep-on-failure=0s"][..],
+            "keep nothing",
+        ),
+        (
+            &["build", "-w", "w", "--keep-on-failure=8d"][..],
+            "at most 7d",
+        ),
+        (
+            &["build", "-w", "w", "--keep-on-failure=4"][..],
+            "has no unit",
+        ),
+    ] {
+        let run = TcAmi::new(&ec2, None, &cfg).run(args);
+        run.assert_code(1);
+        assert!(run.error_line().contains(want), "{args:?}: {}", run.stderr);
+    }
+    assert_eq!(ec2.stats()["total"], 0);
 }

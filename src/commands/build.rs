@@ -1,6 +1,9 @@
 //! `tc-ami build -w W`: build an image, copy it to W's regions, store the password.
 
-use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
 use rand::Rng;
 
 use crate::build::{new_build_id, plan_build};
@@ -8,15 +11,18 @@ use crate::commands::Ctx;
 use crate::commands::base_ami::find_base_image;
 use crate::config::{PasswordDestination, WorkerType};
 use crate::config_dir::load_worker_type;
+use crate::duration::format_duration;
 use crate::ec2::Ec2;
-use crate::ops::build::{BuildReport, PasswordOutcome, run_build};
+use crate::model::InstanceStateName;
+use crate::ops::build::{BuildFailed, BuildReport, Kept, PasswordOutcome, run_build};
+use crate::password::Secret;
 use crate::pool::{definition, pool_regions};
 use crate::taskcluster::{SecretsApi, TcEnv, WorkerManagerApi};
 use crate::user_data::user_data_for;
 
-pub async fn run(ctx: &Ctx, worker_type: &str) -> Result<u8> {
+pub async fn run(ctx: &Ctx, worker_type: &str, keep_on_failure: Option<Duration>) -> Result<u8> {
     let wt = load_worker_type(&ctx.config_dir, worker_type)?;
-    let report = build_images(ctx, &wt).await?;
+    let report = build_images(ctx, &wt, keep_on_failure).await?;
     let human: Vec<String> = report
         .images
         .iter()
@@ -27,15 +33,12 @@ pub async fn run(ctx: &Ctx, worker_type: &str) -> Result<u8> {
     Ok(0)
 }
 
-/// Builds an image for `wt` and its copies; on failure everything is removed and the error
-/// is a [`crate::ops::build::BuildFailed`] naming the stage.
-pub async fn build_images(ctx: &Ctx, wt: &WorkerType) -> Result<BuildReport> {
-    let regions = copy_regions(ctx, wt).await?;
-    let wt = &WorkerType {
-        regions,
-        ..wt.clone()
-    };
-    // Everything that can be checked before creating anything is checked first.
+/// Builds an image for `wt` and its copies; on failure everything is removed (with
+/// `keep_on_failure`, but for the instance, its key pair and group, for that long) and the
+/// error is a [`BuildFailed`] naming the stage.
+/// The first-boot script as user data, checked (readable, within EC2's limit), with a warning
+/// when its downloads are not all pinned.
+fn checked_user_data(ctx: &Ctx, wt: &WorkerType) -> Result<String> {
     let script_path = wt.first_boot_script.display().to_string();
     let script = std::fs::read_to_string(&wt.first_boot_script).with_context(|| {
         format!(
@@ -44,6 +47,61 @@ pub async fn build_images(ctx: &Ctx, wt: &WorkerType) -> Result<BuildReport> {
         )
     })?;
     let user_data = user_data_for(&script, &script_path)?;
+    if let Some(warning) = crate::pins::build_warning(&wt.name, &script_path, &script) {
+        ctx.shell
+            .warn(warning.strip_prefix("warning: ").unwrap_or(&warning));
+    }
+    Ok(user_data)
+}
+
+/// A failed build's error, after saying what `--keep-on-failure` kept.
+fn failure(ctx: &Ctx, worker_type: &str, mut failed: BuildFailed) -> anyhow::Error {
+    if let Some(kept) = &failed.kept {
+        tell_kept(ctx, worker_type, kept);
+    }
+    // The private key is written out; it goes no further.
+    if let Some(kept) = failed.kept.as_mut() {
+        kept.private_key = Secret::new(String::new());
+    }
+    anyhow::Error::new::<BuildFailed>(failed)
+}
+
+/// Where the administrator password went (or the password itself, once, when no secret is
+/// configured).
+fn tell_password(ctx: &Ctx, report: &BuildReport) {
+    match &report.password {
+        PasswordOutcome::Secret { secret } => ctx.shell.note(&format!(
+            "administrator password stored in the Taskcluster secret {secret}"
+        )),
+        PasswordOutcome::Printed => {
+            if let Some(p) = &report.printed_password {
+                // Asked for: the worker type names no secret. Shown once, on stderr.
+                ctx.shell.note(&format!(
+                    "administrator password of {} (shown once; set password_secret_prefix to store it instead): {}",
+                    report
+                        .images
+                        .get(&report.region)
+                        .map(String::as_str)
+                        .unwrap_or("the image"),
+                    p.expose()
+                ));
+            }
+        }
+    }
+}
+
+pub async fn build_images(
+    ctx: &Ctx,
+    wt: &WorkerType,
+    keep_on_failure: Option<Duration>,
+) -> Result<BuildReport> {
+    let regions = copy_regions(ctx, wt).await?;
+    let wt = &WorkerType {
+        regions,
+        ..wt.clone()
+    };
+    // Everything that can be checked before creating anything is checked first.
+    let user_data = checked_user_data(ctx, wt)?;
     let secrets = match wt.password {
         PasswordDestination::Secret { .. } => Some(SecretsApi::new(&TcEnv::from_env(true)?)?),
         PasswordDestination::Print => None,
@@ -79,26 +137,17 @@ pub async fn build_images(ctx: &Ctx, wt: &WorkerType) -> Result<BuildReport> {
         wt.all_regions().join(", ")
     ));
 
-    let report = run_build(&ec2, secrets.as_ref(), &plan, &ctx.cancel, &progress).await?;
-    match &report.password {
-        PasswordOutcome::Secret { secret } => ctx.shell.note(&format!(
-            "administrator password stored in the Taskcluster secret {secret}"
-        )),
-        PasswordOutcome::Printed => {
-            if let Some(p) = &report.printed_password {
-                // Asked for: the worker type names no secret. Shown once, on stderr.
-                ctx.shell.note(&format!(
-                    "administrator password of {} (shown once; set password_secret_prefix to store it instead): {}",
-                    report
-                        .images
-                        .get(&report.region)
-                        .map(String::as_str)
-                        .unwrap_or("the image"),
-                    p.expose()
-                ));
-            }
-        }
-    }
+    let report = run_build(
+        &ec2,
+        secrets.as_ref(),
+        &plan,
+        &ctx.cancel,
+        &progress,
+        keep_on_failure,
+    )
+    .await
+    .map_err(|failed| failure(ctx, &wt.name, failed))?;
+    tell_password(ctx, &report);
     Ok(report)
 }
 
@@ -137,4 +186,98 @@ async fn copy_regions(ctx: &Ctx, wt: &WorkerType) -> Result<Vec<String>> {
             Ok(vec![])
         }
     }
+}
+
+/// Says what `--keep-on-failure` kept and how to get in: the instance, its address, the private
+/// key (written to a file only the user can read: it never leaves memory otherwise, and with it
+/// `aws ec2 get-password-data` decrypts the administrator password), and when `cleanup` will
+/// remove them. Never the password or the key itself.
+fn tell_kept(ctx: &Ctx, worker_type: &str, kept: &Kept) {
+    let (id, region) = (&kept.instance_id, &kept.region);
+    let until = kept
+        .expires_at
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let ttl = (kept.expires_at - chrono::Utc::now())
+        .to_std()
+        .map(|d| format_duration(Duration::from_secs(d.as_secs().div_ceil(60) * 60)))
+        .unwrap_or_else(|_| "0s".into());
+    let state = kept
+        .state
+        .as_ref()
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|| "state unknown".into());
+    let address = match &kept.public_ip {
+        Some(ip) => format!("public address {ip}"),
+        None => "no public address".to_string(),
+    };
+    let shell = &ctx.shell;
+    shell.note(&format!(
+        "kept for inspection until {until} (about {ttl}): instance {id} in {region} ({state}, {address}), key pair {}, security group {}",
+        kept.key_name, kept.group_id
+    ));
+    match save_private_key(&kept.key_name, &kept.private_key) {
+        Ok(path) => shell.note(&format!(
+            "  the key pair's private key: {} (mode 0600; delete it once the instance is gone); the administrator password, once Windows has made it: aws ec2 get-password-data --region {region} --instance-id {id} --priv-launch-key {}",
+            path.display(),
+            path.display()
+        )),
+        Err(e) => shell.warn(&format!(
+            "cannot save the key pair's private key, so the administrator password cannot be decrypted: {e:#}"
+        )),
+    }
+    shell.note(&format!(
+        "  to connect (RDP, port 3389), its security group first needs an inbound rule: aws ec2 authorize-security-group-ingress --region {region} --group-id {} --protocol tcp --port 3389 --cidr <your address>/32",
+        kept.group_id
+    ));
+    if kept.state == Some(InstanceStateName::Stopped) {
+        shell.note(&format!(
+            "  it is stopped: aws ec2 start-instances --region {region} --instance-ids {id}"
+        ));
+    }
+    shell.note(&format!(
+        "  `tc-ami cleanup -w {worker_type}` removes the instance, key pair and group once {until} has passed; to end it sooner: aws ec2 terminate-instances --region {region} --instance-ids {id}"
+    ));
+    for problem in &kept.problems {
+        shell.warn(&format!("while keeping {id}: {problem}"));
+    }
+}
+
+/// Writes the private key to `<data dir>/tc-ami/kept/<key name>.pem`, readable by the user only;
+/// the data dir is `$XDG_DATA_HOME`, else `~/.local/share`.
+fn save_private_key(key_name: &str, key: &Secret) -> Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if key.expose().is_empty() {
+        return Err(anyhow!("tc-ami did not hold it"));
+    }
+    let dir = kept_keys_dir()?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(format!("{key_name}.pem"));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(key.expose().as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+fn kept_keys_dir() -> Result<PathBuf> {
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .and_then(absolute)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .and_then(absolute)
+                .map(|h| h.join(".local/share"))
+        })
+        .ok_or_else(|| anyhow!("neither XDG_DATA_HOME nor HOME is set to an absolute path"))?;
+    Ok(Path::new(&data).join("tc-ami").join("kept"))
 }

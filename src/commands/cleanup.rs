@@ -1,11 +1,14 @@
-//! `tc-ami cleanup [-w W] [--keep N] [--dry-run] [--yes]`: deregisters tc-ami's old images and
-//! deletes their snapshots in every region, and removes what interrupted builds left.
+//! `tc-ami cleanup [-w W] [--keep N] [--keep-deployments N] [--dry-run] [--yes]`: deregisters
+//! tc-ami's old images and deletes their snapshots (and password secrets) in every region, and
+//! removes what interrupted builds left.
 //!
-//! Reads every worker type's pool (live images and rollback targets are never deleted, whichever
-//! worker type is cleaned), lists each region once, plans ([`crate::cleanup`]), shows the plan,
-//! asks, then deletes ([`crate::ops::cleanup`]), every region at once. A failure on one
-//! resource is reported and the rest goes on; the exit code says whether everything planned
-//! was done.
+//! Reads what every pool needs (the pools of every worker type, and every pool the credentials
+//! can list that runs one of the candidate images: every launch config's image, the rollback
+//! target, the newest deployments of the history), lists each region once, plans
+//! ([`crate::cleanup`]), shows the plan, asks, reads the pools again and re-plans if what they
+//! need changed, then deletes ([`crate::ops::cleanup`]), every region at once. A failure on
+//! one resource is reported and the rest goes on; the exit code says whether everything
+//! planned was done. If what the pools need cannot be read, nothing is deleted.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,32 +18,40 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::cleanup::{
-    Plan, Policy, Protected, Summary, WorkerScope, in_flight_window, plan_cleanup, render_plan,
+    Plan, Policy, PoolNeeds, Protected, SecretRemoval, WorkerScope, candidate_images,
+    in_flight_window, plan_cleanup, pool_needs, render_plan,
 };
 use crate::commands::Ctx;
 use crate::commands::change::confirm;
-use crate::config::WorkerType;
+use crate::config::{PasswordDestination, WorkerType};
 use crate::config_dir::{list_worker_types, load_worker_type};
 use crate::ec2::Ec2;
-use crate::ops::cleanup::{Results, Undone, execute, inventory};
+use crate::model::inventory::Inventory;
+use crate::ops::cleanup::{
+    Results, SecretOutcome, Undone, execute, inventory, remove_password_secrets,
+};
 use crate::ops::deployments;
-use crate::pool::{definition, live_images, pool_regions};
+use crate::pool::definition;
 use crate::shell::Progress;
-use crate::taskcluster::{SecretsApi, TcEnv, WorkerManagerApi};
+use crate::taskcluster::{Forbidden, PoolList, SecretsApi, TcEnv, WorkerManagerApi};
 
-/// One worker pool that a worker type in the config directory deploys to.
-struct PoolImages {
-    pool_id: String,
-    worker_types: Vec<String>,
-    regions: BTreeSet<String>,
-    live: BTreeMap<String, String>,
-    rollback_target: Option<BTreeMap<String, String>>,
+/// How many times in a row the pools may change between the plan and the deletion before
+/// cleanup gives up (each change is shown and re-planned).
+const MAX_REPLANS: usize = 3;
+
+/// What cleanup keeps besides what the pools run and may be building.
+#[derive(Debug, Clone, Copy)]
+pub struct Keep {
+    /// The newest available images per worker type and region.
+    pub images: usize,
+    /// The newest deployments of each pool's history.
+    pub deployments: usize,
 }
 
 pub async fn run(
     ctx: &Ctx,
     worker_type: Option<&str>,
-    keep: usize,
+    keep: Keep,
     dry_run: bool,
     yes: bool,
 ) -> Result<u8> {
@@ -55,53 +66,135 @@ pub async fn run(
         .filter(|wt| selected_name.as_ref().is_none_or(|s| *s == wt.name))
         .collect();
     let env = TcEnv::from_env(true)?;
-    let wm = WorkerManagerApi::new(&env)?;
-    let secrets = SecretsApi::new(&env)?;
+    let reader = Reader {
+        wm: WorkerManagerApi::new(&env)?,
+        secrets: SecretsApi::new(&env)?,
+        known: known_pools(&all),
+        keep_deployments: keep.deployments,
+    };
     let ec2 = Ec2::load().await;
     let progress = ctx.shell.progress();
 
     // Looking changes nothing: an interrupt simply stops it.
     let looked = tokio::select! {
-        r = look(&ec2, &wm, &secrets, &all, &selected, keep, &progress) => r?,
+        r = look(&ec2, &reader, &selected, keep, &progress) => r?,
         i = ctx.cancel.cancelled() => return Err(i.into()),
     };
     progress.finish();
-    let (pools, plan, regions) = looked;
-    let worker_types: Vec<&str> = selected.iter().map(|w| w.name.as_str()).collect();
-    let summary = plan.summary();
-    show_plan(ctx, &plan, &summary, &worker_types, &regions, keep);
-    let mut report = json!({
-        "worker_types": worker_types,
-        "keep": keep,
-        "dry_run": dry_run,
-        "regions": regions,
-        "pools": pools.iter().map(|p| json!({
-            "workerPoolId": p.pool_id,
-            "worker_types": p.worker_types,
-            "live": p.live,
-            "rollback_target": p.rollback_target,
-        })).collect::<Vec<_>>(),
-        "summary": summary,
-    });
-    if !summary.deletes_anything() || dry_run {
-        ctx.shell.note(if dry_run && summary.deletes_anything() {
-            "dry run: nothing deleted"
-        } else {
-            "nothing to delete"
-        });
-        report["plan"] = serde_json::to_value(&plan.items)?;
-        if !summary.deletes_anything() {
-            report["complete"] = json!(true);
-        }
-        ctx.shell.json_doc(&report);
-        return Ok(0);
+    let Looked {
+        needs,
+        inventories,
+        policy,
+        regions,
+    } = looked;
+    for note in &needs.notes {
+        ctx.shell.warn(note);
     }
-    confirm(
-        &ctx.shell,
+    let worker_types: Vec<&str> = selected.iter().map(|w| w.name.as_str()).collect();
+    let plan = plan_cleanup(&inventories, &needs.protected(), &policy);
+    show_plan(ctx, &plan, &worker_types, &regions, keep);
+    let report = |needs: &Needs, plan: &Plan| {
+        json!({
+            "worker_types": worker_types,
+            "keep": keep.images,
+            "keep_deployments": keep.deployments,
+            "dry_run": dry_run,
+            "regions": regions,
+            "pools": needs.pools,
+            "summary": plan.summary(),
+        })
+    };
+    if !plan.summary().deletes_anything() || dry_run {
+        return done_without_deleting(ctx, report(&needs, &plan), &plan, dry_run);
+    }
+
+    let candidates = candidate_images(&inventories, &policy);
+    let confirmed = Confirming {
+        reader: &reader,
+        inventories: &inventories,
+        policy: &policy,
+        candidates: &candidates,
+        worker_types: &worker_types,
         yes,
-        &format!("delete {}", summary.deletions_text()),
-    )?;
-    delete(ctx, &ec2, &plan, &summary, report).await
+    };
+    let (needs, plan) = confirmed.confirm(ctx, needs, plan).await?;
+    if !plan.summary().deletes_anything() {
+        return done_without_deleting(ctx, report(&needs, &plan), &plan, false);
+    }
+    delete(ctx, &ec2, &reader.secrets, &plan, report(&needs, &plan)).await
+}
+
+/// Asking, and reading the pools again right before deleting.
+struct Confirming<'a> {
+    reader: &'a Reader,
+    inventories: &'a [Inventory],
+    policy: &'a Policy,
+    candidates: &'a BTreeSet<String>,
+    worker_types: &'a [&'a str],
+    yes: bool,
+}
+
+impl Confirming<'_> {
+    /// The answer may come much later: what the pools need is read again after it, right
+    /// before deleting, and if that changes the plan, the new plan is shown and asked about
+    /// again (with --yes, read once more and carried out). The plan to carry out (it may
+    /// delete nothing after all).
+    async fn confirm(&self, ctx: &Ctx, mut needs: Needs, mut plan: Plan) -> Result<(Needs, Plan)> {
+        let mut replans = 0;
+        loop {
+            confirm(
+                &ctx.shell,
+                self.yes,
+                &format!("delete {}", plan.summary().deletions_text()),
+            )?;
+            let progress = ctx.shell.progress();
+            progress.stage("reading the worker pools again before deleting");
+            let fresh = tokio::select! {
+                r = self.reader.read(self.candidates) => r?,
+                i = ctx.cancel.cancelled() => return Err(i.into()),
+            };
+            progress.finish();
+            let (before, after) = (needs.protected(), fresh.protected());
+            needs = fresh;
+            let replanned = plan_cleanup(self.inventories, &after, self.policy);
+            if replanned == plan {
+                return Ok((needs, plan));
+            }
+            replans += 1;
+            let changes = before.changes(&after, self.candidates);
+            show_changes(ctx, &changes, &plan, &replanned, self.worker_types);
+            plan = replanned;
+            if !plan.summary().deletes_anything() {
+                return Ok((needs, plan));
+            }
+            if replans >= MAX_REPLANS {
+                bail!(
+                    "the worker pools changed {replans} times between the plan and the deletion, so nothing was deleted; run cleanup again when they are not being changed"
+                );
+            }
+            if self.yes {
+                ctx.shell
+                    .note("going on with the new plan (--yes); reading the pools once more first");
+            }
+        }
+    }
+}
+
+/// Nothing to delete, or a dry run: the report, exit 0.
+fn done_without_deleting(ctx: &Ctx, mut report: Value, plan: &Plan, dry_run: bool) -> Result<u8> {
+    let deletes = plan.summary().deletes_anything();
+    ctx.shell.note(if dry_run && deletes {
+        "dry run: nothing deleted"
+    } else {
+        "nothing to delete"
+    });
+    report["plan"] = serde_json::to_value(&plan.items)?;
+    report["secrets"] = serde_json::to_value(&plan.secrets)?;
+    if !deletes {
+        report["complete"] = json!(true);
+    }
+    ctx.shell.json_doc(&report);
+    Ok(0)
 }
 
 /// Every worker type of the config directory: cleanup must know all their pools.
@@ -123,15 +216,20 @@ fn all_worker_types(ctx: &Ctx) -> Result<Vec<WorkerType>> {
         .collect()
 }
 
+/// Pool id → the worker types that deploy to it.
+fn known_pools(all: &[WorkerType]) -> BTreeMap<String, Vec<String>> {
+    let mut by_pool: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for wt in all {
+        by_pool
+            .entry(wt.worker_pool_id.clone())
+            .or_default()
+            .push(wt.name.clone());
+    }
+    by_pool
+}
+
 /// The plan's table (stdout, or stderr with --json) and what it would delete (stderr).
-fn show_plan(
-    ctx: &Ctx,
-    plan: &Plan,
-    summary: &Summary,
-    worker_types: &[&str],
-    regions: &[String],
-    keep: usize,
-) {
+fn show_plan(ctx: &Ctx, plan: &Plan, worker_types: &[&str], regions: &[String], keep: Keep) {
     if plan.items.is_empty() {
         ctx.shell.note(&format!(
             "{}: no image or build leftover of tc-ami in {}",
@@ -141,22 +239,55 @@ fn show_plan(
         return;
     }
     ctx.shell.document(|_| render_plan(plan));
+    let summary = plan.summary();
     ctx.shell.note(&format!(
-        "{}: to delete: {}; keeping {} image(s) (live, rollback targets, the {keep} newest per region, and any that may belong to a build in progress)",
+        "{}: to delete: {}; keeping {} image(s) (every pool's launch configs, rollback targets, the {} newest deployments per pool, the {} newest per region, and any that may belong to a build in progress)",
+        worker_types.join(", "),
+        summary.deletions_text(),
+        summary.images_kept,
+        keep.deployments,
+        keep.images,
+    ));
+}
+
+/// What changed in the pools since the plan, and what that changes in it.
+fn show_changes(ctx: &Ctx, changes: &[String], old: &Plan, new: &Plan, worker_types: &[&str]) {
+    ctx.shell.note(&format!(
+        "the worker pools changed since the plan ({}); the new plan:",
+        changes.join(", ")
+    ));
+    let changed = Plan {
+        items: new
+            .changed_since(old)
+            .into_iter()
+            .map(|(item, _)| item.clone())
+            .collect(),
+        secrets: Vec::new(),
+    };
+    if changed.items.is_empty() {
+        ctx.shell.note("(no resource changes action)");
+    } else {
+        ctx.shell.document(|_| render_plan(&changed));
+    }
+    let summary = new.summary();
+    ctx.shell.note(&format!(
+        "{}: to delete now: {}; keeping {} image(s)",
         worker_types.join(", "),
         summary.deletions_text(),
         summary.images_kept
     ));
 }
 
-/// Deletes what the plan says, reports each result, and says whether all of it was done.
+/// Deletes what the plan says, removes the password secrets of the images that went,
+/// reports each result, and says whether all of it was done.
 async fn delete(
     ctx: &Ctx,
     ec2: &Ec2,
+    secrets: &SecretsApi,
     plan: &Plan,
-    summary: &Summary,
     mut report: Value,
 ) -> Result<u8> {
+    let summary = plan.summary();
     let started = Instant::now();
     let progress = ctx.shell.progress();
     let deleting_in: BTreeSet<&str> = plan.to_delete().map(|i| i.region.as_str()).collect();
@@ -166,9 +297,17 @@ async fn delete(
         deleting_in.into_iter().collect::<Vec<_>>().join(", ")
     ));
     let results = execute(ec2, plan, &ctx.cancel).await;
+    let secret_outcomes = remove_password_secrets(secrets, plan, &results).await;
     progress.finish();
 
     let (items, failed, skipped) = outcome(plan, &results)?;
+    let secret_report = report_secrets(ctx, &secret_outcomes)?;
+    let mut done_summary = summary.clone();
+    done_summary.password_secrets = secret_outcomes
+        .iter()
+        .filter(|(_, o)| *o == SecretOutcome::Removed)
+        .count();
+
     let planned = plan.to_delete().count();
     let done = results.values().filter(|r| r.is_ok()).count();
     for f in &failed {
@@ -178,12 +317,13 @@ async fn delete(
         "deleted {done} of {planned} planned in {:.1}s{}",
         started.elapsed().as_secs_f64(),
         if done == planned {
-            format!(": {}", summary.deletions_text())
+            format!(": {}", done_summary.deletions_text())
         } else {
             format!("; {} failed, {skipped} not started", failed.len())
         }
     ));
     report["plan"] = Value::Array(items);
+    report["secrets"] = Value::Array(secret_report);
     report["complete"] = json!(done == planned);
     ctx.shell.json_doc(&report);
 
@@ -200,6 +340,36 @@ async fn delete(
         );
     }
     Ok(0)
+}
+
+/// The password secrets' outcomes as JSON, with a warning for each one left.
+fn report_secrets(
+    ctx: &Ctx,
+    secret_outcomes: &[(&SecretRemoval, SecretOutcome)],
+) -> Result<Vec<Value>> {
+    let mut secret_report = Vec::new();
+    for (s, outcome) in secret_outcomes {
+        let mut v = serde_json::to_value(s)?;
+        v["result"] = json!(outcome.label());
+        match outcome {
+            SecretOutcome::NotAllowed => ctx.shell.warn(&format!(
+                "the password secret {} of deregistered image {} was not removed: the client lacks the scope secrets:set:{} (403); remove it by hand, or grant the scope",
+                s.name,
+                s.name.rsplit('/').next().unwrap_or_default(),
+                s.name
+            )),
+            SecretOutcome::Failed(e) => {
+                v["error"] = json!(e);
+                ctx.shell.warn(&format!(
+                    "the password secret {} was not removed: {e}; remove it by hand",
+                    s.name
+                ));
+            }
+            _ => {}
+        }
+        secret_report.push(v);
+    }
+    Ok(secret_report)
 }
 
 /// The plan's items with their results (JSON), the failures (one line each), and how many
@@ -235,33 +405,160 @@ fn outcome(plan: &Plan, results: &Results) -> Result<(Vec<Value>, Vec<String>, u
     Ok((items, failed, skipped))
 }
 
-type Looked = (Vec<PoolImages>, Plan, Vec<String>);
+/// What the pools need, as read once.
+struct Needs {
+    pools: Vec<PoolNeeds>,
+    /// One line each: what could not be read and is therefore not protected (listing not
+    /// allowed, a listed pool's history not readable).
+    notes: Vec<String>,
+}
 
-/// Reads the pools and lists every region: the plan, and what went into it.
+impl Needs {
+    fn protected(&self) -> Protected {
+        Protected::from_pools(&self.pools)
+    }
+}
+
+/// Reads what the pools need. Any failure but a missing scope where one is optional stops
+/// the cleanup: without it, nothing can be deleted safely.
+struct Reader {
+    wm: WorkerManagerApi,
+    secrets: SecretsApi,
+    /// Pool id → the worker types that deploy to it.
+    known: BTreeMap<String, Vec<String>>,
+    keep_deployments: usize,
+}
+
+impl Reader {
+    /// Everything, in order: the worker types' pools, the listing, the listed pools that run
+    /// one of `candidates` (with their histories).
+    async fn read(&self, candidates: &BTreeSet<String>) -> Result<Needs> {
+        let mut pools = self.known_pools().await?;
+        let listing = self.list().await?;
+        let (listed, notes) = self.listed_pools(&listing, candidates).await?;
+        pools.extend(listed);
+        Ok(Needs { pools, notes })
+    }
+
+    /// The pools of the worker types, with their histories.
+    async fn known_pools(&self) -> Result<Vec<PoolNeeds>> {
+        try_join_all(self.known.iter().map(|(pool_id, worker_types)| async move {
+            let unsafe_to_go_on = || {
+                format!(
+                    "cannot tell which images worker pool {pool_id} needs (worker type {}), so nothing was deleted",
+                    worker_types.join(", ")
+                )
+            };
+            let live = self
+                .wm
+                .get_pool(pool_id)
+                .await
+                .with_context(unsafe_to_go_on)?;
+            let history = deployments::load(&self.secrets, pool_id)
+                .await
+                .with_context(unsafe_to_go_on)?;
+            Ok(pool_needs(
+                pool_id,
+                worker_types.clone(),
+                &definition(&live),
+                Some(&history),
+                self.keep_deployments,
+            ))
+        }))
+        .await
+    }
+
+    async fn list(&self) -> Result<PoolList> {
+        self.wm.list_pools().await.with_context(|| {
+            format!(
+                "cannot tell which images the worker pools listed at {} need, so nothing was deleted",
+                self.wm.root_url()
+            )
+        })
+    }
+
+    /// The listed pools that no worker type describes and that run one of `candidates`, with
+    /// their histories where the client may read them; and what could not be read.
+    async fn listed_pools(
+        &self,
+        listing: &PoolList,
+        candidates: &BTreeSet<String>,
+    ) -> Result<(Vec<PoolNeeds>, Vec<String>)> {
+        let listed = match listing {
+            PoolList::Pools(pools) => pools,
+            PoolList::NotAllowed(_) => {
+                return Ok((
+                    Vec::new(),
+                    vec![
+                        "the client may not list the worker pools (403: it needs the scope worker-manager:list-worker-pools), so only the pools of worker-types/ protect images; a pool no worker type describes is not protected".to_string(),
+                    ],
+                ));
+            }
+        };
+        let running: Vec<(&str, Value)> = listed
+            .iter()
+            .filter_map(|p| {
+                let id = p["workerPoolId"].as_str()?;
+                (!self.known.contains_key(id)).then(|| (id, definition(p)))
+            })
+            .filter(|(id, def)| pool_needs(id, Vec::new(), def, None, 0).names_any(candidates))
+            .collect();
+        let read = try_join_all(running.iter().map(|(pool_id, def)| async move {
+            match deployments::load(&self.secrets, pool_id).await {
+                Ok(history) => Ok((
+                    pool_needs(pool_id, Vec::new(), def, Some(&history), self.keep_deployments),
+                    None,
+                )),
+                Err(e) if e.downcast_ref::<Forbidden>().is_some() => Ok((
+                    pool_needs(pool_id, Vec::new(), def, None, self.keep_deployments),
+                    Some(format!(
+                        "the deployment history of worker pool {pool_id} (it runs a tc-ami image) cannot be read (403: it needs the scope secrets:get:{}), so only its launch configs protect images",
+                        crate::history::secret_name(pool_id)
+                    )),
+                )),
+                Err(e) => Err(e.context(format!(
+                    "cannot tell which images worker pool {pool_id} needs (it runs a tc-ami image), so nothing was deleted"
+                ))),
+            }
+        }))
+        .await?;
+        let mut pools = Vec::new();
+        let mut notes = Vec::new();
+        for (needs, note) in read {
+            pools.push(needs);
+            notes.extend(note);
+        }
+        Ok((pools, notes))
+    }
+}
+
+struct Looked {
+    needs: Needs,
+    inventories: Vec<Inventory>,
+    policy: Policy,
+    regions: Vec<String>,
+}
+
+/// Reads the pools and lists every region: what the plan is made of.
 async fn look(
     ec2: &Ec2,
-    wm: &WorkerManagerApi,
-    secrets: &SecretsApi,
-    all: &[WorkerType],
+    reader: &Reader,
     selected: &[&WorkerType],
-    keep: usize,
+    keep: Keep,
     progress: &Progress,
 ) -> Result<Looked> {
     progress.stage(&format!(
-        "reading the worker pools of {}",
-        all.iter()
-            .map(|w| w.name.as_str())
+        "reading the worker pools {}",
+        reader
+            .known
+            .keys()
+            .map(String::as_str)
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    let pools = pool_images(wm, secrets, all).await?;
-    let mut protected = Protected::default();
-    for p in &pools {
-        protected.add_live(&p.pool_id, &p.live);
-        if let Some(target) = &p.rollback_target {
-            protected.add_rollback_target(&p.pool_id, target);
-        }
-    }
+    let mut pools = reader.known_pools().await?;
+    progress.stage("listing every worker pool");
+    let listing = reader.list().await?;
 
     let scopes: BTreeMap<String, WorkerScope> = selected
         .iter()
@@ -270,12 +567,17 @@ async fn look(
             for p in pools.iter().filter(|p| p.worker_types.contains(&wt.name)) {
                 regions.extend(p.regions.iter().cloned());
             }
+            let password_secret_prefix = match &wt.password {
+                PasswordDestination::Secret { prefix, .. } => Some(prefix.clone()),
+                PasswordDestination::Print => None,
+            };
             (
                 wt.name.clone(),
                 WorkerScope {
                     worker_type: wt.name.clone(),
                     regions,
                     window: in_flight_window(wt),
+                    password_secret_prefix,
                 },
             )
         })
@@ -293,54 +595,18 @@ async fn look(
     ));
     let inventories = try_join_all(regions.iter().map(|r| inventory(ec2, r))).await?;
     let policy = Policy {
-        keep,
+        keep: keep.images,
+        keep_deployments: keep.deployments,
         now: chrono::Utc::now(),
         scopes,
     };
-    Ok((
-        pools,
-        plan_cleanup(&inventories, &protected, &policy),
+    let candidates = candidate_images(&inventories, &policy);
+    let (listed, notes) = reader.listed_pools(&listing, &candidates).await?;
+    pools.extend(listed);
+    Ok(Looked {
+        needs: Needs { pools, notes },
+        inventories,
+        policy,
         regions,
-    ))
-}
-
-/// The live images and the rollback target of every pool a worker type deploys to. Any error
-/// stops the cleanup: without them, nothing can be deleted safely.
-async fn pool_images(
-    wm: &WorkerManagerApi,
-    secrets: &SecretsApi,
-    all: &[WorkerType],
-) -> Result<Vec<PoolImages>> {
-    let mut by_pool: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for wt in all {
-        by_pool
-            .entry(&wt.worker_pool_id)
-            .or_default()
-            .push(wt.name.clone());
-    }
-    try_join_all(by_pool.into_iter().map(|(pool_id, worker_types)| async move {
-        let unsafe_to_go_on = || {
-            format!("cannot tell which images worker pool {pool_id} needs (worker type {}), so nothing was deleted", worker_types.join(", "))
-        };
-        let live_pool = wm.get_pool(pool_id).await.with_context(unsafe_to_go_on)?;
-        let def = definition(&live_pool);
-        let live = live_images(&def);
-        let mut regions: BTreeSet<String> = pool_regions(pool_id, &def)
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        regions.extend(live.keys().cloned());
-        // The one place where rollback targets come from: the pool's deployment history.
-        let rollback_target = deployments::rollback_target(secrets, pool_id, &live)
-            .await
-            .with_context(unsafe_to_go_on)?;
-        Ok(PoolImages {
-            pool_id: pool_id.to_string(),
-            worker_types,
-            regions,
-            live,
-            rollback_target,
-        })
-    }))
-    .await
+    })
 }

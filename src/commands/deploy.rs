@@ -1,6 +1,9 @@
-//! `tc-ami deploy -w W [--image …] [--dry-run] [--yes] [--managed-ok] [--update-file PATH …]`:
+//! `tc-ami deploy -w W [--image …] [--dry-run] [--yes] [--keep-on-failure[=TTL]] [--managed-ok]
+//! [--update-file PATH …]`:
 //! builds first when no image is given, shows the diff, asks, pushes, verifies, and updates the
 //! files that declare the pool's image ids.
+
+use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
 
@@ -20,6 +23,7 @@ pub async fn run(
     images: &[String],
     dry_run: bool,
     yes: bool,
+    keep_on_failure: Option<Duration>,
     files_asked: &FilesAsked,
 ) -> Result<u8> {
     let args = parse_image_args(images).map_err(|e| anyhow!(e))?;
@@ -46,7 +50,7 @@ pub async fn run(
                 &format!("build and deploy to worker pool {}", wt.worker_pool_id),
             )?;
         }
-        let report = crate::commands::build::build_images(ctx, wt).await?;
+        let report = crate::commands::build::build_images(ctx, wt, keep_on_failure).await?;
         // The build took a while: compare against the pool as it is now.
         (report.images, t.wm.get_pool(&wt.worker_pool_id).await?)
     } else {

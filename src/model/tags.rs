@@ -6,6 +6,12 @@ pub const BUILD_ID: &str = "tc-ami:build-id";
 pub const WORKER_TYPE: &str = "tc-ami:worker-type";
 /// When the build started (RFC 3339): the age of resources EC2 gives no creation time.
 pub const CREATED_AT: &str = "tc-ami:created-at";
+/// When the build that made it can no longer be running (RFC 3339 UTC): written at creation on
+/// the key pair, group, instance, volume, image, snapshots and copies as the build's start +
+/// `build_timeout` + 2 × `image_timeout`, and, by `--keep-on-failure`, now + its TTL on a failed
+/// build's instance, group and key pair. `cleanup` keeps what carries a time still to come, whatever its
+/// own config says.
+pub const EXPIRES_AT: &str = "tc-ami:expires-at";
 pub const BASE_IMAGE_ID: &str = "tc-ami:base-image-id";
 pub const BASE_IMAGE_NAME: &str = "tc-ami:base-image-name";
 pub const USER_DATA_SHA256: &str = "tc-ami:user-data-sha256";

@@ -1,6 +1,7 @@
 //! Carrying out a cleanup plan ([`crate::cleanup`]): listing what each region holds, then
-//! deleting, every region at once, with the removals every command shares. Never cancelled
-//! half-way: an interrupt stops new deletions from starting.
+//! deleting, every region at once, with the removals every command shares, and removing the
+//! password secrets of the builds whose images are all gone. Never cancelled half-way: an
+//! interrupt stops new deletions from starting.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -9,7 +10,7 @@ use anyhow::Result;
 use futures::StreamExt;
 use futures::future::join_all;
 
-use crate::cleanup::{Item, Plan};
+use crate::cleanup::{Item, Plan, SecretRemoval};
 use crate::ec2::Ec2;
 use crate::interrupt::Cancel;
 use crate::model::inventory::{Inventory, Kind};
@@ -17,6 +18,7 @@ use crate::model::tags;
 use crate::ops::access::delete_group_when_free;
 use crate::ops::images::{Snapshots, delete_snapshot_when_free, remove_image};
 use crate::ops::instances::{not_terminated, terminate_and_wait};
+use crate::taskcluster::{Forbidden, SecretsApi};
 use crate::wait::POLL_INTERVAL;
 
 /// Images removed at once per region: enough to hide each call's latency, few enough to stay
@@ -78,6 +80,55 @@ pub async fn execute(ec2: &Ec2, plan: &Plan, cancel: &Cancel) -> Results {
     }))
     .await;
     results.into_inner().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What became of a password secret the plan removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretOutcome {
+    /// Removed, or there was none.
+    Removed,
+    /// Not tried: one of its build's image deletions did not happen (the next run finds it).
+    Skipped,
+    /// 403: the client lacks `secrets:set:<name>`.
+    NotAllowed,
+    Failed(String),
+}
+
+impl SecretOutcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            SecretOutcome::Removed => "removed",
+            SecretOutcome::Skipped => "skipped",
+            SecretOutcome::NotAllowed => "not-allowed",
+            SecretOutcome::Failed(_) => "failed",
+        }
+    }
+}
+
+/// Removes the password secrets of the plan whose images were all deleted (also after an
+/// interrupt: once the images are gone, nothing else names the secret).
+pub async fn remove_password_secrets<'a>(
+    secrets: &SecretsApi,
+    plan: &'a Plan,
+    results: &Results,
+) -> Vec<(&'a SecretRemoval, SecretOutcome)> {
+    join_all(plan.secrets.iter().map(|s| async move {
+        let done = s
+            .images
+            .iter()
+            .all(|key| matches!(results.get(key), Some(Ok(()))));
+        let outcome = if !done {
+            SecretOutcome::Skipped
+        } else {
+            match secrets.remove(&s.name).await {
+                Ok(()) => SecretOutcome::Removed,
+                Err(e) if e.downcast_ref::<Forbidden>().is_some() => SecretOutcome::NotAllowed,
+                Err(e) => SecretOutcome::Failed(format!("{e:#}")),
+            }
+        };
+        (s, outcome)
+    }))
+    .await
 }
 
 /// The deletions in one region.

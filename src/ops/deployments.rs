@@ -5,21 +5,8 @@
 use anyhow::Result;
 use chrono::Utc;
 
-use crate::history::{Deployment, History, Images, plan_rollback, secret_name};
+use crate::history::{Deployment, History, secret_name};
 use crate::taskcluster::SecretsApi;
-
-/// The rollback target of a pool (for cleanup: those images must be kept). None when the
-/// history has nothing to roll back to.
-pub async fn rollback_target(
-    secrets: &SecretsApi,
-    pool_id: &str,
-    live: &Images,
-) -> Result<Option<Images>> {
-    let history = load(secrets, pool_id).await?;
-    Ok(plan_rollback(pool_id, &history, live)
-        .ok()
-        .map(|p| p.target))
-}
 
 pub async fn load(secrets: &SecretsApi, pool_id: &str) -> Result<History> {
     let name = secret_name(pool_id);

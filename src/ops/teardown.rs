@@ -151,6 +151,11 @@ impl<'a> Teardown<'a> {
         self.steps().retain(|(s, _)| !steps.contains(s));
     }
 
+    /// Whether `step` is still registered (not run, kept or forgotten yet).
+    pub fn is_registered(&self, step: Step) -> bool {
+        self.steps().iter().any(|(s, _)| *s == step)
+    }
+
     /// What the registered cleanups would remove, oldest first.
     pub fn pending(&self) -> Vec<String> {
         self.steps().iter().map(|(_, u)| u.what.clone()).collect()
@@ -252,6 +257,8 @@ mod tests {
         let d = td.register(recording(&log, "d", false));
         td.replace(a, recording(&log, "a", false));
         td.keep(&[d]);
+        assert!(!td.is_registered(d));
+        assert!(td.is_registered(b));
         let early = td.run_steps(&[b, c], Duration::ZERO).await;
         assert_eq!(early.removed, ["c"]);
         assert_eq!(early.left, ["b (boom)"]);

@@ -2,26 +2,39 @@
 //! timestamped lines otherwise (CI logs, pipes).
 
 use std::io::IsTerminal;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::duration::format_elapsed;
+use crate::duration::{format_duration, format_elapsed};
 
 pub struct Progress {
     started: Instant,
     bar: Option<ProgressBar>,
     stage: Mutex<Option<(String, Instant)>>,
+    /// When the step shown on the spinner began (see [`Progress::step`]).
+    step_started: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Progress {
     /// Made by [`super::Shell::progress`].
     pub(super) fn new() -> Self {
+        let step_started: Arc<Mutex<Option<Instant>>> = Arc::default();
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new_spinner();
+            let since = step_started.clone();
+            // The step's own elapsed time, redrawn on every tick: ` (1m3s)`.
+            let step_elapsed = move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let started = *since.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(t) = started {
+                    let secs = Duration::from_secs(t.elapsed().as_secs());
+                    let _ = write!(w, " ({})", format_duration(secs));
+                }
+            };
             bar.set_style(
-                ProgressStyle::with_template("{spinner} [{elapsed:>4}] {msg}")
+                ProgressStyle::with_template("{spinner} [{elapsed:>4}] {msg}{step_elapsed}")
+                    .map(|s| s.with_key("step_elapsed", step_elapsed))
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
             bar.enable_steady_tick(Duration::from_millis(120));
@@ -31,6 +44,7 @@ impl Progress {
             started: Instant::now(),
             bar,
             stage: Mutex::new(None),
+            step_started,
         }
     }
 
@@ -49,6 +63,7 @@ impl Progress {
     /// A new stage begins; the previous one, if any, is reported done.
     pub fn stage(&self, text: &str) {
         self.end_stage();
+        *self.step_started.lock().unwrap_or_else(|e| e.into_inner()) = None;
         if let Some(bar) = &self.bar {
             bar.set_message(text.to_string());
         }
@@ -66,6 +81,17 @@ impl Progress {
                 "  done in {}: {text}",
                 format_elapsed(t.elapsed())
             ));
+        }
+    }
+
+    /// A step within the stage, reported by someone else (the guest's `TC-AMI-STEP`): a line,
+    /// and on a terminal the spinner's text, with the step's elapsed time, until the next step
+    /// or stage.
+    pub fn step(&self, text: &str) {
+        self.line(text);
+        if let Some(bar) = &self.bar {
+            *self.step_started.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+            bar.set_message(text.to_string());
         }
     }
 

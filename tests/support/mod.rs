@@ -252,6 +252,9 @@ pub const ADMIN_ID: &str = "tc-ami-admin";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdefghijklmnopqrs";
 pub const READONLY_ID: &str = "tc-ami-readonly";
 pub const READONLY_TOKEN: &str = "test-readonly-token-0123456789abcdefghijklmn";
+/// May read pools and secrets, but neither list pools nor write or remove secrets.
+pub const NARROW_ID: &str = "tc-ami-narrow";
+pub const NARROW_TOKEN: &str = "test-narrow-token-0123456789abcdefghijklmnopq";
 
 impl Tc {
     pub fn start(pools: Value) -> Tc {
@@ -265,6 +268,7 @@ impl Tc {
             "clients": [
                 {"clientId": ADMIN_ID, "accessToken": ADMIN_TOKEN, "scopes": ["worker-manager:*", "secrets:*"]},
                 {"clientId": READONLY_ID, "accessToken": READONLY_TOKEN, "scopes": ["worker-manager:get-worker-pool:*", "worker-manager:list-worker-pools"]},
+                {"clientId": NARROW_ID, "accessToken": NARROW_TOKEN, "scopes": ["worker-manager:get-worker-pool:*", "secrets:get:*"]},
             ],
             "providers": {"aws": {"setup": "ok"}},
             "workerPools": pools,
