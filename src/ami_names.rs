@@ -337,6 +337,75 @@ fn verdict(image: &Image, picked: Option<&Image>) -> Verdict {
     }
 }
 
+/// A creation time as listings show it: `2024-04-10T08:13:37Z`, or `-`.
+fn created(date: Option<DateTime<Utc>>) -> String {
+    date.map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The groups as a table, one row per family: its version, locale, edition and flavour (a
+/// prefixed variant in parentheses), how many images (and how many of them are not available),
+/// and the newest available image.
+pub fn render_groups(groups: &[Group]) -> String {
+    let rows = groups.iter().map(|g| {
+        let family = match &g.family {
+            Some(f) => {
+                let flavour = match &f.prefix {
+                    Some(p) => format!("{} ({p})", f.flavour),
+                    None => f.flavour.clone(),
+                };
+                [
+                    f.version.clone(),
+                    f.locale.clone(),
+                    f.edition.to_string(),
+                    flavour,
+                ]
+            }
+            None => [
+                "(other names)".into(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ],
+        };
+        let count = match g.count - g.available {
+            0 => g.count.to_string(),
+            n => format!("{} ({n} not available)", g.count),
+        };
+        let (id, date, name) = match &g.newest {
+            Some(i) => (i.id.clone(), created(i.creation_date), i.name.clone()),
+            None => ("-".into(), "-".into(), "(none available)".into()),
+        };
+        family.into_iter().chain([count, id, date, name])
+    });
+    crate::text::table(
+        &[
+            "VERSION", "LOCALE", "EDITION", "FLAVOUR", "IMAGES", "NEWEST", "CREATED", "NAME",
+        ],
+        rows,
+    )
+}
+
+/// The candidates as a table, newest first, each with its state and why it is or is not the
+/// one a build would pick.
+pub fn render_candidates(candidates: &[Candidate]) -> String {
+    let rows = candidates.iter().map(|c| {
+        [
+            c.image.id.clone(),
+            c.image.name.clone(),
+            created(c.image.creation_date),
+            c.state.clone(),
+            c.verdict.to_string(),
+        ]
+    });
+    crate::text::table(&["IMAGE", "NAME", "CREATED", "STATE", "WHY"], rows)
+}
+
+/// The candidate a build would pick, if any.
+pub fn picked(candidates: &[Candidate]) -> Option<&Candidate> {
+    candidates.iter().find(|c| c.verdict == Verdict::Picked)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -679,6 +748,58 @@ mod tests {
             }
         );
         assert!(candidates(&listing(), "Windows_Server-2025-*").is_empty());
+    }
+
+    #[test]
+    fn renders_groups_and_candidates_as_tables() {
+        let mut images = listing();
+        images.push(image(
+            "ami-t1",
+            "TPM-Windows_Server-2016-English-Full-Base-2020.08.12",
+            "2020-08-12T07:00:00.000Z",
+            "available",
+        ));
+        let text = render_groups(&group_images(&images));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "VERSION        LOCALE   EDITION  FLAVOUR            IMAGES               NEWEST  CREATED               NAME"
+        );
+        assert_eq!(
+            lines[1],
+            "2016           English  Full     Base               3 (1 not available)  ami-b2  2020-08-12T07:00:00Z  Windows_Server-2016-English-Full-Base-2020.08.12"
+        );
+        assert!(lines[2].starts_with("2016           English  Full     Base (TPM)         1  "));
+        assert!(
+            lines[4]
+                .ends_with("1 (1 not available)  -       -                     (none available)"),
+            "{}",
+            lines[4]
+        );
+        assert!(lines[5].starts_with("(other names)                                       1  "));
+        assert!(lines[5].ends_with("TC bootstrap"));
+        assert_eq!(lines.len(), 6);
+
+        let list = candidates(&images, "Windows_Server-2016-English-Full-Base-*");
+        let text = render_candidates(&list);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            vec![
+                "IMAGE   NAME                                              CREATED               STATE      WHY",
+                "ami-b3  Windows_Server-2016-English-Full-Base-2021.08.11  2021-08-11T07:00:00Z  pending    pending: not available",
+                "ami-b2  Windows_Server-2016-English-Full-Base-2020.08.12  2020-08-12T07:00:00Z  available  picked: the newest available match",
+                "ami-b1  Windows_Server-2016-English-Full-Base-2020.01.10  2020-01-10T07:00:00Z  available  older than the picked image",
+            ]
+        );
+        assert_eq!(picked(&list).map(|c| c.image.id.as_str()), Some("ami-b2"));
+        assert!(
+            picked(&candidates(
+                &images,
+                "Windows_Server-2016-English-Full-SQL*"
+            ))
+            .is_none()
+        );
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! The whole command-line surface, in one place, and its dispatch to the commands.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context;
+use clap::{CommandFactory, Parser, Subcommand};
+use serde_json::json;
 
 use crate::commands::{self, Ctx, Outcome};
 
@@ -43,12 +45,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Show the base AMI a build of the worker type would start from.
-    BaseAmi {
-        /// The worker type: worker-types/<W>.toml.
-        #[arg(short = 'w', long = "worker-type", value_name = "W")]
-        worker_type: String,
-    },
+    /// Show the base AMI a build of the worker type would start from; with --list, the
+    /// Windows images to choose from.
+    BaseAmi(BaseAmiArgs),
     /// Build an image for the worker type, copy it to its regions, store the password.
     Build {
         /// The worker type: worker-types/<W>.toml.
@@ -69,50 +68,10 @@ pub enum Command {
     },
     /// Review mode: the change deploy would push, as a unified diff.
     /// Exit 0: nothing to change; 2: changes; 1: error.
-    Diff {
-        /// The worker type: worker-types/<W>.toml.
-        #[arg(short = 'w', long = "worker-type", value_name = "W")]
-        worker_type: String,
-        /// The image to deploy: AMI (the build region's; its copies are found by name) or
-        /// REGION=AMI, repeatable. Default: the newest image tc-ami built for W per region.
-        #[arg(long = "image", value_name = "AMI|REGION=AMI")]
-        images: Vec<String>,
-        /// Lines of context around each change.
-        #[arg(short = 'U', long = "unified", value_name = "N", default_value_t = crate::diff::DEFAULT_CONTEXT)]
-        unified: usize,
-    },
+    Diff(DiffArgs),
     /// Put images into the worker pool: builds first without --image, shows the diff, asks,
     /// pushes, verifies.
-    Deploy {
-        /// The worker type: worker-types/<W>.toml.
-        #[arg(short = 'w', long = "worker-type", value_name = "W")]
-        worker_type: String,
-        /// The image to deploy: AMI (the build region's; its copies are found by name) or
-        /// REGION=AMI, repeatable. Without it, tc-ami builds one first.
-        #[arg(long = "image", value_name = "AMI|REGION=AMI")]
-        images: Vec<String>,
-        /// Do everything but the push.
-        #[arg(long)]
-        dry_run: bool,
-        /// Do not ask for confirmation.
-        #[arg(long, short = 'y')]
-        yes: bool,
-        /// When it builds, on a failure after the launch, keep the build instance with its key pair and
-        /// security group for TTL (default 4h) to look inside, instead of removing them; prints
-        /// how to get in. `cleanup` removes them after the TTL. Not after Ctrl-C or SIGTERM.
-        #[arg(
-            long,
-            value_name = "TTL",
-            num_args = 0..=1,
-            require_equals = true,
-            default_missing_value = "4h",
-            value_parser = parse_keep_ttl,
-            conflicts_with = "images"
-        )]
-        keep_on_failure: Option<Duration>,
-        #[command(flatten)]
-        try_first: TryFlags,
-    },
+    Deploy(DeployArgs),
     /// Put back the images that were live before the last deploy, with a new deployment id.
     Rollback {
         /// The worker type: worker-types/<W>.toml.
@@ -244,6 +203,159 @@ pub enum Command {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+    /// Print the shell completion script for SHELL, made from these same definitions (see the
+    /// README for where each shell looks for it).
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page tc-ami(1) in roff; with --dir, write it and one page per command
+    /// (tc-ami-deploy(1), ...) into DIR.
+    Man {
+        /// Write tc-ami.1 and tc-ami-<command>.1 into this directory (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// `tc-ami diff`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    /// The worker type: worker-types/<W>.toml.
+    #[arg(short = 'w', long = "worker-type", value_name = "W")]
+    pub worker_type: String,
+    /// The image to deploy: AMI (the build region's; its copies are found by name) or
+    /// REGION=AMI, repeatable. Default: the newest image tc-ami built for W per region.
+    #[arg(long = "image", value_name = "AMI|REGION=AMI")]
+    pub images: Vec<String>,
+    /// Lines of context around each change.
+    #[arg(short = 'U', long = "unified", value_name = "N", default_value_t = crate::diff::DEFAULT_CONTEXT)]
+    pub unified: usize,
+    /// Also show how deploy --update-file PATH would change this file (repeatable);
+    /// default: the worker type's config_files.
+    #[arg(long = "update-file", value_name = "PATH")]
+    pub update_files: Vec<PathBuf>,
+}
+
+impl DiffArgs {
+    async fn run(self, ctx: &Ctx) -> Outcome {
+        let files = commands::managed::FilesAsked {
+            update_files: self.update_files,
+            managed_ok: false,
+        };
+        let diff = commands::diff::run(ctx, &self.worker_type, &self.images, self.unified, &files);
+        commands::read_only(ctx, diff).await
+    }
+}
+
+/// `tc-ami deploy`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct DeployArgs {
+    /// The worker type: worker-types/<W>.toml.
+    #[arg(short = 'w', long = "worker-type", value_name = "W")]
+    pub worker_type: String,
+    /// The image to deploy: AMI (the build region's; its copies are found by name) or
+    /// REGION=AMI, repeatable. Without it, tc-ami builds one first.
+    #[arg(long = "image", value_name = "AMI|REGION=AMI")]
+    pub images: Vec<String>,
+    /// Do everything but the push.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Deploy to a pool managed by tc-admin (description `*DO NOT EDIT*`) without
+    /// updating its configuration: its next `tc-admin apply` puts the old images back.
+    #[arg(long)]
+    pub managed_ok: bool,
+    /// A file that declares the pool's image ids (tc-admin's config/worker-pools.yml):
+    /// the old ids are replaced by the new ones, shown in the review, written after the
+    /// push is verified (repeatable); default: the worker type's config_files.
+    #[arg(long = "update-file", value_name = "PATH")]
+    pub update_files: Vec<PathBuf>,
+    /// When it builds, on a failure after the launch, keep the build instance with its key pair and
+    /// security group for TTL (default 4h) to look inside, instead of removing them; prints
+    /// how to get in. `cleanup` removes them after the TTL. Not after Ctrl-C or SIGTERM.
+    #[arg(
+        long,
+        value_name = "TTL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "4h",
+        value_parser = parse_keep_ttl,
+        conflicts_with = "images"
+    )]
+    pub keep_on_failure: Option<Duration>,
+    #[command(flatten)]
+    pub try_first: TryFlags,
+}
+
+impl DeployArgs {
+    async fn run(self, ctx: &Ctx) -> Outcome {
+        let files = commands::managed::FilesAsked {
+            update_files: self.update_files,
+            managed_ok: self.managed_ok,
+        };
+        let try_first = self.try_first.first();
+        let asked = commands::deploy::DeployAsked {
+            images: &self.images,
+            asked: commands::change::Asked {
+                dry_run: self.dry_run,
+                yes: self.yes,
+            },
+            keep_on_failure: self.keep_on_failure,
+            try_first: &try_first,
+            files: &files,
+        };
+        commands::changing(ctx, commands::deploy::run(ctx, &self.worker_type, &asked)).await
+    }
+}
+
+/// `tc-ami base-ami`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct BaseAmiArgs {
+    /// The worker type: worker-types/<W>.toml (with --list: its build region, owner and
+    /// pattern).
+    #[arg(
+        short = 'w',
+        long = "worker-type",
+        value_name = "W",
+        required_unless_present = "list"
+    )]
+    pub worker_type: Option<String>,
+    /// List the Windows images: grouped by version, locale, edition and flavour (parsed
+    /// from the names), each group with its count and newest image; with --pattern, the
+    /// matching images newest first, and which one a build would pick and why not the others.
+    #[arg(long)]
+    pub list: bool,
+    /// With --list: the region to list, instead of W's build region.
+    #[arg(
+        long,
+        value_name = "R",
+        requires = "list",
+        conflicts_with = "worker_type"
+    )]
+    pub region: Option<String>,
+    /// With --list: only images whose name matches P (`*` and `?`, as in base-ami.txt).
+    #[arg(long, value_name = "P", requires = "list")]
+    pub pattern: Option<String>,
+    /// With --list: the images' owner (amazon, self, aws-marketplace or an account id);
+    /// default W's base_ami_owner, else amazon.
+    #[arg(long, value_name = "O", requires = "list")]
+    pub owner: Option<String>,
+}
+
+impl From<BaseAmiArgs> for commands::base_ami::Asked {
+    fn from(a: BaseAmiArgs) -> Self {
+        commands::base_ami::Asked {
+            worker_type: a.worker_type,
+            list: a.list,
+            region: a.region,
+            pattern: a.pattern,
+            owner: a.owner,
+        }
+    }
 }
 
 /// `deploy` and `promote`: try the images before pushing them.
@@ -271,12 +383,8 @@ impl TryFlags {
 pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
     use commands::*;
     match command {
-        Command::BaseAmi { worker_type } => read_only(ctx, base_ami::run(ctx, &worker_type)).await,
-        Command::Diff {
-            worker_type,
-            images,
-            unified,
-        } => read_only(ctx, diff::run(ctx, &worker_type, &images, unified)).await,
+        Command::BaseAmi(args) => read_only(ctx, base_ami::run(ctx, &args.into())).await,
+        Command::Diff(args) => args.run(ctx).await,
         Command::History { worker_type } => read_only(ctx, history::run(ctx, &worker_type)).await,
         // Its only write comes after the last await and is atomic: an interrupt stops it cleanly.
         Command::Pin {
@@ -287,6 +395,8 @@ pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
         Command::Status { worker_type } => {
             read_only(ctx, status::run(ctx, worker_type.as_deref())).await
         }
+        Command::Completions { shell } => completions(ctx, shell).into(),
+        Command::Man { dir } => man(ctx, dir.as_deref()).into(),
         changing => run_changing(ctx, changing).await,
     }
 }
@@ -301,26 +411,7 @@ async fn run_changing(ctx: &Ctx, command: Command) -> Outcome {
             worker_type,
             keep_on_failure,
         } => changing(ctx, build::run(ctx, &worker_type, keep_on_failure)).await,
-        Command::Deploy {
-            worker_type,
-            images,
-            dry_run,
-            yes,
-            keep_on_failure,
-            try_first,
-        } => {
-            let first = try_first.first();
-            let run = deploy::run(
-                ctx,
-                &worker_type,
-                &images,
-                dry_run,
-                yes,
-                keep_on_failure,
-                &first,
-            );
-            changing(ctx, run).await
-        }
+        Command::Deploy(args) => args.run(ctx).await,
         Command::Rollback {
             worker_type,
             to,
@@ -416,4 +507,69 @@ fn parse_keep_ttl(text: &str) -> Result<Duration, String> {
         return Err("at most 7d".into());
     }
     Ok(ttl)
+}
+
+/// The completion script for `shell`, generated from [`Cli`].
+fn completions(ctx: &Ctx, shell: clap_complete::Shell) -> anyhow::Result<u8> {
+    let script = completion_script(shell)?;
+    ctx.shell.result(
+        script.trim_end(),
+        &json!({"shell": shell.to_string(), "script": script}),
+    );
+    Ok(0)
+}
+
+/// The completion script for `shell`. clap_complete 4.6 writes a bash script whose
+/// subcommand branches never match when the program's name has a hyphen (clap-rs/clap issue
+/// 6421: its loop and its branches spell the state differently), so the bash script is made for
+/// `tc_ami` and registered for `tc-ami`.
+fn completion_script(shell: clap_complete::Shell) -> anyhow::Result<String> {
+    let bash = shell == clap_complete::Shell::Bash;
+    let name = if bash { "tc_ami" } else { "tc-ami" };
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), name, &mut script);
+    let script = String::from_utf8(script).context("the completion script is not UTF-8")?;
+    if !bash {
+        return Ok(script);
+    }
+    let registered = script.replace(" -o default tc_ami\n", " -o default tc-ami\n");
+    if registered.matches(" tc-ami\n").count() != 2 {
+        anyhow::bail!("the bash completion script does not register tc_ami as expected");
+    }
+    Ok(registered)
+}
+
+/// The man page tc-ami(1) on stdout, or with `dir` it and one page per command written there.
+fn man(ctx: &Ctx, dir: Option<&Path>) -> anyhow::Result<u8> {
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    let Some(dir) = dir else {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd)
+            .render(&mut page)
+            .context("rendering the man page")?;
+        let page = String::from_utf8(page).context("the man page is not UTF-8")?;
+        ctx.shell
+            .result(page.trim_end(), &json!({"page": "tc-ami.1", "roff": page}));
+        return Ok(0);
+    };
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the directory {}", dir.display()))?;
+    let subcommands: Vec<clap::Command> = cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set())
+        .cloned()
+        .collect();
+    let mut pages = Vec::new();
+    for page in std::iter::once(cmd).chain(subcommands) {
+        let path = clap_mangen::Man::new(page)
+            .generate_to(dir)
+            .with_context(|| format!("cannot write a man page into {}", dir.display()))?;
+        pages.push(path.display().to_string());
+    }
+    ctx.shell.result(
+        &format!("wrote {} man pages: {}", pages.len(), pages.join(" ")),
+        &json!({"dir": dir, "pages": pages}),
+    );
+    Ok(0)
 }

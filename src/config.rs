@@ -70,6 +70,10 @@ const KEYS: &[(&str, &str)] = &[
         "history_secret",
         "a Taskcluster secret name like \"project/servo/tc-ami/deployments/proj-servo/win2016\" (printable ASCII, no leading or trailing space or `/`)",
     ),
+    (
+        "config_files",
+        "a list of paths relative to the config directory (files that declare the pool's image ids)",
+    ),
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -99,6 +103,9 @@ pub struct WorkerType {
     pub try_max_capacity: u64,
     /// The Taskcluster secret holding the pool's deployment history.
     pub history_secret: String,
+    /// Files that declare the pool's image ids (a tc-admin configuration), resolved against the
+    /// config directory; `deploy` updates them by default.
+    pub config_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -305,6 +312,18 @@ pub fn valid_worker_pool_id(id: &str) -> bool {
     prov_ok && wt_ok
 }
 
+/// An image owner DescribeImages takes: `amazon`, `self`, `aws-marketplace` or an account id.
+pub fn valid_base_ami_owner(owner: &str) -> bool {
+    ["amazon", "self", "aws-marketplace"].contains(&owner)
+        || (owner.len() == 12 && owner.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// An image name pattern: at most 128 characters (EC2's longest image name), no control
+/// characters.
+pub fn valid_base_ami_pattern(pattern: &str) -> bool {
+    !pattern.chars().any(|c| c.is_control()) && pattern.len() <= 128
+}
+
 fn valid_instance_type(t: &str) -> bool {
     match t.split_once('.') {
         Some((family, size)) => {
@@ -383,6 +402,7 @@ pub fn parse_worker_type(
     let password = r.password()?;
     let (try_task, try_max_capacity) = r.try_settings(config_dir)?;
     let history_secret = r.history_secret(&worker_pool_id)?;
+    let config_files = r.config_files()?;
     Ok(WorkerType {
         name: name.to_string(),
         file: file.to_path_buf(),
@@ -401,6 +421,7 @@ pub fn parse_worker_type(
         try_task,
         try_max_capacity,
         history_secret,
+        config_files: config_files.iter().map(|f| config_dir.join(f)).collect(),
     })
 }
 
@@ -444,7 +465,7 @@ impl Reader<'_> {
                     }
                 })?,
             };
-        if pattern.chars().any(|c| c.is_control()) || pattern.len() > 128 {
+        if !valid_base_ami_pattern(&pattern) {
             return Err(self.bad(
                 "base_ami_pattern",
                 "it holds control characters or is over 128 characters",
@@ -453,9 +474,7 @@ impl Reader<'_> {
         let owner = self
             .string("base_ami_owner")?
             .unwrap_or_else(|| DEFAULT_BASE_AMI_OWNER.to_string());
-        let owner_ok = ["amazon", "self", "aws-marketplace"].contains(&owner.as_str())
-            || (owner.len() == 12 && owner.chars().all(|c| c.is_ascii_digit()));
-        if !owner_ok {
+        if !valid_base_ami_owner(&owner) {
             return Err(self.bad("base_ami_owner", format!("`{owner}`")));
         }
         Ok((pattern, owner))
@@ -519,6 +538,20 @@ impl Reader<'_> {
             ));
         }
         Ok(accounts)
+    }
+
+    /// `config_files`: relative paths, each once.
+    fn config_files(&self) -> Result<Vec<String>, ConfigError> {
+        let mut files: Vec<String> = Vec::new();
+        for file in self.strings("config_files")? {
+            if file.trim().is_empty() || Path::new(&file).is_absolute() {
+                return Err(self.bad("config_files", format!("`{file}` is empty or absolute")));
+            }
+            if !files.contains(&file) {
+                files.push(file);
+            }
+        }
+        Ok(files)
     }
 
     /// `password_secret_prefix` and `password_secret_expires_in`.
@@ -799,6 +832,28 @@ password_secret_prefix = "project/servo/windows-administrator/servo-win2016"
                 assert!(!err.contains('\n'), "{err}");
             }
         }
+    }
+
+    #[test]
+    fn config_files_are_relative_paths() {
+        let wt = parse(&format!(
+            "{GOOD}config_files = [\"../taskcluster-config/config/worker-pools.yml\", \"../taskcluster-config/config/worker-pools.yml\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            wt.config_files,
+            vec![Path::new(
+                "/cfg/../taskcluster-config/config/worker-pools.yml"
+            )]
+        );
+        assert!(parse(GOOD).unwrap().config_files.is_empty());
+        let err = message(&format!("{GOOD}config_files = [\"/etc/pools.yml\"]\n"));
+        assert!(
+            err.contains("bad value for `config_files`: `/etc/pools.yml` is empty or absolute"),
+            "{err}"
+        );
+        let err = message(&format!("{GOOD}config_files = \"pools.yml\"\n"));
+        assert!(err.contains("a string is not a list"), "{err}");
     }
 
     #[test]

@@ -204,6 +204,9 @@ pub struct LaunchSpec<'a> {
     pub client_token: &'a str,
 }
 
+/// The largest page DescribeImages serves (`MaxResults` 5 to 1000).
+pub const IMAGES_PAGE: i32 = 1000;
+
 pub struct Ec2 {
     config: aws_config::SdkConfig,
     clients: Mutex<HashMap<String, Client>>,
@@ -288,6 +291,41 @@ impl Ec2 {
             &[("name", pattern), ("platform", "windows")],
         )
         .await
+    }
+
+    /// The Windows images owned by `owner` in `region`, those whose name matches `pattern`
+    /// (EC2 glob) when given: every page of [`IMAGES_PAGE`], through the SDK's paginator (EC2
+    /// lists about 14,000 Amazon Windows images; each page is one logged call).
+    pub async fn list_windows_images(
+        &self,
+        region: &str,
+        owner: &str,
+        pattern: Option<&str>,
+    ) -> Result<Vec<Image>> {
+        let mut req = self
+            .client(region)
+            .describe_images()
+            .owners(owner)
+            .filters(filter("platform", &["windows"]));
+        if let Some(pattern) = pattern {
+            req = req.filters(filter("name", &[pattern]));
+        }
+        let mut pages = req.max_results(IMAGES_PAGE).into_paginator().send();
+        let what = format!(
+            "owner {owner} platform=windows{}",
+            pattern.map(|p| format!(" name={p}")).unwrap_or_default()
+        );
+        let mut images = Vec::new();
+        for n in 1.. {
+            let target = format!("{what}, page {n}");
+            let page = call("DescribeImages", region, &target, async {
+                pages.next().await.transpose()
+            })
+            .await?;
+            let Some(page) = page else { break };
+            images.extend(page.images().iter().map(image_from_sdk));
+        }
+        Ok(images)
     }
 
     pub async fn describe_images(&self, region: &str, ids: &[String]) -> Result<Vec<Image>> {

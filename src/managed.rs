@@ -35,6 +35,40 @@ pub fn pool_is_managed(def: &Value, prefix: Option<&str>) -> bool {
         .is_some_and(|d| is_managed(d, prefix))
 }
 
+/// Old image id → new image id: for each launch config of the pool definition `before`, its
+/// `ImageId` → the image `images` gives its region, when that differs. An error when one old id
+/// would get two different new ids (it is live in two regions that get different images), since
+/// a file could then not say which.
+pub fn image_replacements(
+    before: &Value,
+    images: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, String> {
+    let mut map: BTreeMap<String, String> = BTreeMap::new();
+    let launch_configs = before["config"]["launchConfigs"].as_array();
+    for lc in launch_configs.into_iter().flatten() {
+        let (Some(region), Some(old)) = (
+            lc["region"].as_str(),
+            lc["launchConfig"]["ImageId"].as_str(),
+        ) else {
+            continue;
+        };
+        let Some(new) = images.get(region).filter(|n| n.as_str() != old) else {
+            continue;
+        };
+        match map.get(old) {
+            Some(other) if other != new => {
+                return Err(format!(
+                    "image {old} is live in regions that get different images ({other} and {new})"
+                ));
+            }
+            _ => {
+                map.insert(old.to_string(), new.clone());
+            }
+        }
+    }
+    Ok(map)
+}
+
 /// One replacement: the 1-based line it is on, and the old and new id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Change {
@@ -258,6 +292,39 @@ docker-untrusted:
             r.changes.iter().map(|c| c.line).collect::<Vec<_>>(),
             vec![1, 3]
         );
+    }
+
+    #[test]
+    fn replacements_per_launch_config_region() {
+        let lc = |region: &str, image: &str| json!({"region": region, "launchConfig": {"ImageId": image}});
+        let before = json!({"config": {"launchConfigs": [
+            lc("us-west-2", "ami-aaaaaaaa"), lc("us-west-2", "ami-aaaaaaaa"),
+            lc("us-east-1", "ami-bbbbbbbb"), lc("us-east-1", "ami-cccccccc"),
+            lc("eu-west-1", "ami-dddddddd"), {"region": "eu-west-2"},
+        ]}});
+        let images = ids(&[
+            ("us-west-2", "ami-11111111"),
+            ("us-east-1", "ami-22222222"),
+            ("eu-west-1", "ami-dddddddd"),
+        ]);
+        assert_eq!(
+            image_replacements(&before, &images),
+            Ok(ids(&[
+                ("ami-aaaaaaaa", "ami-11111111"),
+                ("ami-bbbbbbbb", "ami-22222222"),
+                ("ami-cccccccc", "ami-22222222"),
+            ]))
+        );
+        // The same old image in two regions that get different images.
+        let shared = json!({"config": {"launchConfigs": [
+            lc("us-west-2", "ami-aaaaaaaa"), lc("us-east-1", "ami-aaaaaaaa"),
+        ]}});
+        let err = image_replacements(&shared, &images).unwrap_err();
+        assert_eq!(
+            err,
+            "image ami-aaaaaaaa is live in regions that get different images (ami-11111111 and ami-22222222)"
+        );
+        assert_eq!(image_replacements(&json!({}), &images), Ok(BTreeMap::new()));
     }
 
     #[test]

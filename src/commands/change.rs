@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::base_ami::choose_base_ami;
 use crate::commands::Ctx;
+use crate::commands::managed::FilePlan;
 use crate::config::WorkerType;
 use crate::diff::{json_patch, unified_diff, use_color};
 use crate::ec2::{Ec2, has_code};
@@ -88,6 +89,8 @@ pub struct Change {
     pub before: Value,
     pub patched: Patched,
     pub images: BTreeMap<String, String>,
+    /// Whether the pool's description marks it as managed by tc-admin.
+    pub managed: bool,
 }
 
 impl Change {
@@ -101,6 +104,7 @@ impl Change {
         history: &History,
     ) -> Result<Change> {
         let before = definition(live);
+        let managed = crate::managed::pool_is_managed(&before, None);
         let now = chrono::Utc::now();
         let current = crate::pool::deployment_ids(&before);
         let patched = patch_pool(pool_id, &before, &images, |image| {
@@ -114,6 +118,7 @@ impl Change {
             before,
             patched,
             images,
+            managed,
         })
     }
 
@@ -139,6 +144,7 @@ impl Change {
             "workerPoolId": self.pool_id,
             "rootUrl": self.root_url,
             "changed": self.patched.changed,
+            "managed": self.managed,
             "images": self.images,
             "deploymentId": self.patched.deployment_id,
             "patch": json_patch(&self.before, &self.patched.after),
@@ -618,7 +624,23 @@ pub async fn review_and_push(
     record: RecordAs,
     asked: Asked,
 ) -> Result<bool> {
+    let no_files = FilePlan::default();
+    review_and_push_with_files(ctx, to, change, record, asked, &no_files).await
+}
+
+/// [`review_and_push`], and the files that declare the pool's image ids: their change is shown
+/// after the pool diff, and they are written once the push is verified (not on a dry run, not
+/// when the push fails or cannot be verified).
+pub async fn review_and_push_with_files(
+    ctx: &Ctx,
+    to: &PushTo<'_>,
+    change: &Change,
+    record: RecordAs,
+    asked: Asked,
+    files: &FilePlan,
+) -> Result<bool> {
     change.show(ctx, crate::diff::DEFAULT_CONTEXT);
+    files.show(&ctx.shell);
     let mut report = change.to_json();
     let pushed = if !change.patched.changed {
         ctx.shell.note(&format!(
@@ -652,7 +674,7 @@ pub async fn review_and_push(
         if !to.proven {
             prove_access(to.env, to.wm, to.store, &change.before, Before::Push).await?;
         }
-        push_and_record(ctx, to, change, record).await?;
+        push_and_record(ctx, to, change, record, files).await?;
         ctx.shell.note(&format!(
             "{done} to worker pool {}: {}{}",
             change.pool_id,
@@ -667,6 +689,9 @@ pub async fn review_and_push(
         true
     };
     report["pushed"] = Value::Bool(pushed);
+    if !files.is_empty() {
+        report["files"] = files.to_json(pushed);
+    }
     ctx.shell.json_doc(&report);
     Ok(pushed)
 }
@@ -680,6 +705,7 @@ async fn push_and_record(
     to: &PushTo<'_>,
     change: &Change,
     record: RecordAs,
+    files: &FilePlan,
 ) -> Result<()> {
     recheck(to.wm, change).await?;
     let _pushing = start_push(&ctx.cancel, &change.pool_id)?;
@@ -688,6 +714,17 @@ async fn push_and_record(
         change.pool_id
     ));
     let pushed = push(to.wm, change).await?;
+    // The files only once the pool is seen to hold the push; a file that cannot be written does
+    // not stop the record.
+    let written = match pushed {
+        Pushed::Verified => files.write(&ctx.shell).map_err(|e| {
+            anyhow!(
+                "pushed to worker pool {}, but {e:#} (or `tc-admin apply` will put the old images back)",
+                change.pool_id
+            )
+        }),
+        Pushed::Unverified(_) => Ok(()),
+    };
     let deployment = Deployment {
         seq: to.loaded.history.next_seq(),
         time: chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 0),
@@ -703,22 +740,29 @@ async fn push_and_record(
         tried: None,
         unverified: pushed != Pushed::Verified,
     };
-    let recorded = to.store.record(&deployment).await.map_err(|e| {
-        anyhow!(
-            "pushed to worker pool {}, but the deployment could not be recorded in the secret {}: {e:#}",
-            change.pool_id,
-            to.store.name
-        )
-    })?;
+    let recorded = match to.store.record(&deployment).await {
+        Ok(recorded) => recorded,
+        Err(e) => {
+            let e = anyhow!(
+                "pushed to worker pool {}, but the deployment could not be recorded in the secret {}: {e:#}",
+                change.pool_id,
+                to.store.name
+            );
+            return Err(match written {
+                Err(w) => anyhow!("{w:#}; and {e:#}"),
+                Ok(()) => e,
+            });
+        }
+    };
     if let Pushed::Unverified(why) = pushed {
         bail!(
-            "pushed to {}, but the pool does not hold what was pushed: {why}; recorded as #{} (unverified) in the secret {}",
+            "pushed to {}, but the pool does not hold what was pushed: {why}; recorded as #{} (unverified) in the secret {}; the files that declare its images were not changed",
             change.pool_id,
             recorded.seq,
             to.store.name
         );
     }
-    Ok(())
+    written
 }
 
 /// The push begins unless an interrupt has arrived: from here on it is finished whatever

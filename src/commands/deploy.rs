@@ -11,8 +11,9 @@ use serde_json::Value;
 use crate::commands::Ctx;
 use crate::commands::change::{
     Asked, Before, Change, PushTo, RecordAs, Target, check_available, copy_missing, load_history,
-    prove_access, refuse_without_terminal, resolve_images, review_and_push,
+    prove_access, refuse_without_terminal, resolve_images, review_and_push_with_files,
 };
+use crate::commands::managed::{FilePlan, FilesAsked, check_managed, read_files};
 use crate::commands::try_cmd::{TryFirst, TryOn, check_task_file, task_to_try, try_before_push};
 use crate::history::Kind;
 use crate::image_arg::{ImageArgs, parse_image_args};
@@ -20,25 +21,32 @@ use crate::ops::deployments::HistorySecret;
 use crate::pool::definition;
 use crate::taskcluster::WorkerManagerApi;
 
-pub async fn run(
-    ctx: &Ctx,
-    worker_type: &str,
-    images: &[String],
-    dry_run: bool,
-    yes: bool,
-    keep_on_failure: Option<Duration>,
-    try_first: &TryFirst,
-) -> Result<u8> {
+/// What `deploy` was asked besides the worker type.
+pub struct DeployAsked<'a> {
+    /// `--image` arguments; none: build first.
+    pub images: &'a [String],
+    pub asked: Asked,
+    pub keep_on_failure: Option<Duration>,
+    pub try_first: &'a TryFirst,
+    /// `--update-file` and `--managed-ok`.
+    pub files: &'a FilesAsked,
+}
+
+pub async fn run(ctx: &Ctx, worker_type: &str, d: &DeployAsked<'_>) -> Result<u8> {
+    let (images, asked) = (d.images, d.asked);
+    let (dry_run, keep_on_failure, try_first) = (asked.dry_run, d.keep_on_failure, d.try_first);
     let args = parse_image_args(images).map_err(|e| anyhow!(e))?;
     let t = Target::load(ctx, worker_type).await?;
     let wt = &t.wt;
+    // Before anything is built: the files can be read, and a managed pool may be deployed to.
+    let files = read_files(wt, d.files)?;
+    check_managed(&ctx.shell, wt, &t.live, &files, d.files, !dry_run)?;
     let try_task = task_to_try(ctx, wt, try_first);
     if let Some(file) = &try_task {
         check_task_file(wt, file)?;
     }
     let store = t.history();
     let loaded = load_history(ctx, &t.env, &store).await?;
-    let asked = Asked { dry_run, yes };
     let got = if args.is_empty() {
         build_for(ctx, &t, &store, asked, keep_on_failure).await?
     } else {
@@ -64,6 +72,7 @@ pub async fn run(
         history: &loaded.history,
     };
     let change = try_before_push(ctx, &on, change, try_task.as_deref(), asked).await?;
+    let file_plan = FilePlan::new(&files, &change.before, &change.images)?;
     let record = RecordAs {
         kind: Kind::Deploy,
         worker_type: wt.name.clone(),
@@ -80,7 +89,7 @@ pub async fn run(
         who: &who,
         proven,
     };
-    let pushed = review_and_push(ctx, &to, &change, record, asked).await?;
+    let pushed = review_and_push_with_files(ctx, &to, &change, record, asked, &file_plan).await?;
     if pushed {
         rollout_note(ctx, &t.wm, &wt.worker_pool_id, &wt.name).await;
     }
