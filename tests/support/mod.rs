@@ -833,6 +833,34 @@ impl World {
         (active, lcs)
     }
 
+    /// The pool as a push changes it: its definition but `lastModified`, and each launch
+    /// config's id and whether it is archived (not their `lastModified`, which every update
+    /// sets). An update that posts the pool back unchanged, as the scope check before a push
+    /// does, leaves it as it was.
+    pub fn pool_shape(&self) -> Value {
+        let (_, lcs) = self.pool();
+        let mut definition = self.tc.state()["workerPools"][POOL]["definition"].clone();
+        if let Some(d) = definition.as_object_mut() {
+            d.remove("lastModified");
+        }
+        // Sorted: an update reorders the rows it keeps.
+        let mut lcs: Vec<(String, bool)> = lcs
+            .iter()
+            .map(|lc| {
+                (
+                    lc["launchConfigId"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    lc["isArchived"] == true,
+                )
+            })
+            .collect();
+        lcs.sort();
+        json!({"definition": definition, "launchConfigs": lcs})
+    }
+
+    /// The `updateWorkerPool` requests so far, those that change nothing included.
     pub fn updates(&self) -> usize {
         self.tc.state()["requests"]
             .as_array()
