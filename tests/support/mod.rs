@@ -976,6 +976,21 @@ impl Tc {
             .collect()
     }
 
+    /// The temporary pools (`-try-` in their id) that were created, from the request log: the
+    /// emulator forgets a deleted pool once its workers are gone, which at a scaled clock can be
+    /// before a test looks.
+    pub fn created_try_pools(&self) -> Vec<String> {
+        self.requests()
+            .iter()
+            .filter(|r| r["apiMethod"] == "createWorkerPool" && r["status"] == 200)
+            .filter_map(|r| {
+                let path = r["path"].as_str()?.replace("%2F", "/").replace("%2f", "/");
+                let id = path.split_once("/worker-pool/")?.1.to_string();
+                id.contains("-try-").then_some(id)
+            })
+            .collect()
+    }
+
     /// The temporary pools that still exist and are not deleted (worker-manager shows a deleted
     /// pool with `null-provider` until its workers are gone).
     pub fn live_try_pools(&self) -> Vec<String> {
