@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::commands::Ctx;
 use crate::commands::change::{
     Asked, Before, Change, PushTo, RecordAs, Target, check_available, copy_missing, load_history,
-    prove_access, refuse_without_terminal, resolve_images, review_and_push,
+    prove_access, prove_before_try, refuse_without_terminal, resolve_images, review_and_push,
 };
 use crate::commands::try_cmd::{TryFirst, TryOn, check_task_file, task_to_try, try_before_push};
 use crate::history::Kind;
@@ -56,6 +56,16 @@ pub async fn run(
         images,
         &loaded.history,
     )?;
+    let who = t.who();
+    let mut to = PushTo {
+        env: &t.env,
+        wm: &t.wm,
+        store: &store,
+        loaded: &loaded,
+        who: &who,
+        proven,
+    };
+    to.proven = prove_before_try(&to, &change, try_task.is_some(), dry_run).await?;
     let on = TryOn {
         wt,
         env: &t.env,
@@ -70,15 +80,6 @@ pub async fn run(
         undoes: None,
         undoes_outside_change: false,
         from: None,
-    };
-    let who = t.who();
-    let to = PushTo {
-        env: &t.env,
-        wm: &t.wm,
-        store: &store,
-        loaded: &loaded,
-        who: &who,
-        proven,
     };
     let pushed = review_and_push(ctx, &to, &change, record, asked).await?;
     if pushed {

@@ -923,6 +923,10 @@ impl Tc {
             "clients": [
                 {"clientId": ADMIN_ID, "accessToken": ADMIN_TOKEN, "scopes": TRY_ADMIN_SCOPES},
                 {"clientId": READONLY_ID, "accessToken": READONLY_TOKEN, "scopes": ["worker-manager:get-worker-pool:*", "worker-manager:list-worker-pools"]},
+                // May try (pools, the Queue) and read the history, not record a deployment.
+                {"clientId": HISTORY_READER_ID, "accessToken": HISTORY_READER_TOKEN, "scopes": [
+                    "worker-manager:*", "queue:*", "secrets:get:project/servo/*",
+                ]},
             ],
             "providers": {
                 "community-tc-workers-aws": {"providerType": "aws", "setup": "ok"},
