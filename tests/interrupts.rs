@@ -44,8 +44,9 @@ fn live_west(w: &World) -> String {
 }
 
 /// Stopped before the change: the exit code, one final line saying nothing changed, and no
-/// push.
-fn assert_nothing_changed(run: &Run, code: i32, signal: &str, w: &World, updates: usize) {
+/// push: the pool is as it was `before` (an update that posted it back unchanged, as the scope
+/// check does, changes nothing).
+fn assert_nothing_changed(run: &Run, code: i32, signal: &str, w: &World, before: &Value) {
     run.assert_code(code);
     assert_eq!(
         run.error_line(),
@@ -53,11 +54,17 @@ fn assert_nothing_changed(run: &Run, code: i32, signal: &str, w: &World, updates
         "{}",
         run.stderr
     );
-    assert_eq!(w.updates(), updates, "pushed: {}", run.stderr);
+    assert_eq!(&w.pool_shape(), before, "pushed: {}", run.stderr);
 }
 
-/// Interrupted during the push: finished first, said so, exit 130.
-fn assert_push_finished(run: &Run, w: &World, updates: usize) {
+/// What a run starts from: the pool, and the `updateWorkerPool` requests so far.
+fn mark(w: &World) -> (Value, usize) {
+    (w.pool_shape(), w.updates())
+}
+
+/// Interrupted during the push: finished first, said so, exit 130; the pool changed, by one
+/// push (the run's other update is the scope check, which posts the pool back unchanged).
+fn assert_push_finished(run: &Run, w: &World, (before, updates): &(Value, usize)) {
     run.assert_code(130);
     assert_eq!(
         run.error_line(),
@@ -73,7 +80,13 @@ fn assert_push_finished(run: &Run, w: &World, updates: usize) {
         "{}",
         run.stderr
     );
-    assert_eq!(w.updates(), updates, "pushed once: {}", run.stderr);
+    assert_ne!(&w.pool_shape(), before, "not pushed: {}", run.stderr);
+    assert_eq!(
+        w.updates(),
+        updates + 2,
+        "the scope check and the push, once each: {}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -81,10 +94,11 @@ fn deploy_image_stops_before_the_push_finishes_it_during_and_stops_at_the_prompt
     let w = World::new();
     let west = w.build()["us-west-2"].as_str().unwrap().to_string();
     let deploy = ["-v", "deploy", "-w", "w", "--image", west.as_str(), "--yes"];
+    let seeded = w.pool_shape();
 
     // At the prompt, typed on the terminal: at once, nothing pushed.
     let run = w.tc_ami().ctrl_c_at_prompt(&deploy[1..6], "[y/N]");
-    assert_nothing_changed(&run, 130, "Ctrl-C (SIGINT)", &w, 0);
+    assert_nothing_changed(&run, 130, "Ctrl-C (SIGINT)", &w, &seeded);
 
     slow_taskcluster(&w);
     // After the pool was read (while the history is read), and after the history was read
@@ -92,12 +106,13 @@ fn deploy_image_stops_before_the_push_finishes_it_during_and_stops_at_the_prompt
     let run = w
         .tc_ami()
         .interrupt_at(&deploy, "worker-manager.workerPool(", "INT");
-    assert_nothing_changed(&run, 130, "Ctrl-C (SIGINT)", &w, 0);
+    assert_nothing_changed(&run, 130, "Ctrl-C (SIGINT)", &w, &seeded);
     let run = w.tc_ami().interrupt_at(&deploy, "secrets.get(", "TERM");
-    assert_nothing_changed(&run, 143, "SIGTERM", &w, 0);
+    assert_nothing_changed(&run, 143, "SIGTERM", &w, &seeded);
     assert!(history(&w).is_empty());
 
     // During the push, twice: finished, verified and recorded, once.
+    let start = mark(&w);
     let run = w.tc_ami().signals_at(
         &deploy,
         &[
@@ -105,7 +120,7 @@ fn deploy_image_stops_before_the_push_finishes_it_during_and_stops_at_the_prompt
             ("worker-manager.updateWorkerPool(", "INT"),
         ],
     );
-    assert_push_finished(&run, &w, 1);
+    assert_push_finished(&run, &w, &start);
     assert!(
         run.stderr.contains("already stopping: finishing the push"),
         "{}",
@@ -130,6 +145,7 @@ fn deploy_image_interrupted_while_copying_removes_the_copies_and_pushes_nothing(
     w.ec2
         .deregister("us-east-1", images["us-east-1"].as_str().unwrap());
     w.ec2.configure(json!({"copy_pending_seconds": 60}));
+    let seeded = w.pool_shape();
     let run = w.tc_ami().interrupt_at(
         &["deploy", "-w", "w", "--image", &west, "--yes"],
         "copying",
@@ -142,7 +158,8 @@ fn deploy_image_interrupted_while_copying_removes_the_copies_and_pushes_nothing(
         "{}",
         run.stderr
     );
-    assert_eq!(w.updates(), 0);
+    assert_eq!(w.pool_shape(), seeded, "pushed: {}", run.stderr);
+    assert!(history(&w).is_empty());
     let east: Vec<Value> = w
         .ec2
         .all("images")
@@ -164,19 +181,22 @@ fn rollback_stops_before_the_push_finishes_it_during_and_stops_at_the_prompt() {
             .assert_code(0);
     }
     let rollback = ["-v", "rollback", "-w", "w", "--yes"];
+    let deployed = w.pool_shape();
 
     let run = w.tc_ami().ctrl_c_at_prompt(&rollback[1..4], "[y/N]");
-    assert_nothing_changed(&run, 130, "Ctrl-C (SIGINT)", &w, 2);
+    assert_nothing_changed(&run, 130, "Ctrl-C (SIGINT)", &w, &deployed);
 
     slow_taskcluster(&w);
     let run = w.tc_ami().interrupt_at(&rollback, "secrets.get(", "INT");
-    assert_nothing_changed(&run, 130, "Ctrl-C (SIGINT)", &w, 2);
+    assert_nothing_changed(&run, 130, "Ctrl-C (SIGINT)", &w, &deployed);
     assert_eq!(live_west(&w), b);
+    assert_eq!(history(&w).len(), 2);
 
+    let start = mark(&w);
     let run = w
         .tc_ami()
         .interrupt_at(&rollback, "pushing to worker pool", "INT");
-    assert_push_finished(&run, &w, 3);
+    assert_push_finished(&run, &w, &start);
     fast_taskcluster(&w);
     assert_eq!(live_west(&w), a);
     let h = history(&w);
@@ -201,20 +221,25 @@ fn promote_stops_before_the_push_finishes_it_during_and_stops_at_the_prompt() {
         .unwrap()
         .to_string();
     let promote = ["-v", "promote", "--from", "staging", "--to", "w", "--yes"];
+    let seeded = w.pool_shape();
 
     let run = w.tc_ami().ctrl_c_at_prompt(&promote[1..6], "[y/N]");
-    assert_nothing_changed(&run, 130, "Ctrl-C (SIGINT)", &w, 1);
+    assert_nothing_changed(&run, 130, "Ctrl-C (SIGINT)", &w, &seeded);
 
     slow_taskcluster(&w);
     let run = w.tc_ami().interrupt_at(&promote, "secrets.get(", "INT");
-    assert_nothing_changed(&run, 130, "Ctrl-C (SIGINT)", &w, 1);
+    assert_nothing_changed(&run, 130, "Ctrl-C (SIGINT)", &w, &seeded);
 
+    let start = mark(&w);
     let run = w
         .tc_ami()
         .interrupt_at(&promote, "pushing to worker pool", "INT");
-    assert_push_finished(&run, &w, 2);
+    assert_push_finished(&run, &w, &start);
     fast_taskcluster(&w);
     assert_eq!(live_west(&w), staged);
+    let h = history(&w);
+    assert_eq!(h.len(), 1);
+    assert_eq!(h[0]["kind"], "promote");
 }
 
 #[test]
@@ -223,6 +248,7 @@ fn deploy_that_builds_stops_in_the_build_or_after_it_and_pushes_nothing() {
     // In the build: it removes everything it created.
     w.ec2
         .configure(json!({"guest": {"shutdown_after_seconds": 60}}));
+    let seeded = w.pool_shape();
     let run = w.tc_ami().interrupt_at(
         &["deploy", "-w", "w", "--yes"],
         "waiting for first-boot.ps1",
@@ -236,7 +262,7 @@ fn deploy_that_builds_stops_in_the_build_or_after_it_and_pushes_nothing() {
         "{}",
         run.stderr
     );
-    assert_eq!(w.updates(), 0);
+    assert_eq!(w.pool_shape(), seeded, "pushed: {}", run.stderr);
     w.ec2.assert_nothing_left();
 
     // After the build (while the pool is read again): the images stay, nothing is pushed.
@@ -257,7 +283,8 @@ fn deploy_that_builds_stops_in_the_build_or_after_it_and_pushes_nothing() {
         "{}",
         run.stderr
     );
-    assert_eq!(w.updates(), 0);
+    assert_eq!(w.pool_shape(), seeded, "pushed: {}", run.stderr);
+    assert!(history(&w).is_empty());
     w.ec2.assert_nothing_left_but_images();
 }
 
@@ -365,8 +392,9 @@ fn cleanup_stops_at_the_prompt_before_deleting_and_a_second_ctrl_c_says_what_is_
     std::thread::sleep(Duration::from_secs(5).saturating_sub(killed.elapsed()));
 
     let cleanup = ["cleanup", "-w", "k"];
+    let seeded = w.pool_shape();
     let run = w.tc_ami().ctrl_c_at_prompt(&cleanup, "[y/N]");
-    assert_nothing_changed(&run, 130, "Ctrl-C (SIGINT)", &w, 0);
+    assert_nothing_changed(&run, 130, "Ctrl-C (SIGINT)", &w, &seeded);
     assert_eq!(w.ec2.leftovers(true), left);
 
     slow_taskcluster(&w);
@@ -375,8 +403,9 @@ fn cleanup_stops_at_the_prompt_before_deleting_and_a_second_ctrl_c_says_what_is_
         "reading the worker pools",
         "INT",
     );
-    assert_nothing_changed(&run, 130, "Ctrl-C (SIGINT)", &w, 0);
+    assert_nothing_changed(&run, 130, "Ctrl-C (SIGINT)", &w, &seeded);
     assert_eq!(w.ec2.leftovers(true), left);
+    assert_eq!(w.updates(), 0, "cleanup updates no pool");
     fast_taskcluster(&w);
 
     // While the instance terminates (slowly), twice: stops at once, says what is left.

@@ -391,16 +391,14 @@ fn missing_scopes_are_named_in_one_line() {
         run.stdout
     );
 
-    // --idle-only needs the Queue's worker listing too.
-    let run = w
-        .tc_ami()
-        .run(&["rollout", "-w", "w", "--retire", "--idle-only", "--dry-run"]);
+    // --idle-only needs the Queue's worker listing too: the admin (worker-manager:*,
+    // secrets:*) lacks it (the operator holds it through the anonymous role).
+    let admin = || w.tc_ami().client(ADMIN_ID, ADMIN_TOKEN);
+    let run = admin().run(&["rollout", "-w", "w", "--retire", "--idle-only", "--dry-run"]);
     run.assert_code(0); // no worker of an archived launch config: the Queue is not asked
     w.tc.add_workers(POOL, json!([{"state": "running"}]));
     archive_us_west_2(&w.tc);
-    let run = w
-        .tc_ami()
-        .run(&["rollout", "-w", "w", "--retire", "--idle-only", "--dry-run"]);
+    let run = admin().run(&["rollout", "-w", "w", "--retire", "--idle-only", "--dry-run"]);
     run.assert_code(1);
     assert!(
         run.error_line().contains(&format!(

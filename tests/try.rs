@@ -103,7 +103,7 @@ fn a_passing_try_waits_for_the_whole_group_and_removes_its_pool() {
         "{}",
         run.stderr
     );
-    assert_eq!(world.tc.try_pools().len(), 1);
+    assert_eq!(world.tc.created_try_pools(), [pool]);
     assert_no_try_pool_left(&world);
     // The temporary pool was a copy of the live one, min 0, max try_max_capacity (2).
     let requests = world.tc.state()["requests"].clone();
@@ -191,7 +191,7 @@ fn bad_inputs_are_refused_before_anything_is_created() {
             "{all:?}"
         );
     }
-    assert!(world.tc.try_pools().is_empty());
+    assert!(world.tc.created_try_pools().is_empty());
     assert!(world.tc.tasks().is_empty());
 }
 
@@ -325,6 +325,7 @@ fn cleanup_removes_the_pool_of_a_killed_try_once_its_timeout_has_passed() {
 fn deploy_with_a_failing_try_pushes_nothing() {
     let world = World::simulating(seed_pools());
     let images = built(&world);
+    let seeded = world.pool_shape();
     for (region, image) in &images {
         world
             .ec2
@@ -347,8 +348,47 @@ fn deploy_with_a_failing_try_pushes_nothing() {
         line.starts_with("tc-ami: error: nothing pushed to worker pool proj-servo/win2016: the images did not pass their try: try failed: tc-ami try: the tools of the image ("),
         "{line}"
     );
-    assert_eq!(world.updates(), 0, "no updateWorkerPool");
+    assert_eq!(world.pool_shape(), seeded, "pushed");
+    assert_eq!(
+        world.updates(),
+        1,
+        "only the scope check before the try, which posts the pool back unchanged"
+    );
     assert_no_try_pool_left(&world);
+}
+
+#[test]
+fn deploy_try_with_a_client_that_may_not_record_stops_before_the_try() {
+    let world = World::simulating(seed_pools());
+    let images = built(&world);
+    let west = &images.iter().find(|(r, _)| r == "us-west-2").unwrap().1;
+    let seeded = world.pool_shape();
+    let run = world
+        .tc_ami()
+        .client(HISTORY_READER_ID, HISTORY_READER_TOKEN)
+        .run(&[
+            "deploy",
+            "-w",
+            "w",
+            "--image",
+            west,
+            "--try",
+            &shipped_task(),
+            "--yes",
+        ]);
+    run.assert_code(1);
+    let line = run.error_line();
+    assert!(
+        line.starts_with(&format!(
+            "tc-ami: error: client `{HISTORY_READER_ID}` lacks the scope secrets:set:project/servo/"
+        )) && line.ends_with("; nothing was tried or pushed"),
+        "{}",
+        run.stderr
+    );
+    assert!(world.tc.created_try_pools().is_empty());
+    assert!(world.tc.tasks().is_empty());
+    assert_eq!(world.pool_shape(), seeded);
+    assert_eq!(world.updates(), 0);
 }
 
 #[test]
@@ -379,7 +419,19 @@ fn deploy_tries_with_the_worker_type_s_try_task_and_no_try_skips_it() {
         "{}",
         run.stderr
     );
-    assert_eq!(world.updates(), 1);
+    let (active, _) = world.pool();
+    assert!(
+        active
+            .iter()
+            .filter(|lc| lc["configuration"]["region"] == "us-west-2")
+            .all(|lc| image_of(lc) == west),
+        "{active:#?}"
+    );
+    assert_eq!(
+        world.updates(),
+        2,
+        "the scope check before the try (the pool posted back unchanged) and the push"
+    );
     assert_eq!(world.tc.tasks().len(), 1);
     assert_no_try_pool_left(&world);
     // --no-try: said, and no task.
@@ -516,6 +568,7 @@ fn promote_tries_the_images_on_a_copy_of_the_target_pool_first() {
         .tc_ami()
         .run(&["deploy", "-w", "s", "--image", &west, "--yes"])
         .assert_code(0);
+    let (seeded, updates) = (world.pool_shape(), world.updates());
     let run = world.tc_ami().run(&[
         "promote",
         "--from",
@@ -537,6 +590,11 @@ fn promote_tries_the_images_on_a_copy_of_the_target_pool_first() {
         "{}",
         run.stderr
     );
-    assert_eq!(world.updates(), 2);
+    assert_ne!(world.pool_shape(), seeded, "not pushed");
+    assert_eq!(
+        world.updates(),
+        updates + 2,
+        "the scope check before the try (the pool posted back unchanged) and the push"
+    );
     assert_no_try_pool_left(&world);
 }

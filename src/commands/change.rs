@@ -518,6 +518,8 @@ pub async fn push(wm: &WorkerManagerApi, change: &Change) -> Result<Pushed> {
 pub enum Before {
     /// A build or a copy (the pool was read when the command started).
     BuildOrCopy,
+    /// A try of the change's images (the pool was read for the diff).
+    Try,
     /// The push (the pool was read for the diff).
     Push,
 }
@@ -536,6 +538,7 @@ pub async fn prove_access(
 ) -> Result<()> {
     let (since, then) = match before {
         Before::BuildOrCopy => ("since it was read", "nothing was built, copied or pushed"),
+        Before::Try => ("after the diff was computed", "nothing was tried or pushed"),
         Before::Push => ("after the diff was computed", "nothing was pushed"),
     };
     let pool_id = &store.pool_id;
@@ -562,6 +565,23 @@ pub async fn prove_access(
         );
     }
     Ok(())
+}
+
+/// Before a try of the change (which takes a while and makes a temporary pool), proves the
+/// scopes of the push as [`prove_access`] does before a build or a copy, unless that was done
+/// already or nothing will be tried (`tries` false, nothing to push, a dry run). Returns
+/// whether the scopes are proven.
+pub async fn prove_before_try(
+    to: &PushTo<'_>,
+    change: &Change,
+    tries: bool,
+    dry_run: bool,
+) -> Result<bool> {
+    if to.proven || !tries || dry_run || !change.patched.changed {
+        return Ok(to.proven);
+    }
+    prove_access(to.env, to.wm, to.store, &change.before, Before::Try).await?;
+    Ok(true)
 }
 
 /// Reads the pool's deployment history, as deploy, rollback and promote do before anything
@@ -602,7 +622,7 @@ pub struct PushTo<'a> {
     pub loaded: &'a Loaded,
     /// The Taskcluster clientId, for the history.
     pub who: &'a str,
-    /// Whether [`prove_access`] already ran (before a build or a copy).
+    /// Whether [`prove_access`] already ran (before a build, a copy or a try).
     pub proven: bool,
 }
 

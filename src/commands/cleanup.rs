@@ -499,7 +499,7 @@ impl Reader {
                 return Ok((
                     Vec::new(),
                     vec![
-                        "the client may not list the worker pools (403: it needs the scope worker-manager:list-worker-pools), so only the pools of worker-types/ protect images; a pool no worker type describes is not protected".to_string(),
+                        "the client may not list the worker pools (403: it needs the scope worker-manager:list-worker-pools), so only the pools of worker-types/ protect images; a pool no worker type describes is not protected, and temporary pools left by tc-ami try are not looked for".to_string(),
                     ],
                 ));
             }

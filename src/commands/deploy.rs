@@ -11,7 +11,8 @@ use serde_json::Value;
 use crate::commands::Ctx;
 use crate::commands::change::{
     Asked, Before, Change, PushTo, RecordAs, Target, check_available, copy_missing, load_history,
-    prove_access, refuse_without_terminal, resolve_images, review_and_push_with_files,
+    prove_access, prove_before_try, refuse_without_terminal, resolve_images,
+    review_and_push_with_files,
 };
 use crate::commands::managed::{FilePlan, FilesAsked, check_managed, read_files};
 use crate::commands::try_cmd::{TryFirst, TryOn, check_task_file, task_to_try, try_before_push};
@@ -64,6 +65,16 @@ pub async fn run(ctx: &Ctx, worker_type: &str, d: &DeployAsked<'_>) -> Result<u8
         images,
         &loaded.history,
     )?;
+    let who = t.who();
+    let mut to = PushTo {
+        env: &t.env,
+        wm: &t.wm,
+        store: &store,
+        loaded: &loaded,
+        who: &who,
+        proven,
+    };
+    to.proven = prove_before_try(&to, &change, try_task.is_some(), dry_run).await?;
     let on = TryOn {
         wt,
         env: &t.env,
@@ -79,15 +90,6 @@ pub async fn run(ctx: &Ctx, worker_type: &str, d: &DeployAsked<'_>) -> Result<u8
         undoes: None,
         undoes_outside_change: false,
         from: None,
-    };
-    let who = t.who();
-    let to = PushTo {
-        env: &t.env,
-        wm: &t.wm,
-        store: &store,
-        loaded: &loaded,
-        who: &who,
-        proven,
     };
     let pushed = review_and_push_with_files(ctx, &to, &change, record, asked, &file_plan).await?;
     if pushed {

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::commands::Ctx;
 use crate::commands::change::{
     Asked, Before, Change, PushTo, RecordAs, check_available, copy_missing, load_history,
-    prove_access, review_and_push,
+    prove_access, prove_before_try, review_and_push,
 };
 use crate::commands::try_cmd::{TryFirst, TryOn, check_task_file, task_to_try, try_before_push};
 use crate::config::WorkerType;
@@ -104,6 +104,16 @@ pub async fn run(
         images,
         &loaded.history,
     )?;
+    let who = env.client_id.clone().unwrap_or_default();
+    let mut to = PushTo {
+        env: &env,
+        wm: &wm,
+        store: &store,
+        loaded: &loaded,
+        who: &who,
+        proven,
+    };
+    to.proven = prove_before_try(&to, &change, try_task.is_some(), dry_run).await?;
     let on = TryOn {
         wt: &target,
         env: &env,
@@ -119,15 +129,6 @@ pub async fn run(
         undoes: None,
         undoes_outside_change: false,
         from: Some(source.name.clone()),
-    };
-    let who = env.client_id.clone().unwrap_or_default();
-    let to = PushTo {
-        env: &env,
-        wm: &wm,
-        store: &store,
-        loaded: &loaded,
-        who: &who,
-        proven,
     };
     review_and_push(ctx, &to, &change, record, asked).await?;
     Ok(0)

@@ -714,8 +714,10 @@ impl TryReport {
 }
 
 /// `cleanup`'s step for temporary pools: removes those a killed `try` of the `selected`
-/// worker types left ([`left_try_pools`]), after showing them and asking. Returns what it
-/// found and did, for the JSON document; an error when one could not be removed.
+/// worker types left ([`left_try_pools`]) among the `listing` cleanup made, after showing them
+/// and asking. Returns what it found and did, for the JSON document (null when the client may
+/// not list the pools: cleanup's one warning about the listing says so); an error when one
+/// could not be removed.
 pub async fn cleanup_left_pools(
     ctx: &Ctx,
     env: &TcEnv,
@@ -726,15 +728,10 @@ pub async fn cleanup_left_pools(
 ) -> Result<Value> {
     let wm = WorkerManagerApi::new(env)?;
     let sources: Vec<&str> = selected.iter().map(|w| w.worker_pool_id.as_str()).collect();
-    // An extra the client may lack the scope for: the rest of the cleanup goes on without it.
-    let pools = match listing {
-        PoolList::Pools(pools) => pools,
-        PoolList::NotAllowed(why) => {
-            ctx.shell.warn(&format!(
-                "not looking for temporary worker pools left by tc-ami try: {why}"
-            ));
-            return Ok(json!(null));
-        }
+    // An extra the client may lack the scope for: the rest of the cleanup goes on without it,
+    // and its warning about the listing names this step too.
+    let PoolList::Pools(pools) = listing else {
+        return Ok(json!(null));
     };
     let left = left_try_pools(pools, &sources, chrono::Utc::now());
     if left.is_empty() {

@@ -833,6 +833,34 @@ impl World {
         (active, lcs)
     }
 
+    /// The pool as a push changes it: its definition but `lastModified`, and each launch
+    /// config's id and whether it is archived (not their `lastModified`, which every update
+    /// sets). An update that posts the pool back unchanged, as the scope check before a push
+    /// does, leaves it as it was.
+    pub fn pool_shape(&self) -> Value {
+        let (_, lcs) = self.pool();
+        let mut definition = self.tc.state()["workerPools"][POOL]["definition"].clone();
+        if let Some(d) = definition.as_object_mut() {
+            d.remove("lastModified");
+        }
+        // Sorted: an update reorders the rows it keeps.
+        let mut lcs: Vec<(String, bool)> = lcs
+            .iter()
+            .map(|lc| {
+                (
+                    lc["launchConfigId"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    lc["isArchived"] == true,
+                )
+            })
+            .collect();
+        lcs.sort();
+        json!({"definition": definition, "launchConfigs": lcs})
+    }
+
+    /// The `updateWorkerPool` requests so far, those that change nothing included.
     pub fn updates(&self) -> usize {
         self.tc.state()["requests"]
             .as_array()
@@ -895,6 +923,10 @@ impl Tc {
             "clients": [
                 {"clientId": ADMIN_ID, "accessToken": ADMIN_TOKEN, "scopes": TRY_ADMIN_SCOPES},
                 {"clientId": READONLY_ID, "accessToken": READONLY_TOKEN, "scopes": ["worker-manager:get-worker-pool:*", "worker-manager:list-worker-pools"]},
+                // May try (pools, the Queue) and read the history, not record a deployment.
+                {"clientId": HISTORY_READER_ID, "accessToken": HISTORY_READER_TOKEN, "scopes": [
+                    "worker-manager:*", "queue:*", "secrets:get:project/servo/*",
+                ]},
             ],
             "providers": {
                 "community-tc-workers-aws": {"providerType": "aws", "setup": "ok"},
@@ -945,6 +977,21 @@ impl Tc {
             .flatten()
             .filter(|(id, _)| id.contains("-try-"))
             .map(|(id, p)| (id.clone(), p["definition"].clone()))
+            .collect()
+    }
+
+    /// The temporary pools (`-try-` in their id) that were created, from the request log: the
+    /// emulator forgets a deleted pool once its workers are gone, which at a scaled clock can be
+    /// before a test looks.
+    pub fn created_try_pools(&self) -> Vec<String> {
+        self.requests()
+            .iter()
+            .filter(|r| r["apiMethod"] == "createWorkerPool" && r["status"] == 200)
+            .filter_map(|r| {
+                let path = r["path"].as_str()?.replace("%2F", "/").replace("%2f", "/");
+                let id = path.split_once("/worker-pool/")?.1.to_string();
+                id.contains("-try-").then_some(id)
+            })
             .collect()
     }
 
