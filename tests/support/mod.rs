@@ -311,7 +311,13 @@ impl Tc {
         let sandbox = sandbox_seed();
         // The community deployment's anonymous role goes to the operator only, so that the
         // other clients hold exactly the scopes listed here.
-        let mut operator = vec![json!("assume:project-admin:servo")];
+        // As the sandbox seed's operator: a project administrator's role, and the scheduler id
+        // every login identity holds on the community deployment (config/grants.yml), which
+        // createTask needs.
+        let mut operator = vec![
+            json!("assume:project-admin:servo"),
+            json!("queue:scheduler-id:-"),
+        ];
         operator.extend(role_scopes(&sandbox, "anonymous"));
         let mut seed = json!({
             "clients": [
