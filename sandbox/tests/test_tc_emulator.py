@@ -284,8 +284,9 @@ def test_sandbox_seed_loads_and_is_realistic():
     assert set(em.store.clients) == {"project/servo/tc-ami", "tc-ami-admin", "tc-ami-readonly"}
     assert em.store.clients["tc-ami-admin"]["scopes"] == ["worker-manager:*", "secrets:*", "queue:*"]
     # The operator holds what a Servo project administrator holds on the community deployment:
-    # project-admin:servo, and the anonymous role every client gets.
-    assert em.store.clients["project/servo/tc-ami"]["scopes"] == ["assume:project-admin:servo"]
+    # project-admin:servo, and the anonymous role every client gets; and the scheduler id every
+    # login identity holds there (config/grants.yml), which createTask needs for `tc-ami try`.
+    assert em.store.clients["project/servo/tc-ami"]["scopes"] == ["assume:project-admin:servo", "queue:scheduler-id:-"]
     operator = em.store.expand(["assume:project-admin:servo", "assume:anonymous"])
     for needed in ["worker-manager:get-worker-pool:proj-servo/win2016", "worker-manager:list-worker-pools",
                    "worker-manager:manage-worker-pool:proj-servo/win2016",
