@@ -8,7 +8,8 @@
 //!    [`text`], [`base_ami`], [`user_data`], [`build`] (the build plan), [`pool`], [`diff`],
 //!    [`history`] (its rules), [`image_arg`], [`cleanup`] (planning), [`password`], [`pins`],
 //!    [`ami_names`], [`managed`], [`rollout`], [`try_pool`], [`guest_console`].
-//! 3. Runtime support, no network: [`config_dir`] (reading the config files), [`interrupt`],
+//! 3. Runtime support, no network: [`config_dir`] (reading the config files), [`files`]
+//!    (rewriting a file in place), [`interrupt`],
 //!    [`wait`], [`shell`] (the one output channel).
 //! 4. Adapters, thin, SDK types in and model data out: [`download`], [`ec2`], [`ec2_inventory`],
 //!    [`taskcluster`] (worker-manager, secrets and the Queue).
@@ -37,6 +38,7 @@ pub mod try_pool;
 pub mod user_data;
 
 pub mod config_dir;
+pub mod files;
 pub mod interrupt;
 pub mod shell;
 pub mod wait;

@@ -2,7 +2,7 @@
 //! script pins, or (`--check`) list the ones that are not pinned.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -248,7 +248,12 @@ async fn pin(ctx: &Ctx, scripts: &[Script], force: bool) -> Result<u8> {
         );
     }
     for (s, new_text) in &writes {
-        write_in_place(&s.path, &s.text, new_text)?;
+        crate::files::write_in_place(
+            &s.path,
+            &s.text,
+            new_text,
+            "while tc-ami was downloading; nothing was written: run `tc-ami pin` again",
+        )?;
     }
     if writes.is_empty() {
         summary.push("nothing to write: every hash matches its download".into());
@@ -547,45 +552,6 @@ async fn download_all(
     Ok(ok)
 }
 
-/// Replaces `path` with `new_text` atomically (a temporary file beside it, then a rename),
-/// keeping its permissions; refuses if the file changed since it was read as `old_text`.
-fn write_in_place(path: &Path, old_text: &str, new_text: &str) -> Result<()> {
-    let target = std::fs::canonicalize(path)
-        .with_context(|| format!("cannot resolve {}", path.display()))?;
-    let now = std::fs::read_to_string(&target)
-        .with_context(|| format!("cannot read {} again before writing it", path.display()))?;
-    if now != old_text {
-        bail!(
-            "{} changed while tc-ami was downloading; nothing was written: run `tc-ami pin` again",
-            path.display()
-        );
-    }
-    let dir = target
-        .parent()
-        .ok_or_else(|| anyhow!("{} has no parent directory", target.display()))?;
-    let file_name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tc-ami-pin.{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let permissions = std::fs::metadata(&target)?.permissions();
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(new_text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::set_permissions(&tmp, permissions)?;
-        std::fs::rename(&tmp, &target)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(anyhow!(
-            "cannot write {}: {e}; it is unchanged",
-            path.display()
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -596,24 +562,6 @@ mod tests {
         assert_eq!(human_bytes(1023), "1023 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(120 * 1024 * 1024), "120.0 MiB");
-    }
-
-    #[test]
-    fn write_in_place_replaces_the_file_and_refuses_if_it_changed_meanwhile() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.ps1");
-        std::fs::write(&path, "old").unwrap();
-        let err = write_in_place(&path, "what was read", "new").unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("changed while tc-ami was downloading"),
-            "{err}"
-        );
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "old");
-        write_in_place(&path, "old", "new").unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-        assert_eq!(names.len(), 1, "no temporary file left");
     }
 
     #[test]
