@@ -203,6 +203,11 @@ pub enum Command {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+    /// Print the hook definition (a createHook request body) that runs `tc-ami auto -w W`
+    /// nightly inside Taskcluster through taskcluster-proxy, with exactly the scopes that run
+    /// needs; with --apply, create or update it through the Hooks service (diff, confirmation).
+    /// Also says which scopes the hook's role must hold and who may grant them.
+    Hook(HookArgs),
     /// Print the shell completion script for SHELL, made from these same definitions (see the
     /// README for where each shell looks for it).
     Completions {
@@ -217,6 +222,64 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+}
+
+/// `tc-ami hook`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct HookArgs {
+    /// The worker type: worker-types/<W>.toml.
+    #[arg(short = 'w', long = "worker-type", value_name = "W")]
+    pub worker_type: String,
+    /// When the hook fires: a cron pattern as the Hooks service reads it (cron-parser: six
+    /// fields, seconds first; UTC). Default: nightly at 03:00 UTC.
+    #[arg(long, value_name = "CRON")]
+    pub schedule: Option<String>,
+    /// The Docker image the task runs in (holding tc-ami and the config directory as its
+    /// working directory); default: the worker type's hook_image.
+    #[arg(long, value_name = "DOCKER_IMAGE")]
+    pub image: Option<String>,
+    /// The task queue (a docker-worker pool) the task runs on; default: the worker type's
+    /// hook_task_queue.
+    #[arg(long, value_name = "Q")]
+    pub task_queue: Option<String>,
+    /// The hook group; default project-<p> for a pool proj-<p>/… (what the project's
+    /// administrators may write).
+    #[arg(long, value_name = "G")]
+    pub hook_group: Option<String>,
+    /// The hook id; default tc-ami-<W>.
+    #[arg(long, value_name = "ID")]
+    pub hook_id: Option<String>,
+    /// The hook's and task's owner (an email address); default: the pool's owner.
+    #[arg(long, value_name = "EMAIL")]
+    pub owner: Option<String>,
+    /// Create or update the hook through the Hooks service, after showing the diff.
+    #[arg(long)]
+    pub apply: bool,
+    /// With --apply: do not ask for confirmation.
+    #[arg(long, short = 'y', requires = "apply")]
+    pub yes: bool,
+}
+
+impl HookArgs {
+    async fn run(self, ctx: &Ctx) -> Outcome {
+        let ask = commands::hook::HookAsk {
+            worker_type: self.worker_type,
+            schedule: self.schedule,
+            image: self.image,
+            task_queue: self.task_queue,
+            hook_group: self.hook_group,
+            hook_id: self.hook_id,
+            owner: self.owner,
+            apply: self.apply,
+            yes: self.yes,
+        };
+        let run = commands::hook::run(ctx, &ask);
+        if ask.apply {
+            commands::changing(ctx, run).await
+        } else {
+            commands::read_only(ctx, run).await
+        }
+    }
 }
 
 /// `tc-ami diff`'s arguments.
@@ -395,6 +458,7 @@ pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
         Command::Status { worker_type } => {
             read_only(ctx, status::run(ctx, worker_type.as_deref())).await
         }
+        Command::Hook(args) => args.run(ctx).await,
         Command::Completions { shell } => completions(ctx, shell).into(),
         Command::Man { dir } => man(ctx, dir.as_deref()).into(),
         changing => run_changing(ctx, changing).await,

@@ -74,6 +74,14 @@ const KEYS: &[(&str, &str)] = &[
         "config_files",
         "a list of paths relative to the config directory (files that declare the pool's image ids)",
     ),
+    (
+        "hook_image",
+        "the Docker image (with tc-ami and this config directory) the hook's task runs in, e.g. \"registry/name@sha256:<digest>\"",
+    ),
+    (
+        "hook_task_queue",
+        "the task queue (a worker pool id like \"proj-servo/docker\") of the docker-worker that runs the hook's task",
+    ),
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -106,6 +114,9 @@ pub struct WorkerType {
     /// Files that declare the pool's image ids (a tc-admin configuration), resolved against the
     /// config directory; `deploy` updates them by default.
     pub config_files: Vec<PathBuf>,
+    /// `tc-ami hook`: the Docker image of the hook's task, and its task queue.
+    pub hook_image: Option<String>,
+    pub hook_task_queue: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -422,6 +433,8 @@ pub fn parse_worker_type(
         try_max_capacity,
         history_secret,
         config_files: config_files.iter().map(|f| config_dir.join(f)).collect(),
+        hook_image: r.string("hook_image")?,
+        hook_task_queue: r.hook_task_queue()?,
     })
 }
 
@@ -538,6 +551,16 @@ impl Reader<'_> {
             ));
         }
         Ok(accounts)
+    }
+
+    /// `hook_task_queue`: a worker pool id.
+    fn hook_task_queue(&self) -> Result<Option<String>, ConfigError> {
+        match self.string("hook_task_queue")? {
+            Some(q) if !valid_worker_pool_id(&q) => {
+                Err(self.bad("hook_task_queue", format!("`{q}` is not a task queue id")))
+            }
+            q => Ok(q),
+        }
     }
 
     /// `config_files`: relative paths, each once.

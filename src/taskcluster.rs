@@ -81,7 +81,9 @@ impl TcEnv {
         Self::from_vars(|k| std::env::var(k).ok(), need_credentials)
     }
 
-    fn builder(&self) -> ClientBuilder {
+    /// The crate's client builder for this root URL and these credentials (also for the
+    /// adapters of other services, [`crate::taskcluster_hooks`]).
+    pub fn builder(&self) -> ClientBuilder {
         // The crate joins service paths onto the root URL: it must end in `/`.
         let mut b = ClientBuilder::new(format!("{}/", self.root_url));
         if let (Some(id), Some(token)) = (&self.client_id, &self.access_token) {
@@ -293,7 +295,7 @@ pub fn summarize_service_message(message: &str) -> String {
 
 /// Sends one Taskcluster request: logs it (debug, `-v`) with its service, method, target and
 /// duration; never a secret's value or a credential.
-async fn call<T>(
+pub async fn call<T>(
     service: &'static str,
     method: &'static str,
     target: &str,

@@ -14,6 +14,7 @@ pub mod cleanup;
 pub mod deploy;
 pub mod diff;
 pub mod history;
+pub mod hook;
 pub mod managed;
 pub mod pin;
 pub mod promote;

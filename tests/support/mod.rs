@@ -305,8 +305,8 @@ impl Tc {
         Tc::start_with(pools, json!({"secrets": secrets}))
     }
 
-    /// As [`Tc::start`], with `extra` added to the seed: its `clients` join the default ones;
-    /// any other key (`simulation`, `secrets`, …) is set as given.
+    /// As [`Tc::start`], with `extra` added to the seed: its `clients` and `roles` join the
+    /// default ones; any other key (`simulation`, `secrets`, …) is set as given.
     pub fn start_with(pools: Value, extra: Value) -> Tc {
         let sandbox = sandbox_seed();
         // The community deployment's anonymous role goes to the operator only, so that the
@@ -362,6 +362,9 @@ impl Tc {
                     .as_array_mut()
                     .expect("clients")
                     .extend(more),
+                ("roles", Value::Array(more)) => {
+                    seed["roles"].as_array_mut().expect("roles").extend(more)
+                }
                 (_, v) => seed[k.as_str()] = v,
             }
         }
