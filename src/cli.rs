@@ -203,6 +203,10 @@ pub enum Command {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+    /// Launch a Windows instance of the worker type's image to log in to over RDP, admitting
+    /// RDP from --cidr only; it terminates itself after --ttl. --list shows the debug instances,
+    /// --stop ID removes one.
+    DebugInstance(DebugInstanceArgs),
     /// Print the shell completion script for SHELL, made from these same definitions (see the
     /// README for where each shell looks for it).
     Completions {
@@ -358,6 +362,55 @@ impl From<BaseAmiArgs> for commands::base_ami::Asked {
     }
 }
 
+/// `tc-ami debug-instance`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct DebugInstanceArgs {
+    /// The worker type: worker-types/<W>.toml (with --list: only its debug instances).
+    #[arg(short = 'w', long = "worker-type", value_name = "W")]
+    pub worker_type: Option<String>,
+    /// The image to launch; default: the live image of W's pool in W's build region.
+    #[arg(long, value_name = "AMI", conflicts_with_all = ["list", "stop"])]
+    pub image: Option<String>,
+    /// How long the instance lives: it shuts itself down (and is terminated) after this, and
+    /// `cleanup` removes it once it has passed. Default 4h, at most 3650d (what Windows'
+    /// `shutdown /t` accepts).
+    #[arg(long, value_name = "TTL", conflicts_with_all = ["list", "stop"])]
+    pub ttl: Option<String>,
+    /// The only addresses RDP (TCP 3389) is admitted from, e.g. 203.0.113.7/32; required for a
+    /// launch (tc-ami does not guess your address).
+    #[arg(long, value_name = "CIDR", conflicts_with_all = ["list", "stop"])]
+    pub cidr: Option<String>,
+    /// Print the administrator password (by default it goes to a file only you can read).
+    #[arg(long, conflicts_with_all = ["list", "stop"])]
+    pub show_password: bool,
+    /// List the debug instances in the worker types' build regions.
+    #[arg(long, conflicts_with = "stop")]
+    pub list: bool,
+    /// Terminate this debug instance and remove its security group, key pair and files.
+    #[arg(long, value_name = "ID", conflicts_with = "worker_type")]
+    pub stop: Option<String>,
+}
+
+impl DebugInstanceArgs {
+    async fn run(self, ctx: &Ctx) -> Outcome {
+        use commands::debug_instance as d;
+        if self.list {
+            return commands::read_only(ctx, d::list(ctx, self.worker_type.as_deref())).await;
+        }
+        if let Some(id) = self.stop {
+            return commands::changing(ctx, d::stop(ctx, &id)).await;
+        }
+        let asked = d::Asked {
+            worker_type: self.worker_type,
+            image: self.image,
+            ttl: self.ttl,
+            cidr: self.cidr,
+            show_password: self.show_password,
+        };
+        commands::changing(ctx, d::run(ctx, &asked)).await
+    }
+}
+
 /// `deploy` and `promote`: try the images before pushing them.
 #[derive(Debug, clap::Args)]
 pub struct TryFlags {
@@ -412,6 +465,7 @@ async fn run_changing(ctx: &Ctx, command: Command) -> Outcome {
             keep_on_failure,
         } => changing(ctx, build::run(ctx, &worker_type, keep_on_failure)).await,
         Command::Deploy(args) => args.run(ctx).await,
+        Command::DebugInstance(args) => args.run(ctx).await,
         Command::Rollback {
             worker_type,
             to,

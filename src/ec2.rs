@@ -202,6 +202,9 @@ pub struct LaunchSpec<'a> {
     pub tags: &'a Tags,
     /// Idempotency token: a retried RunInstances never launches a second instance.
     pub client_token: &'a str,
+    /// A shutdown from inside the guest terminates the instance (a debug instance's TTL)
+    /// instead of stopping it (a build's, which is then imaged).
+    pub terminate_on_shutdown: bool,
 }
 
 /// The largest page DescribeImages serves (`MaxResults` 5 to 1000).
@@ -430,7 +433,11 @@ impl Ec2 {
             .key_name(spec.key_name)
             .security_group_ids(spec.security_group_id)
             .user_data(base64::engine::general_purpose::STANDARD.encode(spec.user_data))
-            .instance_initiated_shutdown_behavior(ShutdownBehavior::Stop)
+            .instance_initiated_shutdown_behavior(if spec.terminate_on_shutdown {
+                ShutdownBehavior::Terminate
+            } else {
+                ShutdownBehavior::Stop
+            })
             .client_token(spec.client_token)
             .tag_specifications(tag_spec(ResourceType::Instance, spec.tags))
             .tag_specifications(tag_spec(ResourceType::Volume, spec.tags));

@@ -7,11 +7,13 @@
 //! 2. The pure core, functions of data with their unit tests: [`config`], [`duration`],
 //!    [`text`], [`base_ami`], [`user_data`], [`build`] (the build plan), [`pool`], [`diff`],
 //!    [`history`] (its rules), [`image_arg`], [`cleanup`] (planning), [`password`], [`pins`],
-//!    [`ami_names`], [`managed`], [`rollout`], [`try_pool`], [`guest_console`].
+//!    [`ami_names`], [`managed`], [`rollout`], [`try_pool`], [`guest_console`],
+//!    [`debug_instance`].
 //! 3. Runtime support, no network: [`config_dir`] (reading the config files), [`files`]
 //!    (rewriting a file in place), [`interrupt`],
 //!    [`wait`], [`shell`] (the one output channel).
-//! 4. Adapters, thin, SDK types in and model data out: [`download`], [`ec2`], [`ec2_inventory`],
+//! 4. Adapters, thin, SDK types in and model data out: [`download`], [`ec2`], [`ec2_debug`],
+//!    [`ec2_inventory`],
 //!    [`taskcluster`] (worker-manager, secrets and the Queue).
 //! 5. [`ops`]: the lifecycle of what tc-ami creates, with registered cleanups.
 //! 6. [`commands`]: orchestration and printing. 7. [`cli`] (and the binary): the command line.
@@ -23,6 +25,7 @@ pub mod base_ami;
 pub mod build;
 pub mod cleanup;
 pub mod config;
+pub mod debug_instance;
 pub mod diff;
 pub mod duration;
 pub mod guest_console;
@@ -45,6 +48,7 @@ pub mod wait;
 
 pub mod download;
 pub mod ec2;
+pub mod ec2_debug;
 pub mod ec2_inventory;
 pub mod taskcluster;
 

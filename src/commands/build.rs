@@ -317,6 +317,12 @@ fn save_private_key(key_name: &str, key: &Secret) -> Result<PathBuf> {
 }
 
 fn kept_keys_dir() -> Result<PathBuf> {
+    Ok(data_dir()?.join("kept"))
+}
+
+/// tc-ami's data directory, `$XDG_DATA_HOME/tc-ami` (default `~/.local/share/tc-ami`): kept
+/// build keys, debug instances' files.
+pub fn data_dir() -> Result<PathBuf> {
     let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
     let data = std::env::var_os("XDG_DATA_HOME")
         .and_then(absolute)
@@ -326,5 +332,5 @@ fn kept_keys_dir() -> Result<PathBuf> {
                 .map(|h| h.join(".local/share"))
         })
         .ok_or_else(|| anyhow!("neither XDG_DATA_HOME nor HOME is set to an absolute path"))?;
-    Ok(Path::new(&data).join("tc-ami").join("kept"))
+    Ok(Path::new(&data).join("tc-ami"))
 }

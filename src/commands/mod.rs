@@ -11,6 +11,7 @@ pub mod base_ami;
 pub mod build;
 pub mod change;
 pub mod cleanup;
+pub mod debug_instance;
 pub mod deploy;
 pub mod diff;
 pub mod history;

@@ -9,6 +9,7 @@
 pub mod access;
 pub mod build;
 pub mod cleanup;
+pub mod debug;
 pub mod deployments;
 pub mod images;
 pub mod instances;
