@@ -28,6 +28,9 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(4 * 3600);
 /// 10 × 365 × 24 × 60 × 60 in winreg.h).
 pub const MAX_TTL: Duration = Duration::from_secs(315_360_000);
 
+/// How the names of a debug instance's key pair, group and instance begin.
+pub const NAME_PREFIX: &str = "tc-ami-debug-";
+
 /// The RDP port the security group opens.
 pub const RDP_PORT: u16 = 3389;
 
@@ -128,7 +131,7 @@ pub fn plan(
     now: DateTime<Utc>,
 ) -> Option<DebugPlan> {
     let expires_at = now.checked_add_signed(chrono::Duration::from_std(ttl).ok()?)?;
-    let name = format!("tc-ami-debug-{worker_type}-{debug_id}");
+    let name = format!("{NAME_PREFIX}{worker_type}-{debug_id}");
     let tags = vec![
         (NAME.to_string(), name.clone()),
         (DEBUG_ID.to_string(), debug_id.to_string()),

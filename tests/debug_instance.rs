@@ -318,6 +318,27 @@ fn the_guest_terminates_itself_and_cleanup_removes_the_rest_after_the_ttl() {
         "Client.InstanceInitiatedShutdown"
     );
     assert_eq!(instance(&w, &stuck)["state"], "running");
+    // --stop after the guest ended it: its group and key pair go.
+    let name_of = |id: &str| instance(&w, id)["key_name"].as_str().unwrap().to_string();
+    let ending_name = name_of(&ending);
+    let stop = w.tc_ami().run(&["debug-instance", "--stop", &ending]);
+    stop.assert_code(0);
+    assert!(
+        stop.stdout.contains(&format!("key pair {ending_name}")),
+        "{}",
+        stop.stdout
+    );
+    assert!(
+        stop.stdout.contains("security group sg-"),
+        "{}",
+        stop.stdout
+    );
+    assert!(
+        !w.ec2
+            .all("key_pairs")
+            .iter()
+            .any(|(_, k)| k["name"] == ending_name.as_str())
+    );
     // Before the TTL has passed, cleanup keeps what is left (a fresh launch).
     w.ec2.configure(json!({"user_data_shutdown_scale": 1000}));
     let young = launch("1h");

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use tokio::time::Instant;
 
-use crate::debug_instance::{Cidr, DebugInstance, DebugPlan, RDP_PORT};
+use crate::debug_instance::{Cidr, DebugInstance, DebugPlan, NAME_PREFIX, RDP_PORT};
 use crate::ec2::{Ec2, LaunchSpec};
 use crate::interrupt::Cancel;
 use crate::model::InstanceStateName;
@@ -128,20 +128,21 @@ pub async fn wait_password(
 }
 
 /// Terminates the debug instance (waiting until it is), then deletes its security group and
-/// its key pair: those of its groups named as its key pair (`tc-ami-debug-<W>-<debug id>`,
-/// tc-ami's), never a group someone else added.
+/// its key pair: both are named as its key pair, `tc-ami-debug-<W>-<debug id>` (a terminated
+/// instance may no longer list its groups, so the group is found by that name).
 pub async fn remove(ec2: &Ec2, instance: &DebugInstance) -> Removal {
     let region = instance.region.as_str();
     let td = Teardown::new();
     let mut removal = Removal::default();
-    if let Some(key) = &instance.key_name {
+    if let Some(key) = instance
+        .key_name
+        .as_ref()
+        .filter(|k| k.starts_with(NAME_PREFIX))
+    {
         td.register(access::remove_key_pair(ec2, region, key));
         match ec2.find_security_groups_by_name(region, key).await {
             Ok(found) => {
-                for group in found
-                    .iter()
-                    .filter(|g| instance.security_groups.contains(g))
-                {
+                for group in &found {
                     td.register(access::remove_security_group(ec2, region, group));
                 }
             }
