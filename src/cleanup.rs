@@ -234,6 +234,11 @@ pub enum Why {
         #[serde(skip_serializing_if = "Option::is_none")]
         window_seconds: Option<u64>,
     },
+    /// Kept: the instance, group or key pair of a debug instance whose TTL runs until `until`
+    /// (its `tc-ami:expires-at`).
+    DebugInstanceUntil { until: DateTime<Utc> },
+    /// Deleted: the instance, group or key pair of a debug instance whose TTL ended at `ended`.
+    DebugInstanceEnded { ended: DateTime<Utc> },
     /// Deleted: a tc-ami snapshot that no image uses (its build ended as above).
     NoImage {
         ended: Option<DateTime<Utc>>,
@@ -251,6 +256,7 @@ impl Why {
                 | Why::Deployed { .. }
                 | Why::Newest { .. }
                 | Why::MayBeInProgress { .. }
+                | Why::DebugInstanceUntil { .. }
                 | Why::UnknownAge
         )
     }
@@ -333,6 +339,16 @@ impl std::fmt::Display for Why {
                 f,
                 "left by a build that ended ({})",
                 ended_text(ended, window_seconds)
+            ),
+            Why::DebugInstanceUntil { until } => write!(
+                f,
+                "a debug instance's, until {} (its {EXPIRES_AT})",
+                format_expires_at(*until)
+            ),
+            Why::DebugInstanceEnded { ended } => write!(
+                f,
+                "a debug instance's, whose TTL ended at {} (its {EXPIRES_AT})",
+                format_expires_at(*ended)
             ),
             Why::NoImage {
                 ended,
@@ -1005,6 +1021,7 @@ pub fn plan_leftovers(inventories: &[Inventory], policy: &Policy) -> Vec<Item> {
                     },
                 ),
             };
+            let why = for_debug_instance(&r.tags, why);
             items.push(Item {
                 kind: r.kind,
                 region: inv.region.clone(),
@@ -1022,6 +1039,25 @@ pub fn plan_leftovers(inventories: &[Inventory], policy: &Policy) -> Vec<Item> {
         }
     }
     items
+}
+
+/// A debug instance's resources are kept or removed by their TTL: say so, rather than speak
+/// of a build.
+fn for_debug_instance(tags: &BTreeMap<String, String>, why: Why) -> Why {
+    if tags.contains_key(BUILD_ID) || !tags.contains_key(DEBUG_ID) {
+        return why;
+    }
+    match why {
+        Why::MayBeInProgress {
+            until: Some(until),
+            window_seconds: None,
+        } => Why::DebugInstanceUntil { until },
+        Why::LeftByBuild {
+            ended: Some(ended),
+            window_seconds: None,
+        } => Why::DebugInstanceEnded { ended },
+        other => other,
+    }
 }
 
 /// The plan as a table: region, resource, name, age, action and why, one line each.
@@ -2084,12 +2120,20 @@ us-west-2  key-0abc  tc-ami-servo-win2016-b       5h    delete     left by a bui
         );
         assert!(deleted(&plan).is_empty());
         assert_eq!(plan.summary().leftovers_kept, 3);
+        assert_eq!(
+            item(&plan, "i-dbg").why_text(),
+            "a debug instance's, until 2026-11-24T13:00:00Z (its tc-ami:expires-at)"
+        );
         let plan = plan_cleanup(
             &[inv(WEST, vec![], debug("2026-11-24T11:00:00Z"))],
             &Protected::default(),
             &policy(0),
         );
         assert_eq!(deleted(&plan), ["i-dbg", "sg-dbg", "key-dbg"]);
+        assert_eq!(
+            item(&plan, "key-dbg").why_text(),
+            "a debug instance's, whose TTL ended at 2026-11-24T11:00:00Z (its tc-ami:expires-at)"
+        );
         // Only builds make images: an image tagged with a debug id is never a candidate.
         let mut odd = image("ami-odd", W, 100, &[]);
         odd.tags.remove(BUILD_ID);
