@@ -285,21 +285,34 @@ fn launch_password_file_rdp_file_list_and_stop() {
 fn the_guest_terminates_itself_and_cleanup_removes_the_rest_after_the_ttl() {
     let w = World::new();
     let image = base_image(&w);
+    let data = tempfile::tempdir().unwrap();
     let launch = |ttl: &str| {
-        let run = w.tc_ami().run(&[
-            "--json",
-            "debug-instance",
-            "-w",
-            "w",
-            "--image",
-            &image,
-            "--cidr",
-            CIDR,
-            "--ttl",
-            ttl,
-        ]);
+        let run = w
+            .tc_ami()
+            .env("XDG_DATA_HOME", data.path().to_str().unwrap())
+            .run(&[
+                "-vv",
+                "--json",
+                "debug-instance",
+                "-w",
+                "w",
+                "--image",
+                &image,
+                "--cidr",
+                CIDR,
+                "--ttl",
+                ttl,
+            ]);
         run.assert_code(0);
-        run.json()["instance_id"].as_str().unwrap().to_string()
+        let id = run.json()["instance_id"].as_str().unwrap().to_string();
+        // Neither the password nor the private key shows at -vv (the SDK's own log included).
+        run.assert_hides(instance(&w, &id)["password"].as_str().unwrap());
+        let key =
+            std::fs::read_to_string(run.json()["files"]["private_key"].as_str().unwrap()).unwrap();
+        for line in key.lines().filter(|l| !l.starts_with("-----")).take(3) {
+            run.assert_hides(line);
+        }
+        id
     };
     // A guest that never shuts down (its 3 s become 3000 s): cleanup is the backstop.
     w.ec2.configure(json!({"user_data_shutdown_scale": 1000}));
