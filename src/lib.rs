@@ -7,7 +7,7 @@
 //! 2. The pure core, functions of data with their unit tests: [`config`], [`duration`],
 //!    [`text`], [`base_ami`], [`user_data`], [`build`] (the build plan), [`pool`], [`diff`],
 //!    [`history`] (its rules), [`image_arg`], [`cleanup`] (planning), [`password`], [`pins`],
-//!    [`ami_names`], [`managed`], [`rollout`], [`try_pool`], [`guest_console`].
+//!    [`ami_names`], [`managed`], [`rollout`], [`try_pool`], [`guest_console`], [`staleness`].
 //! 3. Runtime support, no network: [`config_dir`] (reading the config files), [`files`]
 //!    (rewriting a file in place), [`interrupt`],
 //!    [`wait`], [`shell`] (the one output channel).
@@ -33,6 +33,7 @@ pub mod password;
 pub mod pins;
 pub mod pool;
 pub mod rollout;
+pub mod staleness;
 pub mod text;
 pub mod try_pool;
 pub mod user_data;
