@@ -272,5 +272,4 @@ mod tests {
         // Not built by tc-ami (no tag): unknown, not claimed.
         assert_eq!(newer_base(&current, None, None), None);
     }
-
 }

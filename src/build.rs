@@ -204,7 +204,9 @@ mod tests {
         );
         assert_eq!(
             tag(&plan.image_tags, USER_DATA_SHA256),
-            Some(crate::user_data::sha256_hex(b"<powershell>\nx\n</powershell>"))
+            Some(crate::user_data::sha256_hex(
+                b"<powershell>\nx\n</powershell>"
+            ))
         );
         assert_eq!(
             tag(&plan.image_tags, WORKER_TYPE).as_deref(),

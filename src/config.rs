@@ -616,10 +616,9 @@ impl Reader<'_> {
                 "promote_to",
                 format!("`{to}` is not a worker type name (letters, digits, `-` and `_`)"),
             )),
-            Some(to) if to == own_name => Err(self.bad(
-                "promote_to",
-                format!("`{to}` is this worker type itself"),
-            )),
+            Some(to) if to == own_name => {
+                Err(self.bad("promote_to", format!("`{to}` is this worker type itself")))
+            }
             other => Ok(other),
         }
     }
@@ -731,7 +730,10 @@ password_secret_prefix = "project/servo/windows-administrator/servo-win2016"
         let wt = parse(&format!("{GOOD}promote_to = \"servo-win2016-prod\"\n")).unwrap();
         assert_eq!(wt.promote_to.as_deref(), Some("servo-win2016-prod"));
         let bad = message(&format!("{GOOD}promote_to = \"a/b\"\n"));
-        assert!(bad.contains("bad value for `promote_to`: `a/b` is not a worker type name"), "{bad}");
+        assert!(
+            bad.contains("bad value for `promote_to`: `a/b` is not a worker type name"),
+            "{bad}"
+        );
         let own = message(&format!("{GOOD}promote_to = \"servo-win2016\"\n"));
         assert!(own.contains("is this worker type itself"), "{own}");
     }

@@ -67,7 +67,10 @@ pub fn load_worker_type(config_dir: &Path, name: &str) -> Result<WorkerType, Con
             return Err(ConfigError::BadValue {
                 file: file.display().to_string(),
                 key: "promote_to".into(),
-                problem: format!("there is no worker type `{to}` (no file {})", target.display()),
+                problem: format!(
+                    "there is no worker type `{to}` (no file {})",
+                    target.display()
+                ),
                 expected: "the name of another worker type of worker-types/".into(),
             });
         }

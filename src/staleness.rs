@@ -68,7 +68,10 @@ impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Reason::NoLiveImage { region } => {
-                write!(f, "no live image: the pool has no launch config in {region}")
+                write!(
+                    f,
+                    "no live image: the pool has no launch config in {region}"
+                )
             }
             Reason::LiveImageMissing { image, region } => write!(
                 f,
@@ -343,7 +346,10 @@ mod tests {
         );
         assert!(matches!(
             decide(&facts(Some(("ami-live", Some(&untagged))), &base)).reasons(),
-            [Reason::ScriptChanged { live_sha256: None, .. }]
+            [Reason::ScriptChanged {
+                live_sha256: None,
+                ..
+            }]
         ));
     }
 

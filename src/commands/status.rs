@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use serde_json::{Value, json};
 
-use crate::commands::Ctx;
 use crate::base_ami::newer_base;
+use crate::commands::Ctx;
 use crate::commands::base_ami::find_base_image;
 use crate::commands::rollout;
 use crate::config::WorkerType;
