@@ -325,3 +325,86 @@ fn max_age_rebuilds_and_a_failing_build_leaves_nothing_and_changes_nothing() {
     bad.assert_code(1);
     assert!(bad.stderr.contains("--max-age"), "{}", bad.stderr);
 }
+
+#[test]
+fn a_failed_try_pushes_nothing_and_exits_1_with_the_try_in_the_report() {
+    let world = World::simulating(seed_pools());
+    // A run whose maxRunTime is out of range resolves exception/malformed-payload at once.
+    let task = json!({
+        "metadata": {"name": "bad", "description": "fails", "owner": "servo-ops@example.invalid", "source": "https://github.com/servo/servo"},
+        "payload": {"maxRunTime": 0, "command": ["git --version"]}
+    });
+    world.cfg.write("try-bad.json", &task.to_string());
+    world.cfg.worker_type(
+        "w",
+        POOL,
+        "regions = [\"us-east-1\"]\ntry_task = \"try-bad.json\"",
+    );
+    let old = deployed(&world);
+    let (shape, updates) = (world.pool_shape(), world.updates());
+    let seeded = world.ec2.server.post(
+        "/_sandbox/seed-image",
+        json!({"name": "Windows_Server-2016-English-Full-Base-2030.01.01", "creation_date": "2030-01-01T00:00:00.000Z"}),
+    );
+
+    let run = world.tc_ami().run(&["--json", "auto", "-w", "w"]);
+    run.assert_code(1);
+    let doc = run.json();
+    assert_eq!(
+        doc["reasons"][0]["base_image"], seeded["image_id"],
+        "{doc:#}"
+    );
+    assert_eq!(doc["try"]["outcome"], "failed", "{doc:#}");
+    assert_eq!(doc["try"]["tasks"][0]["state"], "exception", "{doc:#}");
+    let error = doc["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(
+            "nothing pushed to worker pool proj-servo/win2016: the images did not pass their try: try failed: "
+        ),
+        "{error}"
+    );
+    // The images it built and tried stay (for cleanup); the pool does not run them.
+    let images: BTreeMap<String, String> = serde_json::from_value(doc["images"].clone()).unwrap();
+    assert_eq!(images.len(), 2, "{doc:#}");
+    assert_eq!(doc["try"]["images"], doc["images"]);
+    assert_eq!(doc["pushed"], false);
+    assert!(doc["deploymentId"].is_null() && doc["promote"]["command"].is_null());
+    assert_eq!(pool_images(&world), old);
+    // The scope check's update posts the pool back unchanged; nothing else was pushed.
+    assert_eq!(world.pool_shape(), shape);
+    assert_eq!(world.updates(), updates + 1);
+    assert!(world.tc.live_try_pools().is_empty());
+    let records = history(&world);
+    assert!(
+        records
+            .iter()
+            .all(|r| r["kind"] != "deploy" || r["after"] == json!(old)),
+        "{records:#?}"
+    );
+}
+
+#[test]
+fn sigterm_during_the_build_removes_what_it_made_and_changes_no_pool() {
+    let world = World::new();
+    let old = deployed(&world);
+    let (shape, records) = (world.pool_shape(), history(&world));
+    world
+        .ec2
+        .configure(json!({"guest": {"shutdown_after_seconds": 30}}));
+    let run = world.tc_ami().interrupt_at(
+        &["--json", "auto", "-w", "w", "--max-age", "1s"],
+        "waiting for first-boot.ps1",
+        "TERM",
+    );
+    run.assert_code(143);
+    assert!(
+        run.stdout.is_empty(),
+        "no report after an interrupt: {}",
+        run.stdout
+    );
+    assert!(run.error_line().contains("SIGTERM"), "{}", run.stderr);
+    world.ec2.assert_nothing_left_but_images();
+    assert_eq!(world.pool_shape(), shape);
+    assert_eq!(pool_images(&world), old);
+    assert_eq!(history(&world), records);
+}
