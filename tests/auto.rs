@@ -408,3 +408,30 @@ fn sigterm_during_the_build_removes_what_it_made_and_changes_no_pool() {
     assert_eq!(pool_images(&world), old);
     assert_eq!(history(&world), records);
 }
+
+#[test]
+fn a_bad_worker_type_is_an_error_in_the_report_before_anything_is_asked() {
+    let world = World::new();
+    world
+        .cfg
+        .worker_type("x", POOL, "promote_to = \"production\"");
+    let run = world.tc_ami().run(&["--json", "auto", "-w", "x"]);
+    run.assert_code(1);
+    let doc = run.json();
+    assert!(doc["decision"].is_null(), "{doc:#}");
+    assert_eq!(doc["worker_type"], "x");
+    let error = doc["error"].as_str().unwrap();
+    assert!(
+        error.contains(
+            "x.toml: bad value for `promote_to`: there is no worker type `production` (no file "
+        ),
+        "{error}"
+    );
+    assert_eq!(
+        run.error_line(),
+        format!("tc-ami: error: auto of x failed: {error}")
+    );
+    let stats = world.ec2.stats();
+    assert_eq!(stats["total"], 0, "{stats:#}");
+    assert!(world.tc.requests().is_empty());
+}
