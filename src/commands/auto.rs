@@ -96,7 +96,7 @@ pub async fn auto_one(ctx: &Ctx, worker_type: &str, asked: AutoAsked) -> Result<
                 report.tried = Some(t.doc.clone());
                 report.images = images_of(&t.doc["images"]);
             }
-            report.error = Some(format!("{e:#}"));
+            report.error = Some(crate::text::one_line(&format!("{e:#}")));
             Ok(report)
         }
     }
