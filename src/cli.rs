@@ -160,6 +160,17 @@ pub enum Command {
         #[arg(long, short = 'y', requires = "retire")]
         yes: bool,
     },
+    /// For a scheduled run: rebuild W's image when the live one is stale (a newer base image,
+    /// a changed first-boot script, --max-age), deploy it to W (trying it first when W has a
+    /// try_task), and report; never promotes, never asks.
+    Auto {
+        /// The worker type: worker-types/<W>.toml (meant for staging).
+        #[arg(short = 'w', long = "worker-type", value_name = "W")]
+        worker_type: String,
+        /// Also rebuild when the live image is older than this (`30d`, `12h`; at most 3650d).
+        #[arg(long, value_name = "DURATION", value_parser = parse_max_age)]
+        max_age: Option<Duration>,
+    },
     /// The live images per region, their age, the last deployment, how far the rollout is,
     /// and whether a newer base AMI exists.
     Status {
@@ -466,6 +477,13 @@ async fn run_changing(ctx: &Ctx, command: Command) -> Outcome {
         } => changing(ctx, build::run(ctx, &worker_type, keep_on_failure)).await,
         Command::Deploy(args) => args.run(ctx).await,
         Command::DebugInstance(args) => args.run(ctx).await,
+        Command::Auto {
+            worker_type,
+            max_age,
+        } => {
+            let asked = auto::AutoAsked { max_age };
+            changing(ctx, auto::run(ctx, &worker_type, asked)).await
+        }
         Command::Rollback {
             worker_type,
             to,
@@ -552,6 +570,18 @@ async fn run_more(ctx: &Ctx, command: Command) -> Outcome {
 const MAX_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// `--keep-on-failure=TTL`: a duration (`4h`, `90m`), more than zero, at most 7d.
+/// `auto --max-age`: not zero (every image would be too old), at most ten years.
+fn parse_max_age(text: &str) -> Result<Duration, String> {
+    let age = crate::duration::parse_duration(text)?;
+    if age.is_zero() {
+        return Err("0s would rebuild every time: leave --max-age out or give a real age".into());
+    }
+    if age > Duration::from_secs(3650 * 24 * 3600) {
+        return Err("at most 3650d".into());
+    }
+    Ok(age)
+}
+
 fn parse_keep_ttl(text: &str) -> Result<Duration, String> {
     let ttl = crate::duration::parse_duration(text)?;
     if ttl.is_zero() {

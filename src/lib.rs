@@ -8,7 +8,7 @@
 //!    [`text`], [`base_ami`], [`user_data`], [`build`] (the build plan), [`pool`], [`diff`],
 //!    [`history`] (its rules), [`image_arg`], [`cleanup`] (planning), [`password`], [`pins`],
 //!    [`ami_names`], [`managed`], [`rollout`], [`try_pool`], [`guest_console`],
-//!    [`debug_instance`].
+//!    [`debug_instance`], [`staleness`].
 //! 3. Runtime support, no network: [`config_dir`] (reading the config files), [`files`]
 //!    (rewriting a file in place), [`interrupt`],
 //!    [`wait`], [`shell`] (the one output channel).
@@ -36,6 +36,7 @@ pub mod password;
 pub mod pins;
 pub mod pool;
 pub mod rollout;
+pub mod staleness;
 pub mod text;
 pub mod try_pool;
 pub mod user_data;

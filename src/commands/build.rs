@@ -40,6 +40,18 @@ pub async fn run(ctx: &Ctx, worker_type: &str, keep_on_failure: Option<Duration>
 /// The first-boot script as user data, checked (readable, within EC2's limit), with a warning
 /// when its downloads are not all pinned.
 fn checked_user_data(ctx: &Ctx, wt: &WorkerType) -> Result<String> {
+    let (script, user_data) = script_user_data(wt)?;
+    let script_path = wt.first_boot_script.display().to_string();
+    if let Some(warning) = crate::pins::build_warning(&wt.name, &script_path, &script) {
+        ctx.shell
+            .warn(warning.strip_prefix("warning: ").unwrap_or(&warning));
+    }
+    Ok(user_data)
+}
+
+/// W's first-boot script and the user data a build of W launches with now (readable, within
+/// EC2's limit): `auto` compares its SHA-256 with the live image's tag.
+pub fn script_user_data(wt: &WorkerType) -> Result<(String, String)> {
     let script_path = wt.first_boot_script.display().to_string();
     let script = std::fs::read_to_string(&wt.first_boot_script).with_context(|| {
         format!(
@@ -48,11 +60,7 @@ fn checked_user_data(ctx: &Ctx, wt: &WorkerType) -> Result<String> {
         )
     })?;
     let user_data = user_data_for(&script, &script_path)?;
-    if let Some(warning) = crate::pins::build_warning(&wt.name, &script_path, &script) {
-        ctx.shell
-            .warn(warning.strip_prefix("warning: ").unwrap_or(&warning));
-    }
-    Ok(user_data)
+    Ok((script, user_data))
 }
 
 /// A failed build's error, after saying what `--keep-on-failure` kept.

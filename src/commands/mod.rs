@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use crate::interrupt::{Cancel, Interrupted};
 use crate::shell::Shell;
 
+pub mod auto;
 pub mod base_ami;
 pub mod build;
 pub mod change;
