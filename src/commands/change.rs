@@ -77,7 +77,7 @@ impl Target {
 
     /// Who pushes, for the history.
     pub fn who(&self) -> String {
-        self.env.client_id.clone().unwrap_or_default()
+        self.env.identity()
     }
 }
 

@@ -104,7 +104,7 @@ pub async fn run(
         images,
         &loaded.history,
     )?;
-    let who = env.client_id.clone().unwrap_or_default();
+    let who = env.identity();
     let mut to = PushTo {
         env: &env,
         wm: &wm,
