@@ -74,7 +74,7 @@ pub async fn run(
         known: known_pools(&all),
         keep_deployments: keep.deployments,
     };
-    let ec2 = Ec2::load().await;
+    let ec2 = crate::ops::aws_credentials::ec2_for_all(&selected).await?;
     let progress = ctx.shell.progress();
 
     // Looking changes nothing: an interrupt drops it (commands::changing).
