@@ -229,7 +229,8 @@ fn aws_credentials_come_from_the_secret_and_never_show() {
         .run(&["-vv", "--json", "base-ami", "-w", "w"]);
     run.assert_code(0)
         .assert_hides(SECRET_KEY)
-        .assert_hides(SESSION_TOKEN);
+        .assert_hides(SESSION_TOKEN)
+        .assert_hides(KEY_ID);
     assert!(
         run.json()["image"]["id"].as_str().is_some(),
         "{}",
@@ -249,7 +250,8 @@ fn aws_credentials_come_from_the_secret_and_never_show() {
     let run = without_aws_keys(&w).run(&["-vv", "--json", "build", "-w", "w"]);
     run.assert_code(0)
         .assert_hides(SECRET_KEY)
-        .assert_hides(SESSION_TOKEN);
+        .assert_hides(SESSION_TOKEN)
+        .assert_hides(KEY_ID);
     without_aws_keys(&w)
         .run(&["-vv", "status", "-w", "w"])
         .assert_code(0)
@@ -298,6 +300,21 @@ fn a_missing_refused_or_malformed_aws_secret_stops_before_any_aws_call() {
             file.display(),
             w.tc.server.url
         )
+    );
+
+    // A task whose scopes do not cover the secret: the proxy and the scope are named.
+    let proxy = Proxy::start(&w.tc, w.tc.client, &["worker-manager:get-worker-pool:*"]);
+    let run = without_aws_keys(&w)
+        .through_proxy(&proxy, TASK_ID)
+        .run(&["base-ami", "-w", "w"]);
+    run.assert_code(1);
+    assert!(
+        run.error_line().starts_with(&format!(
+            "tc-ami: error: the task's scopes (through taskcluster-proxy at {}) lack the scope secrets:get:{AWS_SECRET} needed to read the AWS credentials of worker type w",
+            proxy.url()
+        )),
+        "{}",
+        run.stderr
     );
 
     // A secret that does not exist.
