@@ -286,14 +286,16 @@ impl TcEnv {
             (Some(code), _) => format!("{what}: {root} answered {code}: {message}"),
             (None, proxy) => {
                 let text = one_line(&format!("{err:#}"));
-                let (place, variable) = match proxy {
+                let (place, variable, reach) = match proxy {
                     Some(p) => (
                         format!("taskcluster-proxy at {p}"),
                         "is TASKCLUSTER_PROXY_URL the address of taskcluster-proxy",
+                        format!("taskcluster-proxy at {p}"),
                     ),
                     None => (
                         root.to_string(),
                         "is TASKCLUSTER_ROOT_URL the root URL of a Taskcluster deployment",
+                        format!("Taskcluster at {root}"),
                     ),
                 };
                 if text.contains("decoding response body") {
@@ -301,7 +303,7 @@ impl TcEnv {
                         "{what}: {place} answered something that is not the JSON the API promises ({text}); {variable}?"
                     )
                 } else {
-                    format!("{what}: cannot reach Taskcluster at {place}: {text}")
+                    format!("{what}: cannot reach {reach}: {text}")
                 }
             }
         }
@@ -1124,6 +1126,14 @@ mod tests {
             e.refusal(refused, None, "read x", "nothing was done")
                 .to_string(),
             "the task's scopes (through taskcluster-proxy at http://taskcluster) lack the scope secrets:get:p/x needed to read x (403 at https://tc.example); nothing was done"
+        );
+        let unreachable = e.explain(
+            "fetching worker pool p/w",
+            anyhow::anyhow!("connection refused"),
+        );
+        assert_eq!(
+            unreachable.to_string(),
+            "fetching worker pool p/w: cannot reach taskcluster-proxy at http://taskcluster: connection refused"
         );
     }
 
