@@ -336,3 +336,25 @@ fn a_missing_refused_or_malformed_aws_secret_stops_before_any_aws_call() {
     assert_eq!(w.ec2.stats()["total"], 0, "{}", w.ec2.stats());
     assert_eq!(w.updates(), 0);
 }
+
+#[test]
+fn cleanup_wants_one_set_of_aws_credentials_for_its_worker_types() {
+    let w = world_with_aws_secret(the_keys());
+    w.cfg
+        .worker_type("plain", POOL, "regions = [\"us-east-1\"]");
+    let run = w.tc_ami().run(&["cleanup", "--dry-run"]);
+    run.assert_code(1);
+    assert_eq!(
+        run.error_line(),
+        format!(
+            "tc-ami: error: the worker types take their AWS credentials from different places (plain: the standard AWS credential chain; w: the secret `{AWS_SECRET}`), and one run uses one set; run it for each worker type with -w W; nothing was done"
+        )
+    );
+    assert_eq!(w.ec2.stats()["total"], 0, "{}", w.ec2.stats());
+    // One worker type at a time: its own credentials.
+    let run = without_aws_keys(&w).run(&["cleanup", "-w", "w", "--dry-run"]);
+    run.assert_code(0).assert_hides(SECRET_KEY);
+    let by_key = ec2_requests(&w);
+    assert_eq!(by_key.as_object().map(|m| m.len()), Some(1), "{by_key}");
+    assert!(by_key[KEY_ID].as_u64().unwrap_or(0) >= 1, "{by_key}");
+}
