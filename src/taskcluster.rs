@@ -146,7 +146,7 @@ impl TcEnv {
     }
 
     /// Who is refused, as the subject of "lack(s) …": the client, or the task's scopes.
-    fn lacking(&self) -> String {
+    pub fn lacking(&self) -> String {
         match &self.proxy_url {
             Some(p) => format!("the task's scopes (through taskcluster-proxy at {p}) lack"),
             None => format!("client `{}` lacks", self.who()),
@@ -571,6 +571,11 @@ impl SecretsApi {
         })
     }
 
+    /// Where and as whom it calls.
+    pub fn env(&self) -> &TcEnv {
+        &self.env
+    }
+
     /// The secret's value, or None when there is no such secret (or it expired).
     pub async fn get(&self, name: &str) -> Result<Option<Value>> {
         Ok(self.get_stored(name).await?.map(|s| s.value))
@@ -720,6 +725,11 @@ impl WorkerManagerApi {
 
     pub fn root_url(&self) -> &str {
         &self.env.root_url
+    }
+
+    /// Where and as whom it calls.
+    pub fn env(&self) -> &TcEnv {
+        &self.env
     }
 
     /// The pool as the service returns it.
