@@ -18,7 +18,8 @@ use crate::commands::{self, Ctx, Outcome};
         Worker types are described by worker-types/<W>.toml in the config directory (-C).\n\
         AWS credentials and endpoints come from the standard AWS places (AWS_PROFILE, AWS_REGION,\n\
         AWS_ENDPOINT_URL, ...); Taskcluster from TASKCLUSTER_ROOT_URL, TASKCLUSTER_CLIENT_ID,\n\
-        TASKCLUSTER_ACCESS_TOKEN and TASKCLUSTER_CERTIFICATE."
+        TASKCLUSTER_ACCESS_TOKEN and TASKCLUSTER_CERTIFICATE, or, inside a task, through\n\
+        taskcluster-proxy at TASKCLUSTER_PROXY_URL."
 )]
 pub struct Cli {
     /// The config directory holding worker-types/, scripts/ and base-ami.txt.

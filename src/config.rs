@@ -78,6 +78,10 @@ const KEYS: &[(&str, &str)] = &[
         "config_files",
         "a list of paths relative to the config directory (files that declare the pool's image ids)",
     ),
+    (
+        "aws_credentials_secret",
+        "a Taskcluster secret name like \"project/servo/tc-ami/aws\" (printable ASCII, no leading or trailing space or `/`) holding {access_key_id, secret_access_key} and optionally session_token",
+    ),
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -113,6 +117,9 @@ pub struct WorkerType {
     /// Files that declare the pool's image ids (a tc-admin configuration), resolved against the
     /// config directory; `deploy` updates them by default.
     pub config_files: Vec<PathBuf>,
+    /// The Taskcluster secret holding the AWS credentials of every EC2 call for this worker
+    /// type; None: the standard AWS credential chain.
+    pub aws_credentials_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -411,6 +418,7 @@ pub fn parse_worker_type(
     let history_secret = r.history_secret(&worker_pool_id)?;
     let promote_to = r.promote_to(name)?;
     let config_files = r.config_files()?;
+    let aws_credentials_secret = r.aws_credentials_secret()?;
     Ok(WorkerType {
         name: name.to_string(),
         file: file.to_path_buf(),
@@ -431,6 +439,7 @@ pub fn parse_worker_type(
         promote_to,
         history_secret,
         config_files: config_files.iter().map(|f| config_dir.join(f)).collect(),
+        aws_credentials_secret,
     })
 }
 
@@ -620,6 +629,18 @@ impl Reader<'_> {
                 Err(self.bad("promote_to", format!("`{to}` is this worker type itself")))
             }
             other => Ok(other),
+        }
+    }
+
+    /// `aws_credentials_secret`: a secret name, when set.
+    fn aws_credentials_secret(&self) -> Result<Option<String>, ConfigError> {
+        match self.string("aws_credentials_secret")? {
+            Some(name) if valid_secret_name(&name) => Ok(Some(name)),
+            Some(name) => Err(self.bad(
+                "aws_credentials_secret",
+                format!("`{name}` is not a secret name the secrets API takes"),
+            )),
+            None => Ok(None),
         }
     }
 
@@ -925,6 +946,27 @@ password_secret_prefix = "project/servo/windows-administrator/servo-win2016"
         assert!(!valid_worker_pool_id("proj-servo"));
         assert!(!valid_worker_pool_id("proj servo/win"));
         assert!(!valid_worker_pool_id("p/1win"));
+    }
+
+    #[test]
+    fn the_aws_credentials_secret_is_a_secret_name() {
+        assert_eq!(parse(GOOD).unwrap().aws_credentials_secret, None);
+        let wt = parse(&format!(
+            "{GOOD}aws_credentials_secret = \"project/servo/aws\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            wt.aws_credentials_secret.as_deref(),
+            Some("project/servo/aws")
+        );
+        for bad in ["\"/lead\"", "\"trail/\"", "\"\"", "3"] {
+            let err = parse(&format!("{GOOD}aws_credentials_secret = {bad}\n")).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("bad value for `aws_credentials_secret`"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

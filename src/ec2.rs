@@ -218,6 +218,13 @@ pub struct Ec2 {
 impl Ec2 {
     /// Loads AWS configuration from the standard places (profile, environment, endpoint URL).
     pub async fn load() -> Ec2 {
+        Self::load_with(None).await
+    }
+
+    /// As [`Ec2::load`], but with `credentials` (static keys) instead of the standard
+    /// credential chain when given; the endpoint and the rest still come from the standard
+    /// places.
+    pub async fn load_with(credentials: Option<aws_sdk_ec2::config::Credentials>) -> Ec2 {
         let retry = RetryConfig::standard()
             .with_max_attempts(10)
             .with_initial_backoff(Duration::from_millis(200))
@@ -226,11 +233,13 @@ impl Ec2 {
             .connect_timeout(Duration::from_secs(10))
             .operation_attempt_timeout(Duration::from_secs(60))
             .build();
-        let config = aws_config::defaults(BehaviorVersion::latest())
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .retry_config(retry)
-            .timeout_config(timeouts)
-            .load()
-            .await;
+            .timeout_config(timeouts);
+        if let Some(credentials) = credentials {
+            loader = loader.credentials_provider(credentials);
+        }
+        let config = loader.load().await;
         Ec2 {
             config,
             clients: Mutex::new(HashMap::new()),

@@ -173,7 +173,7 @@ async fn look(
     let wm = WorkerManagerApi::new(&env)?;
     let pool = wm.get_pool(&wt.worker_pool_id).await?;
     report.live_images = live_images(&definition(&pool));
-    let ec2 = Ec2::load().await;
+    let ec2 = crate::ops::aws_credentials::ec2_for(wt).await?;
     let live_id = report.live_images.get(&wt.build_region).cloned();
     let live = match &live_id {
         Some(id) => describe(&ec2, &wt.build_region, id).await?,

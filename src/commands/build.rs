@@ -12,7 +12,6 @@ use crate::commands::base_ami::find_base_image;
 use crate::config::{PasswordDestination, WorkerType};
 use crate::config_dir::load_worker_type;
 use crate::duration::format_duration;
-use crate::ec2::Ec2;
 use crate::interrupt::ShieldKind;
 use crate::model::InstanceStateName;
 use crate::ops::build::{BuildFailed, BuildReport, Kept, PasswordOutcome, run_build};
@@ -122,7 +121,7 @@ pub async fn build_images(
         }
         PasswordDestination::Print => None,
     };
-    let ec2 = Ec2::load().await;
+    let ec2 = crate::ops::aws_credentials::ec2_for(wt).await?;
     let progress = ctx.shell.progress();
     progress.stage(&format!(
         "finding the base image `{}` in {}",

@@ -22,6 +22,7 @@ use crate::duration::format_duration;
 use crate::ec2::Ec2;
 use crate::interrupt::ShieldKind;
 use crate::model::tags;
+use crate::ops::aws_credentials::{ec2_for, ec2_for_all};
 use crate::ops::debug::{Launch, Launched, PASSWORD_WAIT, launch, remove, wait_password};
 use crate::ops::teardown::{Removal, Step, Teardown, Undo};
 use crate::password::Secret;
@@ -61,7 +62,7 @@ pub async fn run(ctx: &Ctx, asked: &Asked) -> Result<u8> {
         Some(text) => parse_ttl(text).map_err(|e| anyhow!(e))?,
     };
     let wt = load_worker_type(&ctx.config_dir, worker_type)?;
-    let ec2 = Ec2::load().await;
+    let ec2 = ec2_for(&wt).await?;
     let image = image_to_launch(ctx, &ec2, &wt, asked.image.as_deref()).await?;
     let now = chrono::Utc::now();
     let debug_id = new_build_id(now, rand::thread_rng().r#gen());
@@ -379,8 +380,8 @@ fn tell(ctx: &Ctx, l: &Launch<'_>, ready: &Ready, show_password: bool) {
     ctx.shell.result(&lines.join("\n"), &doc);
 }
 
-/// The build regions of `only` (or of every worker type) with the worker types' names.
-fn regions(ctx: &Ctx, only: Option<&str>) -> Result<Vec<String>> {
+/// The worker types `only` names (or every worker type).
+fn worker_types(ctx: &Ctx, only: Option<&str>) -> Result<Vec<WorkerType>> {
     let names = match only {
         Some(w) => vec![w.to_string()],
         None => list_worker_types(&ctx.config_dir),
@@ -391,17 +392,27 @@ fn regions(ctx: &Ctx, only: Option<&str>) -> Result<Vec<String>> {
             ctx.config_dir.join("worker-types").display()
         );
     }
-    let wts = names
+    Ok(names
         .iter()
-        .map(|n| load_worker_type(&ctx.config_dir, n).map(|wt| (wt.name, wt.build_region)))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(debug::list_regions(&wts, only).into_iter().collect())
+        .map(|n| load_worker_type(&ctx.config_dir, n))
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The build regions of `only` (or of every worker type), and the EC2 adapter with their AWS
+/// credentials (`aws_credentials_secret`, else the standard chain).
+async fn regions(ctx: &Ctx, only: Option<&str>) -> Result<(Vec<String>, Ec2)> {
+    let wts = worker_types(ctx, only)?;
+    let ec2 = ec2_for_all(&wts.iter().collect::<Vec<_>>()).await?;
+    let named: Vec<_> = wts
+        .into_iter()
+        .map(|wt| (wt.name, wt.build_region))
+        .collect();
+    Ok((debug::list_regions(&named, only).into_iter().collect(), ec2))
 }
 
 /// `--list [-w W]`: the debug instances in the build regions.
 pub async fn list(ctx: &Ctx, only: Option<&str>) -> Result<u8> {
-    let regions = regions(ctx, only)?;
-    let ec2 = Ec2::load().await;
+    let (regions, ec2) = regions(ctx, only).await?;
     let listed = join_all(regions.iter().map(|r| ec2.list_debug_instances(r))).await;
     let mut instances = Vec::new();
     for found in listed {
@@ -441,8 +452,7 @@ pub async fn stop(ctx: &Ctx, id: &str) -> Result<u8> {
     if !debug::valid_instance_id(id) {
         bail!("--stop {id}: not an instance id (i- and 8 or 17 hexadecimal digits)");
     }
-    let regions = regions(ctx, None)?;
-    let ec2 = Ec2::load().await;
+    let (regions, ec2) = regions(ctx, None).await?;
     let mut found = None;
     for region in &regions {
         if let Some(i) = ec2.find_instance(region, id).await? {

@@ -194,9 +194,10 @@ pub async fn run(ctx: &Ctx, worker_type: Option<&str>) -> Result<u8> {
     let env = TcEnv::from_env(true)?;
     let wm = WorkerManagerApi::new(&env)?;
     let secrets = SecretsApi::new(&env)?;
-    let ec2 = Ec2::load().await;
     let docs = join_all(wts.iter().map(|wt| async {
-        match one(&ec2, &wm, &secrets, wt).await {
+        // Each worker type with its own AWS credentials (aws_credentials_secret).
+        let ec2 = crate::ops::aws_credentials::ec2_for(wt).await;
+        match async { one(&ec2?, &wm, &secrets, wt).await }.await {
             Ok(doc) => doc,
             Err(e) => json!({"worker_type": wt.name, "workerPoolId": wt.worker_pool_id, "error": format!("{e:#}")}),
         }

@@ -616,7 +616,7 @@ async fn record(
     let record = Deployment {
         seq: history.next_seq(),
         time: chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 0),
-        who: on.env.client_id.clone().unwrap_or_default(),
+        who: on.env.identity(),
         kind: Kind::Try,
         worker_type: on.wt.name.clone(),
         before: live_images(&definition(on.live)),

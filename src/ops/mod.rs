@@ -7,6 +7,7 @@
 //! what is registered, in reverse, whatever ends their work.
 
 pub mod access;
+pub mod aws_credentials;
 pub mod build;
 pub mod cleanup;
 pub mod debug;
