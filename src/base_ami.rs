@@ -51,6 +51,22 @@ pub fn unavailable_matches<'a>(images: &'a [Image], pattern: &str) -> Vec<&'a Im
         .collect()
 }
 
+/// Whether `current` is a newer base than the one a live image was built from (pure):
+/// `built_from_id` is the live image's `tc-ami:base-image-id` tag, `built_from` that image as
+/// described (None when it is gone). `status` and `auto` both ask it.
+pub fn newer_base<'a>(
+    current: &'a Image,
+    built_from_id: Option<&str>,
+    built_from: Option<&Image>,
+) -> Option<&'a Image> {
+    match (built_from_id, built_from) {
+        (Some(id), _) if id == current.id => None,
+        (_, Some(old)) if old.creation_date >= current.creation_date => None,
+        (None, None) => None,
+        _ => Some(current),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,5 +233,43 @@ mod tests {
         )];
         assert!(choose_base_ami(&images, P).is_none());
         assert!(choose_base_ami(&[], P).is_none());
+    }
+
+    fn dated(id: &str, date: &str) -> Image {
+        Image {
+            id: id.into(),
+            name: format!("Windows-{date}"),
+            state: "available".into(),
+            creation_date: parse_ec2_time(date),
+            owner_id: "801119661308".into(),
+            root_device_name: None,
+            snapshot_ids: vec![],
+            tags: Default::default(),
+            state_reason: None,
+        }
+    }
+
+    #[test]
+    fn newer_base_rules() {
+        let current = dated("ami-new", "2026-11-12T00:00:00Z");
+        let old = dated("ami-old", "2026-10-01T00:00:00Z");
+        assert_eq!(newer_base(&current, Some("ami-new"), None), None);
+        assert_eq!(
+            newer_base(&current, Some("ami-old"), Some(&old)).map(|i| i.id.as_str()),
+            Some("ami-new")
+        );
+        // The base it was built from is gone (Amazon retires old images): the current is newer.
+        assert_eq!(
+            newer_base(&current, Some("ami-gone"), None).map(|i| i.id.as_str()),
+            Some("ami-new")
+        );
+        // Built from a base newer than what the pattern picks now: not "newer".
+        let newest = dated("ami-newest", "2026-12-01T00:00:00Z");
+        assert_eq!(
+            newer_base(&current, Some("ami-newest"), Some(&newest)),
+            None
+        );
+        // Not built by tc-ami (no tag): unknown, not claimed.
+        assert_eq!(newer_base(&current, None, None), None);
     }
 }

@@ -12,7 +12,7 @@ use crate::model::tags::{
     USER_DATA_SHA256, VERSION, WORKER_TYPE,
 };
 use crate::model::{Image, Tags};
-use crate::user_data::sha256_hex;
+use crate::user_data::user_data_sha256;
 
 /// Everything a build will create, named and tagged before anything is created.
 #[derive(Debug, Clone)]
@@ -61,7 +61,7 @@ pub fn plan_build(
 ) -> BuildPlan {
     let stem = format!("tc-ami-{}-{}", wt.name, build_id);
     let created_at = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let user_data_sha256 = sha256_hex(user_data.as_bytes());
+    let user_data_sha256 = user_data_sha256(&user_data);
     let mut common: Tags = vec![
         (BUILD_ID.into(), build_id.into()),
         (WORKER_TYPE.into(), wt.name.clone()),
@@ -204,7 +204,9 @@ mod tests {
         );
         assert_eq!(
             tag(&plan.image_tags, USER_DATA_SHA256),
-            Some(sha256_hex(b"<powershell>\nx\n</powershell>"))
+            Some(crate::user_data::sha256_hex(
+                b"<powershell>\nx\n</powershell>"
+            ))
         );
         assert_eq!(
             tag(&plan.image_tags, WORKER_TYPE).as_deref(),

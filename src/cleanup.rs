@@ -4,7 +4,8 @@
 //!
 //! The rules, in the order they protect:
 //! - only what tc-ami made is ever a candidate: images, instances, security groups, key pairs
-//!   and snapshots carrying both `tc-ami:build-id` and `tc-ami:worker-type`, of a worker type in
+//!   and snapshots carrying both `tc-ami:build-id` and `tc-ami:worker-type` (or, for a debug
+//!   instance with its group and key pair, `tc-ami:debug-id` instead of the build id), of a worker type in
 //!   the [`Policy`] and in one of that worker type's regions;
 //! - an image that any pool needs ([`Protected`], from [`PoolNeeds`]) is kept, whatever its
 //!   worker type: the ImageId of every launch config of every pool read, the rollback target of
@@ -30,7 +31,9 @@ use crate::config::WorkerType;
 use crate::duration::{format_age, format_duration};
 use crate::history::{History, Images, plan_rollback};
 use crate::model::inventory::{Inventory, Kind, Resource};
-use crate::model::tags::{BUILD_ID, CREATED_AT, EXPIRES_AT, SOURCE_IMAGE_ID, WORKER_TYPE};
+use crate::model::tags::{
+    BUILD_ID, CREATED_AT, DEBUG_ID, EXPIRES_AT, SOURCE_IMAGE_ID, WORKER_TYPE,
+};
 use crate::model::{Image, ImageState, InstanceStateName, parse_ec2_time};
 use crate::pool::{launch_config_images, live_images};
 use crate::text::table;
@@ -170,10 +173,27 @@ impl Policy {
     /// The scope a resource in `region` with these tags falls in: it carries tc-ami's build
     /// tags, of a worker type cleaned up, in one of that worker type's regions.
     fn scope_of(&self, tags: &BTreeMap<String, String>, region: &str) -> Option<&WorkerScope> {
-        tags.get(BUILD_ID)?;
+        launch_of(tags)?;
         let scope = self.scopes.get(tags.get(WORKER_TYPE)?)?;
         scope.regions.contains(region).then_some(scope)
     }
+
+    /// The same for an image: only a build makes images.
+    fn image_scope_of(
+        &self,
+        tags: &BTreeMap<String, String>,
+        region: &str,
+    ) -> Option<&WorkerScope> {
+        tags.get(BUILD_ID)?;
+        self.scope_of(tags, region)
+    }
+}
+
+/// The launch that made a resource: its build (`tc-ami:build-id`), or for a debug instance
+/// with its group and key pair, `tc-ami:debug-id` (judged as a build: until its
+/// `tc-ami:expires-at`, launch + TTL).
+fn launch_of(tags: &BTreeMap<String, String>) -> Option<&String> {
+    tags.get(BUILD_ID).or_else(|| tags.get(DEBUG_ID))
 }
 
 /// Why something is kept or deleted.
@@ -214,6 +234,11 @@ pub enum Why {
         #[serde(skip_serializing_if = "Option::is_none")]
         window_seconds: Option<u64>,
     },
+    /// Kept: the instance, group or key pair of a debug instance whose TTL runs until `until`
+    /// (its `tc-ami:expires-at`).
+    DebugInstanceUntil { until: DateTime<Utc> },
+    /// Deleted: the instance, group or key pair of a debug instance whose TTL ended at `ended`.
+    DebugInstanceEnded { ended: DateTime<Utc> },
     /// Deleted: a tc-ami snapshot that no image uses (its build ended as above).
     NoImage {
         ended: Option<DateTime<Utc>>,
@@ -231,6 +256,7 @@ impl Why {
                 | Why::Deployed { .. }
                 | Why::Newest { .. }
                 | Why::MayBeInProgress { .. }
+                | Why::DebugInstanceUntil { .. }
                 | Why::UnknownAge
         )
     }
@@ -313,6 +339,16 @@ impl std::fmt::Display for Why {
                 f,
                 "left by a build that ended ({})",
                 ended_text(ended, window_seconds)
+            ),
+            Why::DebugInstanceUntil { until } => write!(
+                f,
+                "a debug instance's, until {} (its {EXPIRES_AT})",
+                format_expires_at(*until)
+            ),
+            Why::DebugInstanceEnded { ended } => write!(
+                f,
+                "a debug instance's, whose TTL ended at {} (its {EXPIRES_AT})",
+                format_expires_at(*ended)
             ),
             Why::NoImage {
                 ended,
@@ -689,7 +725,7 @@ pub fn candidate_images(inventories: &[Inventory], policy: &Policy) -> BTreeSet<
         .flat_map(|inv| {
             inv.images
                 .iter()
-                .filter(|i| policy.scope_of(&i.tags, &inv.region).is_some())
+                .filter(|i| policy.image_scope_of(&i.tags, &inv.region).is_some())
                 .map(|i| i.id.clone())
         })
         .collect()
@@ -783,7 +819,7 @@ fn plan_region_images(inv: &Inventory, protected: &Protected, policy: &Policy) -
         .images
         .iter()
         .filter(|i| seen.insert(i.id.as_str()))
-        .filter_map(|i| Some((i, policy.scope_of(&i.tags, &inv.region)?)))
+        .filter_map(|i| Some((i, policy.image_scope_of(&i.tags, &inv.region)?)))
         .collect();
     let newest = newest_images(&candidates, policy);
     // Snapshots of tc-ami that name an image in their description ("Created by
@@ -916,7 +952,7 @@ fn build_ends<'a>(inv: &'a Inventory, policy: &Policy) -> BTreeMap<&'a str, Buil
     let mut build_end: BTreeMap<&str, BuildEnd> = BTreeMap::new();
     for r in &inv.resources {
         let (Some(build), Some(scope)) =
-            (r.tags.get(BUILD_ID), policy.scope_of(&r.tags, &inv.region))
+            (launch_of(&r.tags), policy.scope_of(&r.tags, &inv.region))
         else {
             continue;
         };
@@ -963,9 +999,7 @@ pub fn plan_leftovers(inventories: &[Inventory], policy: &Policy) -> Vec<Item> {
             let end = match r.kind {
                 // A snapshot belongs to an image, not to the build's instance.
                 Kind::Snapshot => end_of(r, scope.window),
-                _ => r
-                    .tags
-                    .get(BUILD_ID)
+                _ => launch_of(&r.tags)
                     .and_then(|b| build_end.get(b.as_str()).copied())
                     .unwrap_or_else(|| end_of(r, scope.window)),
             };
@@ -987,6 +1021,7 @@ pub fn plan_leftovers(inventories: &[Inventory], policy: &Policy) -> Vec<Item> {
                     },
                 ),
             };
+            let why = for_debug_instance(&r.tags, why);
             items.push(Item {
                 kind: r.kind,
                 region: inv.region.clone(),
@@ -1004,6 +1039,25 @@ pub fn plan_leftovers(inventories: &[Inventory], policy: &Policy) -> Vec<Item> {
         }
     }
     items
+}
+
+/// A debug instance's resources are kept or removed by their TTL: say so, rather than speak
+/// of a build.
+fn for_debug_instance(tags: &BTreeMap<String, String>, why: Why) -> Why {
+    if tags.contains_key(BUILD_ID) || !tags.contains_key(DEBUG_ID) {
+        return why;
+    }
+    match why {
+        Why::MayBeInProgress {
+            until: Some(until),
+            window_seconds: None,
+        } => Why::DebugInstanceUntil { until },
+        Why::LeftByBuild {
+            ended: Some(ended),
+            window_seconds: None,
+        } => Why::DebugInstanceEnded { ended },
+        other => other,
+    }
 }
 
 /// The plan as a table: region, resource, name, age, action and why, one line each.
@@ -2039,6 +2093,57 @@ us-west-2  key-0abc  tc-ami-servo-win2016-b       5h    delete     left by a bui
         assert_eq!(
             candidate_images(&inventories, &policy(0)),
             BTreeSet::from(["ami-w".to_string()])
+        );
+    }
+
+    #[test]
+    fn a_debug_instance_goes_with_its_group_and_key_pair_once_its_ttl_has_passed() {
+        // `tc-ami debug-instance`: tc-ami:debug-id instead of a build id, expires-at = launch
+        // + TTL on all three.
+        let debug = |at: &str| {
+            ["i-dbg", "sg-dbg", "key-dbg"]
+                .into_iter()
+                .zip([Kind::Instance, Kind::SecurityGroup, Kind::KeyPair])
+                .map(|(id, kind)| {
+                    let mut r = resource(kind, id, W, 30);
+                    r.tags.remove(BUILD_ID);
+                    r.tags.insert(DEBUG_ID.into(), "d-1".into());
+                    r.tags = expiring(r.tags, at);
+                    r
+                })
+                .collect::<Vec<_>>()
+        };
+        let plan = plan_cleanup(
+            &[inv(WEST, vec![], debug("2026-11-24T13:00:00Z"))],
+            &Protected::default(),
+            &policy(0),
+        );
+        assert!(deleted(&plan).is_empty());
+        assert_eq!(plan.summary().leftovers_kept, 3);
+        assert_eq!(
+            item(&plan, "i-dbg").why_text(),
+            "a debug instance's, until 2026-11-24T13:00:00Z (its tc-ami:expires-at)"
+        );
+        let plan = plan_cleanup(
+            &[inv(WEST, vec![], debug("2026-11-24T11:00:00Z"))],
+            &Protected::default(),
+            &policy(0),
+        );
+        assert_eq!(deleted(&plan), ["i-dbg", "sg-dbg", "key-dbg"]);
+        assert_eq!(
+            item(&plan, "key-dbg").why_text(),
+            "a debug instance's, whose TTL ended at 2026-11-24T11:00:00Z (its tc-ami:expires-at)"
+        );
+        // Only builds make images: an image tagged with a debug id is never a candidate.
+        let mut odd = image("ami-odd", W, 100, &[]);
+        odd.tags.remove(BUILD_ID);
+        odd.tags.insert(DEBUG_ID.into(), "d-1".into());
+        let inventories = [inv(WEST, vec![odd], vec![])];
+        assert!(candidate_images(&inventories, &policy(0)).is_empty());
+        assert!(
+            plan_cleanup(&inventories, &Protected::default(), &policy(0))
+                .items
+                .is_empty()
         );
     }
 }

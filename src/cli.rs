@@ -18,7 +18,8 @@ use crate::commands::{self, Ctx, Outcome};
         Worker types are described by worker-types/<W>.toml in the config directory (-C).\n\
         AWS credentials and endpoints come from the standard AWS places (AWS_PROFILE, AWS_REGION,\n\
         AWS_ENDPOINT_URL, ...); Taskcluster from TASKCLUSTER_ROOT_URL, TASKCLUSTER_CLIENT_ID,\n\
-        TASKCLUSTER_ACCESS_TOKEN and TASKCLUSTER_CERTIFICATE."
+        TASKCLUSTER_ACCESS_TOKEN and TASKCLUSTER_CERTIFICATE, or, inside a task, through\n\
+        taskcluster-proxy at TASKCLUSTER_PROXY_URL."
 )]
 pub struct Cli {
     /// The config directory holding worker-types/, scripts/ and base-ami.txt.
@@ -160,6 +161,17 @@ pub enum Command {
         #[arg(long, short = 'y', requires = "retire")]
         yes: bool,
     },
+    /// For a scheduled run: rebuild W's image when the live one is stale (a newer base image,
+    /// a changed first-boot script, --max-age), deploy it to W (trying it first when W has a
+    /// try_task), and report; never promotes, never asks.
+    Auto {
+        /// The worker type: worker-types/<W>.toml (meant for staging).
+        #[arg(short = 'w', long = "worker-type", value_name = "W")]
+        worker_type: String,
+        /// Also rebuild when the live image is older than this (`30d`, `12h`; at most 3650d).
+        #[arg(long, value_name = "DURATION", value_parser = parse_max_age)]
+        max_age: Option<Duration>,
+    },
     /// The live images per region, their age, the last deployment, how far the rollout is,
     /// and whether a newer base AMI exists.
     Status {
@@ -208,6 +220,10 @@ pub enum Command {
     /// needs; with --apply, create or update it through the Hooks service (diff, confirmation).
     /// Also says which scopes the hook's role must hold and who may grant them.
     Hook(HookArgs),
+    /// Launch a Windows instance of the worker type's image to log in to over RDP, admitting
+    /// RDP from --cidr only; it terminates itself after --ttl. --list shows the debug instances,
+    /// --stop ID removes one.
+    DebugInstance(DebugInstanceArgs),
     /// Print the shell completion script for SHELL, made from these same definitions (see the
     /// README for where each shell looks for it).
     Completions {
@@ -421,6 +437,55 @@ impl From<BaseAmiArgs> for commands::base_ami::Asked {
     }
 }
 
+/// `tc-ami debug-instance`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct DebugInstanceArgs {
+    /// The worker type: worker-types/<W>.toml (with --list: only its debug instances).
+    #[arg(short = 'w', long = "worker-type", value_name = "W")]
+    pub worker_type: Option<String>,
+    /// The image to launch; default: the live image of W's pool in W's build region.
+    #[arg(long, value_name = "AMI", conflicts_with_all = ["list", "stop"])]
+    pub image: Option<String>,
+    /// How long the instance lives: it shuts itself down (and is terminated) after this, and
+    /// `cleanup` removes it once it has passed. Default 4h, at most 3650d (what Windows'
+    /// `shutdown /t` accepts).
+    #[arg(long, value_name = "TTL", conflicts_with_all = ["list", "stop"])]
+    pub ttl: Option<String>,
+    /// The only addresses RDP (TCP 3389) is admitted from, e.g. 203.0.113.7/32; required for a
+    /// launch (tc-ami does not guess your address).
+    #[arg(long, value_name = "CIDR", conflicts_with_all = ["list", "stop"])]
+    pub cidr: Option<String>,
+    /// Print the administrator password (by default it goes to a file only you can read).
+    #[arg(long, conflicts_with_all = ["list", "stop"])]
+    pub show_password: bool,
+    /// List the debug instances in the worker types' build regions.
+    #[arg(long, conflicts_with = "stop")]
+    pub list: bool,
+    /// Terminate this debug instance and remove its security group, key pair and files.
+    #[arg(long, value_name = "ID", conflicts_with = "worker_type")]
+    pub stop: Option<String>,
+}
+
+impl DebugInstanceArgs {
+    async fn run(self, ctx: &Ctx) -> Outcome {
+        use commands::debug_instance as d;
+        if self.list {
+            return commands::read_only(ctx, d::list(ctx, self.worker_type.as_deref())).await;
+        }
+        if let Some(id) = self.stop {
+            return commands::changing(ctx, d::stop(ctx, &id)).await;
+        }
+        let asked = d::Asked {
+            worker_type: self.worker_type,
+            image: self.image,
+            ttl: self.ttl,
+            cidr: self.cidr,
+            show_password: self.show_password,
+        };
+        commands::changing(ctx, d::run(ctx, &asked)).await
+    }
+}
+
 /// `deploy` and `promote`: try the images before pushing them.
 #[derive(Debug, clap::Args)]
 pub struct TryFlags {
@@ -476,6 +541,14 @@ async fn run_changing(ctx: &Ctx, command: Command) -> Outcome {
             keep_on_failure,
         } => changing(ctx, build::run(ctx, &worker_type, keep_on_failure)).await,
         Command::Deploy(args) => args.run(ctx).await,
+        Command::DebugInstance(args) => args.run(ctx).await,
+        Command::Auto {
+            worker_type,
+            max_age,
+        } => {
+            let asked = auto::AutoAsked { max_age };
+            changing(ctx, auto::run(ctx, &worker_type, asked)).await
+        }
         Command::Rollback {
             worker_type,
             to,
@@ -562,6 +635,18 @@ async fn run_more(ctx: &Ctx, command: Command) -> Outcome {
 const MAX_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// `--keep-on-failure=TTL`: a duration (`4h`, `90m`), more than zero, at most 7d.
+/// `auto --max-age`: not zero (every image would be too old), at most ten years.
+fn parse_max_age(text: &str) -> Result<Duration, String> {
+    let age = crate::duration::parse_duration(text)?;
+    if age.is_zero() {
+        return Err("0s would rebuild every time: leave --max-age out or give a real age".into());
+    }
+    if age > Duration::from_secs(3650 * 24 * 3600) {
+        return Err("at most 3650d".into());
+    }
+    Ok(age)
+}
+
 fn parse_keep_ttl(text: &str) -> Result<Duration, String> {
     let ttl = crate::duration::parse_duration(text)?;
     if ttl.is_zero() {

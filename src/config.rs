@@ -67,6 +67,10 @@ const KEYS: &[(&str, &str)] = &[
     ),
     ("try_max_capacity", "a whole number of workers, at least 1"),
     (
+        "promote_to",
+        "the name of another worker type of worker-types/ (the production one `tc-ami auto` names in its promote command)",
+    ),
+    (
         "history_secret",
         "a Taskcluster secret name like \"project/servo/tc-ami/deployments/proj-servo/win2016\" (printable ASCII, no leading or trailing space or `/`)",
     ),
@@ -81,6 +85,10 @@ const KEYS: &[(&str, &str)] = &[
     (
         "hook_task_queue",
         "the task queue (a worker pool id like \"proj-servo/docker\") of the docker-worker that runs the hook's task",
+    ),
+    (
+        "aws_credentials_secret",
+        "a Taskcluster secret name like \"project/servo/tc-ami/aws\" (printable ASCII, no leading or trailing space or `/`) holding {access_key_id, secret_access_key} and optionally session_token",
     ),
 ];
 
@@ -109,6 +117,9 @@ pub struct WorkerType {
     pub try_task: Option<PathBuf>,
     /// The most workers the temporary pool of `tc-ami try` starts.
     pub try_max_capacity: u64,
+    /// The worker type `tc-ami auto` tells a person to promote W's images to (production);
+    /// [`crate::config_dir::load_worker_type`] checks that its file exists.
+    pub promote_to: Option<String>,
     /// The Taskcluster secret holding the pool's deployment history.
     pub history_secret: String,
     /// Files that declare the pool's image ids (a tc-admin configuration), resolved against the
@@ -117,6 +128,9 @@ pub struct WorkerType {
     /// `tc-ami hook`: the Docker image of the hook's task, and its task queue.
     pub hook_image: Option<String>,
     pub hook_task_queue: Option<String>,
+    /// The Taskcluster secret holding the AWS credentials of every EC2 call for this worker
+    /// type; None: the standard AWS credential chain.
+    pub aws_credentials_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -413,7 +427,9 @@ pub fn parse_worker_type(
     let password = r.password()?;
     let (try_task, try_max_capacity) = r.try_settings(config_dir)?;
     let history_secret = r.history_secret(&worker_pool_id)?;
+    let promote_to = r.promote_to(name)?;
     let config_files = r.config_files()?;
+    let aws_credentials_secret = r.aws_credentials_secret()?;
     Ok(WorkerType {
         name: name.to_string(),
         file: file.to_path_buf(),
@@ -431,10 +447,12 @@ pub fn parse_worker_type(
         password,
         try_task,
         try_max_capacity,
+        promote_to,
         history_secret,
         config_files: config_files.iter().map(|f| config_dir.join(f)).collect(),
         hook_image: r.string("hook_image")?,
         hook_task_queue: r.hook_task_queue()?,
+        aws_credentials_secret,
     })
 }
 
@@ -622,6 +640,33 @@ impl Reader<'_> {
         Ok((task, max))
     }
 
+    /// `promote_to`: a worker type name, not W itself (whether its file exists is
+    /// [`crate::config_dir::load_worker_type`]'s check).
+    fn promote_to(&self, own_name: &str) -> Result<Option<String>, ConfigError> {
+        match self.string("promote_to")? {
+            Some(to) if !valid_worker_type_name(&to) => Err(self.bad(
+                "promote_to",
+                format!("`{to}` is not a worker type name (letters, digits, `-` and `_`)"),
+            )),
+            Some(to) if to == own_name => {
+                Err(self.bad("promote_to", format!("`{to}` is this worker type itself")))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// `aws_credentials_secret`: a secret name, when set.
+    fn aws_credentials_secret(&self) -> Result<Option<String>, ConfigError> {
+        match self.string("aws_credentials_secret")? {
+            Some(name) if valid_secret_name(&name) => Ok(Some(name)),
+            Some(name) => Err(self.bad(
+                "aws_credentials_secret",
+                format!("`{name}` is not a secret name the secrets API takes"),
+            )),
+            None => Ok(None),
+        }
+    }
+
     /// `history_secret`, else the default for pools named `proj-<p>/…`; other pools must name
     /// one.
     fn history_secret(&self, pool_id: &str) -> Result<String, ConfigError> {
@@ -721,6 +766,20 @@ password_secret_prefix = "project/servo/windows-administrator/servo-win2016"
         assert_eq!(wt.try_max_capacity, 4);
         assert!(message(&format!("{GOOD}try_max_capacity = 0\n")).contains("would never start"));
         assert!(message(&format!("{GOOD}try_task = 3\n")).contains("bad value for `try_task`"));
+    }
+
+    #[test]
+    fn promote_to() {
+        assert_eq!(parse(GOOD).unwrap().promote_to, None);
+        let wt = parse(&format!("{GOOD}promote_to = \"servo-win2016-prod\"\n")).unwrap();
+        assert_eq!(wt.promote_to.as_deref(), Some("servo-win2016-prod"));
+        let bad = message(&format!("{GOOD}promote_to = \"a/b\"\n"));
+        assert!(
+            bad.contains("bad value for `promote_to`: `a/b` is not a worker type name"),
+            "{bad}"
+        );
+        let own = message(&format!("{GOOD}promote_to = \"servo-win2016\"\n"));
+        assert!(own.contains("is this worker type itself"), "{own}");
     }
 
     #[test]
@@ -910,6 +969,27 @@ password_secret_prefix = "project/servo/windows-administrator/servo-win2016"
         assert!(!valid_worker_pool_id("proj-servo"));
         assert!(!valid_worker_pool_id("proj servo/win"));
         assert!(!valid_worker_pool_id("p/1win"));
+    }
+
+    #[test]
+    fn the_aws_credentials_secret_is_a_secret_name() {
+        assert_eq!(parse(GOOD).unwrap().aws_credentials_secret, None);
+        let wt = parse(&format!(
+            "{GOOD}aws_credentials_secret = \"project/servo/aws\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            wt.aws_credentials_secret.as_deref(),
+            Some("project/servo/aws")
+        );
+        for bad in ["\"/lead\"", "\"trail/\"", "\"\"", "3"] {
+            let err = parse(&format!("{GOOD}aws_credentials_secret = {bad}\n")).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("bad value for `aws_credentials_secret`"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

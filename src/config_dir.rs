@@ -60,5 +60,20 @@ pub fn load_worker_type(config_dir: &Path, name: &str) -> Result<WorkerType, Con
             });
         }
     };
-    parse_worker_type(name, &file, &text, base_ami_txt.as_deref(), config_dir)
+    let wt = parse_worker_type(name, &file, &text, base_ami_txt.as_deref(), config_dir)?;
+    if let Some(to) = &wt.promote_to {
+        let target = config_dir.join("worker-types").join(format!("{to}.toml"));
+        if !target.is_file() {
+            return Err(ConfigError::BadValue {
+                file: file.display().to_string(),
+                key: "promote_to".into(),
+                problem: format!(
+                    "there is no worker type `{to}` (no file {})",
+                    target.display()
+                ),
+                expected: "the name of another worker type of worker-types/".into(),
+            });
+        }
+    }
+    Ok(wt)
 }

@@ -202,6 +202,9 @@ pub struct LaunchSpec<'a> {
     pub tags: &'a Tags,
     /// Idempotency token: a retried RunInstances never launches a second instance.
     pub client_token: &'a str,
+    /// A shutdown from inside the guest terminates the instance (a debug instance's TTL)
+    /// instead of stopping it (a build's, which is then imaged).
+    pub terminate_on_shutdown: bool,
 }
 
 /// The largest page DescribeImages serves (`MaxResults` 5 to 1000).
@@ -215,6 +218,13 @@ pub struct Ec2 {
 impl Ec2 {
     /// Loads AWS configuration from the standard places (profile, environment, endpoint URL).
     pub async fn load() -> Ec2 {
+        Self::load_with(None).await
+    }
+
+    /// As [`Ec2::load`], but with `credentials` (static keys) instead of the standard
+    /// credential chain when given; the endpoint and the rest still come from the standard
+    /// places.
+    pub async fn load_with(credentials: Option<aws_sdk_ec2::config::Credentials>) -> Ec2 {
         let retry = RetryConfig::standard()
             .with_max_attempts(10)
             .with_initial_backoff(Duration::from_millis(200))
@@ -223,11 +233,13 @@ impl Ec2 {
             .connect_timeout(Duration::from_secs(10))
             .operation_attempt_timeout(Duration::from_secs(60))
             .build();
-        let config = aws_config::defaults(BehaviorVersion::latest())
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .retry_config(retry)
-            .timeout_config(timeouts)
-            .load()
-            .await;
+            .timeout_config(timeouts);
+        if let Some(credentials) = credentials {
+            loader = loader.credentials_provider(credentials);
+        }
+        let config = loader.load().await;
         Ec2 {
             config,
             clients: Mutex::new(HashMap::new()),
@@ -430,7 +442,11 @@ impl Ec2 {
             .key_name(spec.key_name)
             .security_group_ids(spec.security_group_id)
             .user_data(base64::engine::general_purpose::STANDARD.encode(spec.user_data))
-            .instance_initiated_shutdown_behavior(ShutdownBehavior::Stop)
+            .instance_initiated_shutdown_behavior(if spec.terminate_on_shutdown {
+                ShutdownBehavior::Terminate
+            } else {
+                ShutdownBehavior::Stop
+            })
             .client_token(spec.client_token)
             .tag_specifications(tag_spec(ResourceType::Instance, spec.tags))
             .tag_specifications(tag_spec(ResourceType::Volume, spec.tags));

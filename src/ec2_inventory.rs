@@ -62,17 +62,23 @@ impl Ec2 {
             .collect())
     }
 
-    /// Instances in `region` that carry the tag key `key` and are not terminated, all pages.
-    pub async fn list_instances_tagged(&self, region: &str, key: &str) -> Result<Vec<Resource>> {
+    /// Instances in `region` that carry one of the tag keys `keys` and are not terminated, all
+    /// pages.
+    pub async fn list_instances_tagged(
+        &self,
+        region: &str,
+        keys: &[&str],
+    ) -> Result<Vec<Resource>> {
         let pages = self
             .client(region)
             .describe_instances()
-            .filters(filter("tag-key", &[key]))
+            .filters(filter("tag-key", keys))
             .filters(live_instances())
             .max_results(PAGE)
             .into_paginator()
             .send();
-        let pages = call("DescribeInstances", region, key, pages.try_collect()).await?;
+        let target = keys.join(" ");
+        let pages = call("DescribeInstances", region, &target, pages.try_collect()).await?;
         Ok(pages
             .iter()
             .flat_map(|p| p.reservations())
@@ -94,21 +100,28 @@ impl Ec2 {
             .collect())
     }
 
-    /// Security groups in `region` that carry the tag key `key`, all pages. EC2 gives groups no
-    /// creation time: the build's `tc-ami:created-at` tag tells their age.
+    /// Security groups in `region` that carry one of the tag keys `keys`, all pages. EC2 gives
+    /// groups no creation time: the build's `tc-ami:created-at` tag tells their age.
     pub async fn list_security_groups_tagged(
         &self,
         region: &str,
-        key: &str,
+        keys: &[&str],
     ) -> Result<Vec<Resource>> {
         let pages = self
             .client(region)
             .describe_security_groups()
-            .filters(filter("tag-key", &[key]))
+            .filters(filter("tag-key", keys))
             .max_results(PAGE)
             .into_paginator()
             .send();
-        let pages = call("DescribeSecurityGroups", region, key, pages.try_collect()).await?;
+        let target = keys.join(" ");
+        let pages = call(
+            "DescribeSecurityGroups",
+            region,
+            &target,
+            pages.try_collect(),
+        )
+        .await?;
         Ok(pages
             .iter()
             .flat_map(|p| p.security_groups())
@@ -123,24 +136,36 @@ impl Ec2 {
             .collect())
     }
 
-    /// Key pairs in `region` that carry the tag key `key` (DescribeKeyPairs has no pages).
-    pub async fn list_key_pairs_tagged(&self, region: &str, key: &str) -> Result<Vec<Resource>> {
-        let req = self
-            .client(region)
-            .describe_key_pairs()
-            .filters(filter("tag-key", &[key]));
-        let out = call("DescribeKeyPairs", region, key, req.send()).await?;
-        Ok(out
-            .key_pairs()
-            .iter()
-            .map(|k| Resource {
-                kind: Kind::KeyPair,
-                id: k.key_pair_id().unwrap_or_default().to_string(),
-                name: k.key_name().unwrap_or_default().to_string(),
-                state: None,
-                created: time(k.create_time()),
-                tags: tags_map(k.tags()),
-            })
-            .collect())
+    /// Key pairs in `region` that carry one of the tag keys `keys` (DescribeKeyPairs has no
+    /// pages): one call per key, since moto 5.2.5 matches a `tag-key` filter of several values
+    /// only when the key pair's keys are a subset or superset of them (EC2 ORs the values).
+    pub async fn list_key_pairs_tagged(
+        &self,
+        region: &str,
+        keys: &[&str],
+    ) -> Result<Vec<Resource>> {
+        let mut out: Vec<Resource> = Vec::new();
+        for key in keys {
+            let req = self
+                .client(region)
+                .describe_key_pairs()
+                .filters(filter("tag-key", &[key]));
+            let listed = call("DescribeKeyPairs", region, key, req.send()).await?;
+            for k in listed.key_pairs() {
+                let id = k.key_pair_id().unwrap_or_default();
+                if out.iter().any(|r| r.id == id) {
+                    continue;
+                }
+                out.push(Resource {
+                    kind: Kind::KeyPair,
+                    id: id.to_string(),
+                    name: k.key_name().unwrap_or_default().to_string(),
+                    state: None,
+                    created: time(k.create_time()),
+                    tags: tags_map(k.tags()),
+                });
+            }
+        }
+        Ok(out)
     }
 }

@@ -7,12 +7,14 @@
 //! 2. The pure core, functions of data with their unit tests: [`config`], [`duration`],
 //!    [`text`], [`base_ami`], [`user_data`], [`build`] (the build plan), [`pool`], [`diff`],
 //!    [`history`] (its rules), [`image_arg`], [`cleanup`] (planning), [`password`], [`pins`],
-//!    [`ami_names`], [`managed`], [`rollout`], [`try_pool`], [`guest_console`], [`cron`] (the
-//!    Hooks service's cron patterns), [`hook`] (the nightly hook: scopes, role, definition).
+//!    [`ami_names`], [`managed`], [`rollout`], [`try_pool`], [`guest_console`],
+//!    [`debug_instance`], [`staleness`], [`cron`] (the Hooks service's cron patterns), [`hook`]
+//!    (the nightly hook: scopes, role, definition).
 //! 3. Runtime support, no network: [`config_dir`] (reading the config files), [`files`]
 //!    (rewriting a file in place), [`interrupt`],
 //!    [`wait`], [`shell`] (the one output channel).
-//! 4. Adapters, thin, SDK types in and model data out: [`download`], [`ec2`], [`ec2_inventory`],
+//! 4. Adapters, thin, SDK types in and model data out: [`download`], [`ec2`], [`ec2_debug`],
+//!    [`ec2_inventory`],
 //!    [`taskcluster`] (worker-manager, secrets and the Queue), [`taskcluster_hooks`] (Hooks).
 //! 5. [`ops`]: the lifecycle of what tc-ami creates, with registered cleanups.
 //! 6. [`commands`]: orchestration and printing. 7. [`cli`] (and the binary): the command line.
@@ -25,6 +27,7 @@ pub mod build;
 pub mod cleanup;
 pub mod config;
 pub mod cron;
+pub mod debug_instance;
 pub mod diff;
 pub mod duration;
 pub mod guest_console;
@@ -36,6 +39,7 @@ pub mod password;
 pub mod pins;
 pub mod pool;
 pub mod rollout;
+pub mod staleness;
 pub mod text;
 pub mod try_pool;
 pub mod user_data;
@@ -48,6 +52,7 @@ pub mod wait;
 
 pub mod download;
 pub mod ec2;
+pub mod ec2_debug;
 pub mod ec2_inventory;
 pub mod taskcluster;
 pub mod taskcluster_hooks;

@@ -14,11 +14,17 @@ use crate::text::one_line;
 /// Where and as whom tc-ami talks to Taskcluster.
 #[derive(Clone)]
 pub struct TcEnv {
-    /// Without a trailing slash, for messages.
+    /// The deployment's root URL, without a trailing slash: for messages and links.
     pub root_url: String,
     pub client_id: Option<String>,
     access_token: Option<Secret>,
     certificate: Option<String>,
+    /// Inside a task without credentials of its own: every call goes, unsigned, to
+    /// taskcluster-proxy at this URL (without a trailing slash), which signs it with the task's
+    /// scopes.
+    pub proxy_url: Option<String>,
+    /// `TASK_ID` (workers set it in every task), for the identity recorded in the history.
+    task_id: Option<String>,
 }
 
 impl std::fmt::Debug for TcEnv {
@@ -26,6 +32,7 @@ impl std::fmt::Debug for TcEnv {
         f.debug_struct("TcEnv")
             .field("root_url", &self.root_url)
             .field("client_id", &self.client_id)
+            .field("proxy_url", &self.proxy_url)
             .finish_non_exhaustive()
     }
 }
@@ -36,32 +43,67 @@ pub enum TcConfigError {
         "TASKCLUSTER_ROOT_URL is not set: set it to your deployment's root URL, e.g. https://community-tc.services.mozilla.com"
     )]
     NoRootUrl,
+    #[error(
+        "TASKCLUSTER_ROOT_URL is not set: tc-ami would call Taskcluster through taskcluster-proxy at {0}, and needs the deployment's root URL as well, for its messages, links and records (Taskcluster workers set it in every task); set it to the deployment's root URL, e.g. https://community-tc.services.mozilla.com"
+    )]
+    NoRootUrlBehindProxy(String),
     #[error("TASKCLUSTER_ROOT_URL `{0}` is not an http(s) URL")]
     BadRootUrl(String),
     #[error(
-        "{0} is not set: Taskcluster credentials need TASKCLUSTER_CLIENT_ID and TASKCLUSTER_ACCESS_TOKEN (and TASKCLUSTER_CERTIFICATE for temporary credentials)"
+        "TASKCLUSTER_PROXY_URL `{0}` is not an http(s) URL with a host (no query or fragment); inside a task with the taskcluster-proxy feature the worker sets it, elsewhere unset it"
+    )]
+    BadProxyUrl(String),
+    #[error(
+        "{0} is not set: Taskcluster credentials need TASKCLUSTER_CLIENT_ID and TASKCLUSTER_ACCESS_TOKEN (and TASKCLUSTER_CERTIFICATE for temporary credentials), or, inside a task, TASKCLUSTER_PROXY_URL (taskcluster-proxy)"
     )]
     MissingCredential(&'static str),
 }
 
+/// `url` without its trailing slashes when it is an http(s) URL with a host and neither query
+/// nor fragment.
+fn http_url(url: &str) -> Option<String> {
+    let trimmed = url.trim().trim_end_matches('/');
+    let parsed = reqwest::Url::parse(trimmed).ok()?;
+    let ok = matches!(parsed.scheme(), "http" | "https")
+        && parsed.host_str().is_some_and(|h| !h.is_empty())
+        && parsed.query().is_none()
+        && parsed.fragment().is_none()
+        && !trimmed.contains(char::is_whitespace);
+    ok.then(|| trimmed.to_string())
+}
+
 impl TcEnv {
-    /// Reads `TASKCLUSTER_ROOT_URL`, `TASKCLUSTER_CLIENT_ID`, `TASKCLUSTER_ACCESS_TOKEN` and
-    /// `TASKCLUSTER_CERTIFICATE` through `get` (the environment, or a map in tests).
+    /// Reads `TASKCLUSTER_ROOT_URL`, `TASKCLUSTER_CLIENT_ID`, `TASKCLUSTER_ACCESS_TOKEN`,
+    /// `TASKCLUSTER_CERTIFICATE`, `TASKCLUSTER_PROXY_URL` and `TASK_ID` through `get` (the
+    /// environment, or a map in tests). With `TASKCLUSTER_PROXY_URL` and no client id, every
+    /// call goes through the proxy, which counts as credentials; with both, the explicit
+    /// credentials win.
     pub fn from_vars(
         get: impl Fn(&str) -> Option<String>,
         need_credentials: bool,
     ) -> Result<TcEnv, TcConfigError> {
         let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
-        let root_url = get("TASKCLUSTER_ROOT_URL").ok_or(TcConfigError::NoRootUrl)?;
+        let client_id = get("TASKCLUSTER_CLIENT_ID");
+        let proxy_url = match get("TASKCLUSTER_PROXY_URL") {
+            Some(p) => Some(http_url(&p).ok_or(TcConfigError::BadProxyUrl(p.trim().into()))?),
+            None => None,
+        };
+        let proxy_url = proxy_url.filter(|_| client_id.is_none());
+        let root_url = match (get("TASKCLUSTER_ROOT_URL"), &proxy_url) {
+            (Some(r), _) => r,
+            (None, Some(p)) => return Err(TcConfigError::NoRootUrlBehindProxy(p.clone())),
+            (None, None) => return Err(TcConfigError::NoRootUrl),
+        };
         let root_url = root_url.trim().trim_end_matches('/').to_string();
         if !(root_url.starts_with("http://") || root_url.starts_with("https://"))
             || root_url.contains(' ')
         {
             return Err(TcConfigError::BadRootUrl(root_url));
         }
-        let client_id = get("TASKCLUSTER_CLIENT_ID");
         let access_token = get("TASKCLUSTER_ACCESS_TOKEN").map(Secret::new);
-        if need_credentials || client_id.is_some() || access_token.is_some() {
+        if proxy_url.is_none()
+            && (need_credentials || client_id.is_some() || access_token.is_some())
+        {
             if client_id.is_none() {
                 return Err(TcConfigError::MissingCredential("TASKCLUSTER_CLIENT_ID"));
             }
@@ -69,23 +111,65 @@ impl TcEnv {
                 return Err(TcConfigError::MissingCredential("TASKCLUSTER_ACCESS_TOKEN"));
             }
         }
+        let through_proxy = proxy_url.is_some();
         Ok(TcEnv {
             root_url,
             client_id,
-            access_token,
-            certificate: get("TASKCLUSTER_CERTIFICATE"),
+            access_token: access_token.filter(|_| !through_proxy),
+            certificate: get("TASKCLUSTER_CERTIFICATE").filter(|_| !through_proxy),
+            proxy_url,
+            task_id: get("TASK_ID").map(|t| t.trim().to_string()),
         })
     }
 
     pub fn from_env(need_credentials: bool) -> Result<TcEnv, TcConfigError> {
-        Self::from_vars(|k| std::env::var(k).ok(), need_credentials)
+        let env = Self::from_vars(|k| std::env::var(k).ok(), need_credentials)?;
+        let proxy = std::env::var("TASKCLUSTER_PROXY_URL").unwrap_or_default();
+        match (&env.proxy_url, &env.client_id) {
+            (Some(p), _) => tracing::debug!(
+                "Taskcluster: every call goes through taskcluster-proxy at {p}, with the task's scopes (deployment {})",
+                env.root_url
+            ),
+            (None, Some(id)) if !proxy.trim().is_empty() => tracing::debug!(
+                "Taskcluster: TASKCLUSTER_CLIENT_ID is set, so tc-ami calls {} as client `{id}` with those credentials, not through taskcluster-proxy at {}",
+                env.root_url,
+                proxy.trim()
+            ),
+            _ => {}
+        }
+        Ok(env)
+    }
+
+    /// Where the calls go: the proxy, or the deployment itself.
+    fn api_base(&self) -> &str {
+        self.proxy_url.as_deref().unwrap_or(&self.root_url)
+    }
+
+    /// Who is refused, as the subject of "lack(s) …": the client, or the task's scopes.
+    pub fn lacking(&self) -> String {
+        match &self.proxy_url {
+            Some(p) => format!("the task's scopes (through taskcluster-proxy at {p}) lack"),
+            None => format!("client `{}` lacks", self.who()),
+        }
+    }
+
+    /// Who acts, for the deployment history: the client id; through the proxy, `task <TASK_ID>`
+    /// (or `taskcluster-proxy` when `TASK_ID` is not set).
+    pub fn identity(&self) -> String {
+        match (&self.proxy_url, &self.task_id, &self.client_id) {
+            (Some(_), Some(task), _) => format!("task {task}"),
+            (Some(_), None, _) => "taskcluster-proxy".to_string(),
+            (None, _, id) => id.clone().unwrap_or_default(),
+        }
     }
 
     /// The crate's client builder for this root URL and these credentials (also for the
     /// adapters of other services, [`crate::taskcluster_hooks`]).
     pub fn builder(&self) -> ClientBuilder {
         // The crate joins service paths onto the root URL: it must end in `/`.
-        let mut b = ClientBuilder::new(format!("{}/", self.root_url));
+        // Through the proxy: unsigned, to `<proxy>/api/<service>/<version>/…`, the routes
+        // taskcluster-proxy serves (as the official clients do with TASKCLUSTER_PROXY_URL).
+        let mut b = ClientBuilder::new(format!("{}/", self.api_base()));
         if let (Some(id), Some(token)) = (&self.client_id, &self.access_token) {
             b = b.credentials(match &self.certificate {
                 Some(cert) => {
@@ -130,11 +214,18 @@ impl TcEnv {
             Some(403) => anyhow::Error::new(CallError {
                 status: Some(403),
                 missing_scopes: vec![scope.to_string()],
-                message: format!(
-                    "{what}: client `{}` lacks the scope `{scope}` at {} (403); add it to the client's scopes, or use a client that has it",
-                    self.who(),
-                    self.root_url
-                ),
+                message: match &self.proxy_url {
+                    Some(_) => format!(
+                        "{what}: {} the scope `{scope}` at {} (403); add it to the task's scopes",
+                        self.lacking(),
+                        self.root_url
+                    ),
+                    None => format!(
+                        "{what}: {} the scope `{scope}` at {} (403); add it to the client's scopes, or use a client that has it",
+                        self.lacking(),
+                        self.root_url
+                    ),
+                },
             }),
             _ => self.explain(what, err),
         }
@@ -184,24 +275,37 @@ impl TcEnv {
     ) -> String {
         let message = summarize_service_message(service_message);
         let root = &self.root_url;
-        match status {
-            Some(401) => format!(
+        let lacking = self.lacking();
+        match (status, &self.proxy_url) {
+            (Some(401), None) => format!(
                 "{what}: {root} refused the credentials of client `{}` (401: {message}); check TASKCLUSTER_CLIENT_ID and TASKCLUSTER_ACCESS_TOKEN",
                 self.who()
             ),
-            Some(403) => format!(
-                "{what}: client `{}` lacks scopes at {root} (403: {message})",
-                self.who()
+            (Some(401), Some(proxy)) => format!(
+                "{what}: {root} refused the credentials taskcluster-proxy at {proxy} signs with (401: {message}); check the task's credentials and the proxy"
             ),
-            Some(code) => format!("{what}: {root} answered {code}: {message}"),
-            None => {
+            (Some(403), _) => format!("{what}: {lacking} scopes at {root} (403: {message})"),
+            (Some(code), _) => format!("{what}: {root} answered {code}: {message}"),
+            (None, proxy) => {
                 let text = one_line(&format!("{err:#}"));
+                let (place, variable, reach) = match proxy {
+                    Some(p) => (
+                        format!("taskcluster-proxy at {p}"),
+                        "is TASKCLUSTER_PROXY_URL the address of taskcluster-proxy",
+                        format!("taskcluster-proxy at {p}"),
+                    ),
+                    None => (
+                        root.to_string(),
+                        "is TASKCLUSTER_ROOT_URL the root URL of a Taskcluster deployment",
+                        format!("Taskcluster at {root}"),
+                    ),
+                };
                 if text.contains("decoding response body") {
                     format!(
-                        "{what}: {root} answered something that is not the JSON the API promises ({text}); is TASKCLUSTER_ROOT_URL the root URL of a Taskcluster deployment?"
+                        "{what}: {place} answered something that is not the JSON the API promises ({text}); {variable}?"
                     )
                 } else {
-                    format!("{what}: cannot reach Taskcluster at {root}: {text}")
+                    format!("{what}: cannot reach {reach}: {text}")
                 }
             }
         }
@@ -230,8 +334,8 @@ impl TcEnv {
                     many => format!("the scopes {}", many.join(" and ")),
                 };
                 anyhow::anyhow!(
-                    "client `{}` lacks {list} needed to {needed_for} (403 at {}); {then}",
-                    self.who(),
+                    "{} {list} needed to {needed_for} (403 at {}); {then}",
+                    self.lacking(),
                     self.root_url
                 )
             }
@@ -469,6 +573,11 @@ impl SecretsApi {
         })
     }
 
+    /// Where and as whom it calls.
+    pub fn env(&self) -> &TcEnv {
+        &self.env
+    }
+
     /// The secret's value, or None when there is no such secret (or it expired).
     pub async fn get(&self, name: &str) -> Result<Option<Value>> {
         Ok(self.get_stored(name).await?.map(|s| s.value))
@@ -618,6 +727,11 @@ impl WorkerManagerApi {
 
     pub fn root_url(&self) -> &str {
         &self.env.root_url
+    }
+
+    /// Where and as whom it calls.
+    pub fn env(&self) -> &TcEnv {
+        &self.env
     }
 
     /// The pool as the service returns it.
@@ -914,6 +1028,125 @@ mod tests {
             env(&[("TASKCLUSTER_ROOT_URL", "tc.example")], false),
             Err(TcConfigError::BadRootUrl(_))
         ));
+    }
+
+    #[test]
+    fn the_proxy_stands_for_credentials_when_no_client_id_is_set() {
+        let root = ("TASKCLUSTER_ROOT_URL", "https://tc.example/");
+        let proxy = ("TASKCLUSTER_PROXY_URL", "http://taskcluster/");
+        let e = env(&[root, proxy, ("TASK_ID", "abcTASKid")], true).unwrap();
+        assert_eq!(e.proxy_url.as_deref(), Some("http://taskcluster"));
+        assert_eq!(e.root_url, "https://tc.example");
+        assert_eq!(e.api_base(), "http://taskcluster");
+        assert_eq!(e.identity(), "task abcTASKid");
+        assert!(e.access_token.is_none());
+        // Without TASK_ID the history says it came through the proxy.
+        assert_eq!(
+            env(&[root, proxy], true).unwrap().identity(),
+            "taskcluster-proxy"
+        );
+        // A stray token without a client id does not turn the proxy off; it is not used.
+        let e = env(&[root, proxy, ("TASKCLUSTER_ACCESS_TOKEN", "t")], true).unwrap();
+        assert!(e.proxy_url.is_some() && e.access_token.is_none());
+        // A client id wins over the proxy: its credentials, the deployment itself.
+        let both = [
+            root,
+            proxy,
+            ("TASKCLUSTER_CLIENT_ID", "me"),
+            ("TASKCLUSTER_ACCESS_TOKEN", "t"),
+            ("TASK_ID", "abcTASKid"),
+        ];
+        let e = env(&both, true).unwrap();
+        assert_eq!(e.proxy_url, None);
+        assert_eq!(e.api_base(), "https://tc.example");
+        assert_eq!(e.identity(), "me");
+        // ... and it must be complete.
+        assert_eq!(
+            env(&[root, proxy, ("TASKCLUSTER_CLIENT_ID", "me")], true).unwrap_err(),
+            TcConfigError::MissingCredential("TASKCLUSTER_ACCESS_TOKEN")
+        );
+        // Only the proxy: the root URL is still needed, and the error says why.
+        let err = env(&[proxy], true).unwrap_err();
+        assert_eq!(
+            err,
+            TcConfigError::NoRootUrlBehindProxy("http://taskcluster".into())
+        );
+        assert!(
+            err.to_string()
+                .contains("taskcluster-proxy at http://taskcluster")
+        );
+    }
+
+    #[test]
+    fn a_malformed_proxy_url_is_one_line() {
+        let root = ("TASKCLUSTER_ROOT_URL", "https://tc.example");
+        for bad in [
+            "taskcluster",
+            "ftp://x",
+            "http://",
+            "http://a b",
+            "http://x/?q=1",
+            "http://x#f",
+        ] {
+            let err = env(&[root, ("TASKCLUSTER_PROXY_URL", bad)], false).unwrap_err();
+            assert!(
+                matches!(err, TcConfigError::BadProxyUrl(_)),
+                "{bad}: {err:?}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains("TASKCLUSTER_PROXY_URL") && !text.contains('\n'),
+                "{text}"
+            );
+        }
+        // Checked even when a client id makes tc-ami not use it: a typo is a typo.
+        let with_client = [
+            root,
+            ("TASKCLUSTER_PROXY_URL", "nope"),
+            ("TASKCLUSTER_CLIENT_ID", "me"),
+            ("TASKCLUSTER_ACCESS_TOKEN", "t"),
+        ];
+        assert!(matches!(
+            env(&with_client, true),
+            Err(TcConfigError::BadProxyUrl(_))
+        ));
+        assert!(
+            env(
+                &[root, ("TASKCLUSTER_PROXY_URL", "http://127.0.0.1:8080")],
+                true
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn through_the_proxy_a_refusal_names_the_proxy_and_the_tasks_scopes() {
+        let e = env(
+            &[
+                ("TASKCLUSTER_ROOT_URL", "https://tc.example"),
+                ("TASKCLUSTER_PROXY_URL", "http://taskcluster"),
+            ],
+            true,
+        )
+        .unwrap();
+        let refused = anyhow::Error::new(CallError {
+            status: Some(403),
+            missing_scopes: vec!["secrets:get:p/x".into()],
+            message: String::new(),
+        });
+        assert_eq!(
+            e.refusal(refused, None, "read x", "nothing was done")
+                .to_string(),
+            "the task's scopes (through taskcluster-proxy at http://taskcluster) lack the scope secrets:get:p/x needed to read x (403 at https://tc.example); nothing was done"
+        );
+        let unreachable = e.explain(
+            "fetching worker pool p/w",
+            anyhow::anyhow!("connection refused"),
+        );
+        assert_eq!(
+            unreachable.to_string(),
+            "fetching worker pool p/w: cannot reach taskcluster-proxy at http://taskcluster: connection refused"
+        );
     }
 
     #[test]

@@ -33,6 +33,13 @@ pub fn user_data_for(script: &str, path: &str) -> Result<String, TooLarge> {
     Ok(data)
 }
 
+/// What a build tags its images with as `tc-ami:user-data-sha256`, and what `auto` compares
+/// that tag with: the SHA-256 of the whole user data ([`user_data_for`]: the script wrapped,
+/// nothing per build in it), lower-case hex.
+pub fn user_data_sha256(user_data: &str) -> String {
+    sha256_hex(user_data.as_bytes())
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     Sha256::digest(data)
         .iter()

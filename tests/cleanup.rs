@@ -688,7 +688,13 @@ fn pools_no_worker_type_describes_are_listed_and_their_images_kept() {
         .filter(|l| l.contains("worker-manager:list-worker-pools"))
         .collect();
     assert_eq!(notes.len(), 1, "{}", run.stderr);
-    assert!(notes[0].starts_with("tc-ami: warning: the client may not list the worker pools (403"));
+    assert!(
+        notes[0].starts_with(&format!(
+            "tc-ami: warning: client `{NARROW_ID}` lacks the scope worker-manager:list-worker-pools (403), so"
+        )),
+        "{}",
+        notes[0]
+    );
     assert!(notes[0].contains("only the pools of worker-types/ protect images"));
     assert!(notes[0].ends_with("temporary pools left by tc-ami try are not looked for"));
     let doc = run.json();

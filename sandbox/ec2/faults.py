@@ -41,6 +41,8 @@ class RequestInfo:
     service: str | None
     action: str | None
     region: str | None
+    # The SigV4 credential's access key id (never the secret key, which is not sent).
+    access_key_id: str | None = None
 
 
 def _read_body(environ: dict[str, Any]) -> bytes:
@@ -58,12 +60,13 @@ def _read_body(environ: dict[str, Any]) -> bytes:
 
 
 def classify(environ: dict[str, Any]) -> RequestInfo:
-    service = region = None
+    service = region = access_key_id = None
     auth = environ.get("HTTP_AUTHORIZATION", "")
     if "Credential=" in auth:
         # AWS4-HMAC-SHA256 Credential=AKID/20240101/us-west-2/ec2/aws4_request, ...
         try:
             scope = auth.split("Credential=", 1)[1].split(",", 1)[0].strip().split("/")
+            access_key_id = scope[0] or None
             region, service = scope[2], scope[3]
         except IndexError:
             pass
@@ -80,7 +83,7 @@ def classify(environ: dict[str, Any]) -> RequestInfo:
     action = (params.get("Action") or [None])[0]
     if service is None and action and (params.get("Version") or [None])[0] == EC2_API_VERSION:
         service = "ec2"
-    return RequestInfo(service=service, action=action, region=region)
+    return RequestInfo(service=service, action=action, region=region, access_key_id=access_key_id)
 
 
 class Stats:
@@ -94,6 +97,7 @@ class Stats:
             self.faulted: Counter[str] = Counter()
             self.by_region: Counter[str] = Counter()
             self.other: Counter[str] = Counter()
+            self.by_access_key_id: Counter[str] = Counter()
             self.since = time.time()
 
     def count(self, info: RequestInfo) -> None:
@@ -101,6 +105,7 @@ class Stats:
             if info.service == "ec2":
                 self.requests[info.action or "(none)"] += 1
                 self.by_region[info.region or "(unknown)"] += 1
+                self.by_access_key_id[info.access_key_id or "(unsigned)"] += 1
             else:
                 self.other[f"{info.service or '?'}:{info.action or '?'}"] += 1
 
@@ -119,6 +124,7 @@ class Stats:
                 "faulted_total": sum(self.faulted.values()),
                 "by_region": dict(sorted(self.by_region.items())),
                 "other_requests": dict(sorted(self.other.items())),
+                "by_access_key_id": dict(sorted(self.by_access_key_id.items())),
                 "since": self.since,
                 "now": now,
                 "per_minute": round(total * 60.0 / max(now - self.since, 1e-6), 3),

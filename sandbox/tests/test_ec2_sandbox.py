@@ -874,7 +874,25 @@ def test_stats(sb: Sandbox) -> None:
     stats = sb.get("/_sandbox/stats")
     assert stats["requests"] == {"DescribeImages": 3, "DescribeInstances": 1}
     assert stats["total"] == 4 and stats["faulted"] == {} and stats["by_region"] == {"us-east-1": 4}
+    assert stats["by_access_key_id"] == {"testing": 4}
     assert sb.post("/_sandbox/stats/reset")["total"] == 0
+
+
+def test_stats_by_access_key_id(sb: Sandbox) -> None:
+    """Which credentials signed each EC2 request: the SigV4 credential's key id, never the secret."""
+    sb.ec2("us-west-2").describe_images(Owners=["amazon"])
+    other = boto3.client(
+        "ec2",
+        region_name="us-east-1",
+        endpoint_url=sb.url,
+        aws_access_key_id="AKIAOTHERKEYID000001",
+        aws_secret_access_key="other-secret-key-never-logged",
+    )
+    other.describe_instances()
+    other.describe_images(Owners=["self"])
+    stats = sb.get("/_sandbox/stats")
+    assert stats["by_access_key_id"] == {"AKIAOTHERKEYID000001": 2, "testing": 1}
+    assert "other-secret-key-never-logged" not in json.dumps(stats)
 
 
 def test_seed_image_at_run_time(sb: Sandbox) -> None:

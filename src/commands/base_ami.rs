@@ -62,7 +62,7 @@ pub async fn run(ctx: &Ctx, asked: &Asked) -> Result<u8> {
         );
     };
     let wt = load_worker_type(&ctx.config_dir, worker_type)?;
-    let ec2 = Ec2::load().await;
+    let ec2 = crate::ops::aws_credentials::ec2_for(&wt).await?;
     let image = find_base_image(&ec2, &wt).await?;
     let created = image
         .creation_date
@@ -147,7 +147,10 @@ impl Listing {
 /// `--list`: the groups, or with `--pattern` the matching images and the pick.
 async fn list(ctx: &Ctx, asked: &Asked) -> Result<u8> {
     let l = Listing::from_args(ctx, asked)?;
-    let ec2 = Ec2::load().await;
+    let ec2 = match &l.wt {
+        Some(wt) => crate::ops::aws_credentials::ec2_for(wt).await?,
+        None => Ec2::load().await,
+    };
     let progress = ctx.shell.progress();
     progress.stage(&format!("listing the Windows images {}", l.what()));
     let images = ec2

@@ -12,7 +12,6 @@ use crate::commands::base_ami::find_base_image;
 use crate::config::{PasswordDestination, WorkerType};
 use crate::config_dir::load_worker_type;
 use crate::duration::format_duration;
-use crate::ec2::Ec2;
 use crate::interrupt::ShieldKind;
 use crate::model::InstanceStateName;
 use crate::ops::build::{BuildFailed, BuildReport, Kept, PasswordOutcome, run_build};
@@ -40,6 +39,18 @@ pub async fn run(ctx: &Ctx, worker_type: &str, keep_on_failure: Option<Duration>
 /// The first-boot script as user data, checked (readable, within EC2's limit), with a warning
 /// when its downloads are not all pinned.
 fn checked_user_data(ctx: &Ctx, wt: &WorkerType) -> Result<String> {
+    let (script, user_data) = script_user_data(wt)?;
+    let script_path = wt.first_boot_script.display().to_string();
+    if let Some(warning) = crate::pins::build_warning(&wt.name, &script_path, &script) {
+        ctx.shell
+            .warn(warning.strip_prefix("warning: ").unwrap_or(&warning));
+    }
+    Ok(user_data)
+}
+
+/// W's first-boot script and the user data a build of W launches with now (readable, within
+/// EC2's limit): `auto` compares its SHA-256 with the live image's tag.
+pub fn script_user_data(wt: &WorkerType) -> Result<(String, String)> {
     let script_path = wt.first_boot_script.display().to_string();
     let script = std::fs::read_to_string(&wt.first_boot_script).with_context(|| {
         format!(
@@ -48,11 +59,7 @@ fn checked_user_data(ctx: &Ctx, wt: &WorkerType) -> Result<String> {
         )
     })?;
     let user_data = user_data_for(&script, &script_path)?;
-    if let Some(warning) = crate::pins::build_warning(&wt.name, &script_path, &script) {
-        ctx.shell
-            .warn(warning.strip_prefix("warning: ").unwrap_or(&warning));
-    }
-    Ok(user_data)
+    Ok((script, user_data))
 }
 
 /// A failed build's error, after saying what `--keep-on-failure` kept.
@@ -114,7 +121,7 @@ pub async fn build_images(
         }
         PasswordDestination::Print => None,
     };
-    let ec2 = Ec2::load().await;
+    let ec2 = crate::ops::aws_credentials::ec2_for(wt).await?;
     let progress = ctx.shell.progress();
     progress.stage(&format!(
         "finding the base image `{}` in {}",
@@ -317,6 +324,12 @@ fn save_private_key(key_name: &str, key: &Secret) -> Result<PathBuf> {
 }
 
 fn kept_keys_dir() -> Result<PathBuf> {
+    Ok(data_dir()?.join("kept"))
+}
+
+/// tc-ami's data directory, `$XDG_DATA_HOME/tc-ami` (default `~/.local/share/tc-ami`): kept
+/// build keys, debug instances' files.
+pub fn data_dir() -> Result<PathBuf> {
     let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
     let data = std::env::var_os("XDG_DATA_HOME")
         .and_then(absolute)
@@ -326,5 +339,5 @@ fn kept_keys_dir() -> Result<PathBuf> {
                 .map(|h| h.join(".local/share"))
         })
         .ok_or_else(|| anyhow!("neither XDG_DATA_HOME nor HOME is set to an absolute path"))?;
-    Ok(Path::new(&data).join("tc-ami").join("kept"))
+    Ok(Path::new(&data).join("tc-ami"))
 }

@@ -53,7 +53,7 @@ impl Target {
         let wm = WorkerManagerApi::new(&env)?;
         let live = wm.get_pool(&wt.worker_pool_id).await?;
         let regions = crate::pool::pool_regions(&wt.worker_pool_id, &definition(&live))?;
-        let ec2 = Ec2::load().await;
+        let ec2 = crate::ops::aws_credentials::ec2_for(&wt).await?;
         let secrets = SecretsApi::new(&env)?;
         Ok(Target {
             wt,
@@ -77,7 +77,7 @@ impl Target {
 
     /// Who pushes, for the history.
     pub fn who(&self) -> String {
-        self.env.client_id.clone().unwrap_or_default()
+        self.env.identity()
     }
 }
 

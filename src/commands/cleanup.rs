@@ -74,7 +74,7 @@ pub async fn run(
         known: known_pools(&all),
         keep_deployments: keep.deployments,
     };
-    let ec2 = Ec2::load().await;
+    let ec2 = crate::ops::aws_credentials::ec2_for_all(&selected).await?;
     let progress = ctx.shell.progress();
 
     // Looking changes nothing: an interrupt drops it (commands::changing).
@@ -308,7 +308,7 @@ async fn delete(
     progress.finish();
 
     let (items, failed, skipped) = outcome(plan, &results)?;
-    let secret_report = report_secrets(ctx, &secret_outcomes)?;
+    let secret_report = report_secrets(ctx, &secrets.env().lacking(), &secret_outcomes)?;
     let mut done_summary = summary.clone();
     done_summary.password_secrets = secret_outcomes
         .iter()
@@ -352,6 +352,7 @@ async fn delete(
 /// The password secrets' outcomes as JSON, with a warning for each one left.
 fn report_secrets(
     ctx: &Ctx,
+    lacking: &str,
     secret_outcomes: &[(&SecretRemoval, SecretOutcome)],
 ) -> Result<Vec<Value>> {
     let mut secret_report = Vec::new();
@@ -360,7 +361,7 @@ fn report_secrets(
         v["result"] = json!(outcome.label());
         match outcome {
             SecretOutcome::NotAllowed => ctx.shell.warn(&format!(
-                "the password secret {} of deregistered image {} was not removed: the client lacks the scope secrets:set:{} (403); remove it by hand, or grant the scope",
+                "the password secret {} of deregistered image {} was not removed: {lacking} the scope secrets:set:{} (403); remove it by hand, or grant the scope",
                 s.name,
                 s.name.rsplit('/').next().unwrap_or_default(),
                 s.name
@@ -498,9 +499,10 @@ impl Reader {
             PoolList::NotAllowed(_) => {
                 return Ok((
                     Vec::new(),
-                    vec![
-                        "the client may not list the worker pools (403: it needs the scope worker-manager:list-worker-pools), so only the pools of worker-types/ protect images; a pool no worker type describes is not protected, and temporary pools left by tc-ami try are not looked for".to_string(),
-                    ],
+                    vec![format!(
+                        "{} the scope worker-manager:list-worker-pools (403), so only the pools of worker-types/ protect images; a pool no worker type describes is not protected, and temporary pools left by tc-ami try are not looked for",
+                        self.wm.env().lacking()
+                    )],
                 ));
             }
         };

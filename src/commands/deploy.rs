@@ -15,7 +15,9 @@ use crate::commands::change::{
     review_and_push_with_files,
 };
 use crate::commands::managed::{FilePlan, FilesAsked, check_managed, read_files};
-use crate::commands::try_cmd::{TryFirst, TryOn, check_task_file, task_to_try, try_before_push};
+use crate::commands::try_cmd::{
+    TryFirst, TryOn, check_task_file, task_to_try, try_before_push_reporting,
+};
 use crate::history::Kind;
 use crate::image_arg::{ImageArgs, parse_image_args};
 use crate::ops::deployments::HistorySecret;
@@ -33,7 +35,25 @@ pub struct DeployAsked<'a> {
     pub files: &'a FilesAsked,
 }
 
+/// What a deploy did, for `auto`'s report.
+#[derive(Debug, Clone, Default)]
+pub struct Deployed {
+    /// The images pushed (or that would have been), region → id; empty when a dry run stopped
+    /// before copying.
+    pub images: BTreeMap<String, String>,
+    pub pushed: bool,
+    /// The pool's new deploymentId (None when nothing changed).
+    pub deployment_id: Option<String>,
+    /// The try's JSON document, when the images were tried.
+    pub tried: Option<Value>,
+}
+
 pub async fn run(ctx: &Ctx, worker_type: &str, d: &DeployAsked<'_>) -> Result<u8> {
+    deploy(ctx, worker_type, d).await.map(|_| 0)
+}
+
+/// `deploy`, returning what it did.
+pub async fn deploy(ctx: &Ctx, worker_type: &str, d: &DeployAsked<'_>) -> Result<Deployed> {
     let (images, asked) = (d.images, d.asked);
     let (dry_run, keep_on_failure, try_first) = (asked.dry_run, d.keep_on_failure, d.try_first);
     let args = parse_image_args(images).map_err(|e| anyhow!(e))?;
@@ -53,7 +73,7 @@ pub async fn run(ctx: &Ctx, worker_type: &str, d: &DeployAsked<'_>) -> Result<u8
     } else {
         match copy_for(ctx, &t, &store, &args, dry_run).await? {
             Some(got) => got,
-            None => return Ok(0),
+            None => return Ok(Deployed::default()),
         }
     };
     let (images, live, proven) = (got.images, got.live, got.proven);
@@ -82,7 +102,8 @@ pub async fn run(ctx: &Ctx, worker_type: &str, d: &DeployAsked<'_>) -> Result<u8
         live: &live,
         history: &loaded.history,
     };
-    let change = try_before_push(ctx, &on, change, try_task.as_deref(), asked).await?;
+    let (change, tried) =
+        try_before_push_reporting(ctx, &on, change, try_task.as_deref(), asked).await?;
     let file_plan = FilePlan::new(&files, &change.before, &change.images)?;
     let record = RecordAs {
         kind: Kind::Deploy,
@@ -95,7 +116,12 @@ pub async fn run(ctx: &Ctx, worker_type: &str, d: &DeployAsked<'_>) -> Result<u8
     if pushed {
         rollout_note(ctx, &t.wm, &wt.worker_pool_id, &wt.name).await;
     }
-    Ok(0)
+    Ok(Deployed {
+        deployment_id: change.patched.deployment_id.clone().filter(|_| pushed),
+        images: change.images,
+        pushed,
+        tried,
+    })
 }
 
 /// The images to push, the pool as they are compared against, and whether the scopes of the

@@ -7,10 +7,12 @@ use std::path::PathBuf;
 use crate::interrupt::{Cancel, Interrupted};
 use crate::shell::Shell;
 
+pub mod auto;
 pub mod base_ami;
 pub mod build;
 pub mod change;
 pub mod cleanup;
+pub mod debug_instance;
 pub mod deploy;
 pub mod diff;
 pub mod history;

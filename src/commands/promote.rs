@@ -16,7 +16,6 @@ use crate::commands::change::{
 use crate::commands::try_cmd::{TryFirst, TryOn, check_task_file, task_to_try, try_before_push};
 use crate::config::WorkerType;
 use crate::config_dir::load_worker_type;
-use crate::ec2::Ec2;
 use crate::history::Kind;
 use crate::ops::deployments::HistorySecret;
 use crate::pool::{definition, live_images, pool_regions};
@@ -80,7 +79,8 @@ pub async fn run(
     let loaded = load_history(ctx, &env, &store).await?;
 
     let mut images = source_images(&source, &source_live, &regions);
-    let ec2 = Ec2::load().await;
+    // The images go into the target's pool and regions: its AWS credentials.
+    let ec2 = crate::ops::aws_credentials::ec2_for(&target).await?;
     check_available(&ec2, &images).await?;
     // Before copying, prove the scopes of the push (a dry run pushes nothing).
     let proven = !dry_run && regions.iter().any(|r| !images.contains_key(r));
@@ -104,7 +104,7 @@ pub async fn run(
         images,
         &loaded.history,
     )?;
-    let who = env.client_id.clone().unwrap_or_default();
+    let who = env.identity();
     let mut to = PushTo {
         env: &env,
         wm: &wm,

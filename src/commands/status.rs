@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use serde_json::{Value, json};
 
+use crate::base_ami::newer_base;
 use crate::commands::Ctx;
 use crate::commands::base_ami::find_base_image;
 use crate::commands::rollout;
@@ -14,7 +15,6 @@ use crate::config::WorkerType;
 use crate::config_dir::{list_worker_types, load_worker_type};
 use crate::duration::format_age;
 use crate::ec2::Ec2;
-use crate::model::Image;
 use crate::model::tags::{BASE_IMAGE_ID, BASE_IMAGE_NAME};
 use crate::ops::deployments::HistorySecret;
 use crate::pool::{definition, live_images};
@@ -25,20 +25,6 @@ pub fn age(created: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
     match created {
         Some(created) => format_age(Some((now - created).num_seconds().max(0) as u64)),
         None => "age unknown".into(),
-    }
-}
-
-/// Whether `current` is a newer base than the one a live image was built from (pure).
-pub fn newer_base<'a>(
-    current: &'a Image,
-    built_from_id: Option<&str>,
-    built_from: Option<&Image>,
-) -> Option<&'a Image> {
-    match (built_from_id, built_from) {
-        (Some(id), _) if id == current.id => None,
-        (_, Some(old)) if old.creation_date >= current.creation_date => None,
-        (None, None) => None,
-        _ => Some(current),
     }
 }
 
@@ -208,9 +194,10 @@ pub async fn run(ctx: &Ctx, worker_type: Option<&str>) -> Result<u8> {
     let env = TcEnv::from_env(true)?;
     let wm = WorkerManagerApi::new(&env)?;
     let secrets = SecretsApi::new(&env)?;
-    let ec2 = Ec2::load().await;
     let docs = join_all(wts.iter().map(|wt| async {
-        match one(&ec2, &wm, &secrets, wt).await {
+        // Each worker type with its own AWS credentials (aws_credentials_secret).
+        let ec2 = crate::ops::aws_credentials::ec2_for(wt).await;
+        match async { one(&ec2?, &wm, &secrets, wt).await }.await {
             Ok(doc) => doc,
             Err(e) => json!({"worker_type": wt.name, "workerPoolId": wt.worker_pool_id, "error": format!("{e:#}")}),
         }
@@ -227,44 +214,6 @@ pub async fn run(ctx: &Ctx, worker_type: Option<&str>) -> Result<u8> {
 mod tests {
     use super::*;
     use crate::model::parse_ec2_time;
-
-    fn image(id: &str, date: &str) -> Image {
-        Image {
-            id: id.into(),
-            name: format!("Windows-{date}"),
-            state: "available".into(),
-            creation_date: parse_ec2_time(date),
-            owner_id: "801119661308".into(),
-            root_device_name: None,
-            snapshot_ids: vec![],
-            tags: Default::default(),
-            state_reason: None,
-        }
-    }
-
-    #[test]
-    fn newer_base_rules() {
-        let current = image("ami-new", "2026-11-12T00:00:00Z");
-        let old = image("ami-old", "2026-10-01T00:00:00Z");
-        assert_eq!(newer_base(&current, Some("ami-new"), None), None);
-        assert_eq!(
-            newer_base(&current, Some("ami-old"), Some(&old)).map(|i| i.id.as_str()),
-            Some("ami-new")
-        );
-        // The base it was built from is gone (Amazon retires old images): the current is newer.
-        assert_eq!(
-            newer_base(&current, Some("ami-gone"), None).map(|i| i.id.as_str()),
-            Some("ami-new")
-        );
-        // Built from a base newer than what the pattern picks now: not "newer".
-        let newest = image("ami-newest", "2026-12-01T00:00:00Z");
-        assert_eq!(
-            newer_base(&current, Some("ami-newest"), Some(&newest)),
-            None
-        );
-        // Not built by tc-ami (no tag): unknown, not claimed.
-        assert_eq!(newer_base(&current, None, None), None);
-    }
 
     #[test]
     fn ages() {

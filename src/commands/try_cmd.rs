@@ -191,8 +191,28 @@ pub fn check_task_file(wt: &WorkerType, task_file: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A try that did not pass, as the context of its error (the message `deploy` and `promote`
+/// have always given): `auto` reads the try's document from it.
+#[derive(Debug)]
+pub struct TryNotPassed {
+    pub pool_id: String,
+    /// The try's JSON document ([`TryReport::to_json`]).
+    pub doc: Value,
+}
+
+impl std::fmt::Display for TryNotPassed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "nothing pushed to worker pool {}: the images did not pass their try",
+            self.pool_id
+        )
+    }
+}
+
 /// For `deploy` and `promote`: tries `images` on `on`'s pool with `task_file` and returns
-/// only if every task completed; a dry run only says that it would.
+/// only if every task completed, with the try's JSON document; a dry run only says that it
+/// would (None).
 pub async fn require_passing_try(
     ctx: &Ctx,
     on: &TryOn<'_>,
@@ -200,14 +220,14 @@ pub async fn require_passing_try(
     task_file: &Path,
     dry_run: bool,
     yes: bool,
-) -> Result<()> {
+) -> Result<Option<Value>> {
     if dry_run {
         ctx.shell.note(&format!(
             "dry run: the images would first be tried with {} in a temporary copy of worker pool {}; not tried",
             task_file.display(),
             on.wt.worker_pool_id
         ));
-        return Ok(());
+        return Ok(None);
     }
     // The push asks after the try: ask now whether asking is possible at all.
     crate::commands::change::refuse_without_terminal(
@@ -221,12 +241,13 @@ pub async fn require_passing_try(
     };
     let report = try_images(ctx, on, images, &args).await?;
     ctx.shell.document(|_| report.table());
+    let doc = report.to_json(&on.wt.name);
     match report.end {
-        End::Passed => Ok(()),
-        end => Err(report.failure(end).context(format!(
-            "nothing pushed to worker pool {}: the images did not pass their try",
-            on.wt.worker_pool_id
-        ))),
+        End::Passed => Ok(Some(doc)),
+        end => Err(report.failure(end).context(TryNotPassed {
+            pool_id: on.wt.worker_pool_id.clone(),
+            doc,
+        })),
     }
 }
 
@@ -241,28 +262,42 @@ pub async fn try_before_push(
     task_file: Option<&Path>,
     asked: Asked,
 ) -> Result<Change> {
+    Ok(try_before_push_reporting(ctx, on, change, task_file, asked)
+        .await?
+        .0)
+}
+
+/// [`try_before_push`], and the try's JSON document when there was one.
+pub async fn try_before_push_reporting(
+    ctx: &Ctx,
+    on: &TryOn<'_>,
+    change: Change,
+    task_file: Option<&Path>,
+    asked: Asked,
+) -> Result<(Change, Option<Value>)> {
     let Some(file) = task_file.filter(|_| change.patched.changed) else {
-        return Ok(change);
+        return Ok((change, None));
     };
-    {
+    let tried = {
         // The try watches the interrupt itself and removes its temporary pool: under
         // commands::changing it must not be dropped half-way.
         let _trying = ctx
             .cancel
             .shield(crate::interrupt::ShieldKind::Own, "the try");
-        require_passing_try(ctx, on, &change.images, file, asked.dry_run, asked.yes).await?;
-    }
+        require_passing_try(ctx, on, &change.images, file, asked.dry_run, asked.yes).await?
+    };
     if asked.dry_run {
-        return Ok(change);
+        return Ok((change, tried));
     }
     let now = on.wm.get_pool(&change.pool_id).await?;
-    Change::new(
+    let change = Change::new(
         &change.pool_id,
         &change.root_url,
         &now,
         change.images,
         on.history,
-    )
+    )?;
+    Ok((change, tried))
 }
 
 /// Everything a try needs, checked and prepared before anything is created.
@@ -581,7 +616,7 @@ async fn record(
     let record = Deployment {
         seq: history.next_seq(),
         time: chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 0),
-        who: on.env.client_id.clone().unwrap_or_default(),
+        who: on.env.identity(),
         kind: Kind::Try,
         worker_type: on.wt.name.clone(),
         before: live_images(&definition(on.live)),

@@ -4,6 +4,11 @@
 /// resource as tc-ami's.
 pub const BUILD_ID: &str = "tc-ami:build-id";
 pub const WORKER_TYPE: &str = "tc-ami:worker-type";
+/// A debug instance (`tc-ami debug-instance`), its key pair and its security group: the launch
+/// that made them, `20261130T050000Z-3f9a2c`. Never with [`BUILD_ID`] (the sandbox, like the
+/// build, treats an instance with a build id as a build). With [`WORKER_TYPE`] and
+/// [`EXPIRES_AT`] (launch + TTL), what `cleanup` removes once that time has passed.
+pub const DEBUG_ID: &str = "tc-ami:debug-id";
 /// When the build started (RFC 3339): the age of resources EC2 gives no creation time.
 pub const CREATED_AT: &str = "tc-ami:created-at";
 /// When the build that made it can no longer be running (RFC 3339 UTC): written at creation on

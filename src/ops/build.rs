@@ -490,6 +490,7 @@ impl<'a> Builder<'a> {
             root_volume_gb: plan.root_volume_gb,
             tags: &plan.resource_tags,
             client_token: &plan.build_id,
+            terminate_on_shutdown: false,
         };
         let sweep = (tags::BUILD_ID, plan.build_id.as_str());
         let (id, step) = instances::launch(self.ec2, &self.td, self.region(), &spec, sweep).await?;

@@ -25,14 +25,16 @@ use crate::wait::POLL_INTERVAL;
 /// under EC2's request rate limits (throttled calls are retried by the SDK).
 const IMAGE_CONCURRENCY: usize = 8;
 
-/// Everything in `region` the plan needs, listed with one call per kind (every page).
+/// Everything in `region` the plan needs, listed with one call per kind (every page): the
+/// instances, groups and key pairs of builds and of debug instances alike.
 pub async fn inventory(ec2: &Ec2, region: &str) -> Result<Inventory> {
+    let launches = [tags::BUILD_ID, tags::DEBUG_ID];
     let (images, snapshots, instances, groups, key_pairs) = tokio::try_join!(
         ec2.list_own_images(region),
         ec2.list_own_snapshots_tagged(region, tags::BUILD_ID),
-        ec2.list_instances_tagged(region, tags::BUILD_ID),
-        ec2.list_security_groups_tagged(region, tags::BUILD_ID),
-        ec2.list_key_pairs_tagged(region, tags::BUILD_ID),
+        ec2.list_instances_tagged(region, &launches),
+        ec2.list_security_groups_tagged(region, &launches),
+        ec2.list_key_pairs_tagged(region, &launches),
     )?;
     let mut resources = instances;
     resources.extend(groups);

@@ -7,8 +7,10 @@
 //! what is registered, in reverse, whatever ends their work.
 
 pub mod access;
+pub mod aws_credentials;
 pub mod build;
 pub mod cleanup;
+pub mod debug;
 pub mod deployments;
 pub mod images;
 pub mod instances;

@@ -18,11 +18,28 @@ pub use progress::Progress;
 pub struct Shell {
     json: bool,
     verbosity: u8,
+    /// A step of a larger command (`auto` runs deploy): its result and documents go to stderr,
+    /// its JSON document nowhere, so that stdout carries only the larger command's.
+    nested: bool,
 }
 
 impl Shell {
     pub fn new(json: bool, verbosity: u8) -> Shell {
-        Shell { json, verbosity }
+        Shell {
+            json,
+            verbosity,
+            nested: false,
+        }
+    }
+
+    /// The shell for a step of a larger command: what the step would put on stdout (its result,
+    /// its documents: a diff, a table) goes to stderr, and its JSON document nowhere; the
+    /// larger command prints its own result.
+    pub fn nested(self) -> Shell {
+        Shell {
+            nested: true,
+            ..self
+        }
     }
 
     /// Sends `tracing`'s events to stderr: warnings by default, tc-ami's debug events (each AWS
@@ -51,7 +68,11 @@ impl Shell {
 
     /// The command's result: `human` on stdout, or with `--json` the document `doc`.
     pub fn result(&self, human: &str, doc: &Value) {
-        if self.json {
+        if self.nested {
+            if !human.is_empty() {
+                eprintln!("{human}");
+            }
+        } else if self.json {
             self.json_doc(doc);
         } else if !human.is_empty() {
             println!("{human}");
@@ -60,7 +81,7 @@ impl Shell {
 
     /// The JSON document, with `--json` only (the human text was shown on the way).
     pub fn json_doc(&self, doc: &Value) {
-        if self.json {
+        if self.json && !self.nested {
             println!(
                 "{}",
                 serde_json::to_string_pretty(doc).unwrap_or_else(|_| doc.to_string())
@@ -71,7 +92,7 @@ impl Shell {
     /// Text that is the output without `--json` (a diff, a plan): on stdout, or on stderr when
     /// stdout carries the JSON document. `render` learns whether that stream is a terminal.
     pub fn document(&self, render: impl FnOnce(bool) -> String) {
-        if self.json {
+        if self.json || self.nested {
             eprint!("{}", render(std::io::stderr().is_terminal()));
         } else {
             print!("{}", render(std::io::stdout().is_terminal()));
