@@ -158,7 +158,7 @@ fn the_printed_definition_validates_against_the_official_schema() {
 }
 
 #[test]
-fn scopes_with_a_try_task_and_a_password_prefix() {
+fn scopes_with_a_try_task_a_password_prefix_and_aws_credentials() {
     let w = world();
     w.cfg.write(
         "try.yml",
@@ -169,6 +169,7 @@ fn scopes_with_a_try_task_and_a_password_prefix() {
         POOL,
         &format!(
             "regions = [\"us-east-1\"]\ntry_task = \"try.yml\"\npassword_secret_prefix = \"project/servo/windows-administrator/t\"\n\
+             aws_credentials_secret = \"project/servo/tc-ami/aws\"\n\
              hook_image = \"{IMAGE}\"\nhook_task_queue = \"{QUEUE}\""
         ),
     );
@@ -183,6 +184,7 @@ fn scopes_with_a_try_task_and_a_password_prefix() {
         "queue:list-task-group:*".to_string(),
         "queue:scheduler-id:-".to_string(),
         "secrets:set:project/servo/windows-administrator/t/*".to_string(),
+        "secrets:get:project/servo/tc-ami/aws".to_string(),
         "worker-manager:manage-worker-pool:proj-servo/win2016-try-*".to_string(),
     ]);
     want.sort();
@@ -506,4 +508,76 @@ fn the_computed_scopes_are_the_readme_tables() {
             "{scope} ({template}) is not in the README's table"
         );
     }
+}
+
+/// The nightly path end to end: the pool runs an image tc-ami built, a newer base image
+/// appears, the applied hook fires (`triggerHook`), and the task's command runs as a worker runs
+/// it: `TASKCLUSTER_PROXY_URL` at the taskcluster-proxy stand-in signing with the task's scopes
+/// only, no Taskcluster credentials, `TASK_ID` set. `auto` rebuilds and deploys to the pool.
+#[test]
+fn hook_to_task_to_auto_through_the_proxy_deploys_the_pool() {
+    use support::proxy::Proxy;
+    let w = world();
+    let built = w.build();
+    let west = built["us-west-2"].as_str().unwrap().to_string();
+    w.tc_ami()
+        .run(&["deploy", "-w", "w", "--image", &west, "--yes"])
+        .assert_code(0);
+    w.ec2.server.post(
+        "/_sandbox/seed-image",
+        json!({"region": "all", "name": "Windows_Server-2016-English-Full-Base-2030.01.01", "creation_date": "2030-01-01T00:00:00.000Z"}),
+    );
+    w.tc_ami()
+        .run(&["hook", "-w", "w", "--apply", "--yes"])
+        .assert_code(0);
+    let fired = python_json(
+        "import json, sys, taskcluster\n\
+         opts = {'rootUrl': sys.argv[1], 'credentials': {'clientId': sys.argv[2], 'accessToken': sys.argv[3]}}\n\
+         fired = taskcluster.Hooks(opts).triggerHook('project-servo', 'tc-ami-w', {})\n\
+         print(json.dumps({'taskId': fired['taskId'], 'task': taskcluster.Queue(opts).task(fired['taskId'])}))",
+        &[&w.tc.server.url, OPERATOR_ID, OPERATOR_TOKEN],
+    );
+    let (task, task_id) = (&fired["task"], fired["taskId"].as_str().unwrap());
+    assert_eq!(task["payload"]["features"]["taskclusterProxy"], true);
+    let command = strings(&task["payload"]["command"]);
+    assert_eq!(command[0], "tc-ami", "{command:?}");
+    let scopes = strings(&task["scopes"]);
+    assert_eq!(scopes, plain_scopes());
+    let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    let proxy = Proxy::start(&w.tc, (OPERATOR_ID, OPERATOR_TOKEN), &scopes);
+    let from = w.tc.requests().len();
+    // The image's working directory is the config directory (TcAmi's -C).
+    let args: Vec<&str> = command[1..].iter().map(String::as_str).collect();
+    let run = w.tc_ami().through_proxy(&proxy, task_id).run(&args);
+    run.assert_code(0);
+    let old: Vec<&str> = built
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let (active, _) = w.pool();
+    assert_eq!(active.len(), 4);
+    assert!(
+        active.iter().all(|lc| !old.contains(&image_of(lc))),
+        "the pool still runs {old:?}; stderr:\n{}",
+        run.stderr
+    );
+    // Every Taskcluster call of the task went through the proxy, signed as its client and
+    // restricted to the task's scopes.
+    let since = &w.tc.requests()[from..];
+    assert!(
+        since.iter().any(|r| r["apiMethod"] == "updateWorkerPool"),
+        "{since:?}"
+    );
+    assert!(
+        since.iter().all(|r| r["clientId"] == OPERATOR_ID),
+        "{since:?}"
+    );
+    assert!(!proxy.forwarded().is_empty());
+    // The history records the task.
+    let history = w.tc_ami().run(&["--json", "history", "-w", "w"]);
+    history.assert_code(0);
+    let latest = &history.json()["deployments"][0];
+    assert_eq!(latest["who"], format!("task {task_id}"), "{latest}");
 }

@@ -105,8 +105,6 @@ async fn task_scopes(wt: &WorkerType, pool: &Value) -> Result<Vec<String>> {
         crate::config::PasswordDestination::Secret { prefix, .. } => Some(prefix.as_str()),
         crate::config::PasswordDestination::Print => None,
     };
-    // `aws_credentials_secret` (issue 14, item 1) is not a worker type key yet: when it is,
-    // it goes here, and auto_scopes adds its `secrets:get`.
     Ok(auto_scopes(&ScopeFacts {
         pool_id: &wt.worker_pool_id,
         provider_id,
@@ -114,7 +112,7 @@ async fn task_scopes(wt: &WorkerType, pool: &Value) -> Result<Vec<String>> {
         password_prefix,
         regions_set: !wt.regions.is_empty(),
         try_task,
-        aws_credentials_secret: None,
+        aws_credentials_secret: wt.aws_credentials_secret.as_deref(),
     }))
 }
 
