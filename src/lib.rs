@@ -8,7 +8,7 @@
 //!    [`text`], [`base_ami`], [`user_data`], [`build`] (the build plan), [`pool`], [`diff`],
 //!    [`history`] (its rules), [`image_arg`], [`cleanup`] (planning), [`password`], [`pins`],
 //!    [`ami_names`], [`managed`], [`rollout`], [`try_pool`], [`guest_console`].
-//! 3. Runtime support, no network: [`config_dir`] (reading the config files), [`files`]
+//! 3. Runtime support, no network: [`budget`] (the EC2 poll budget), [`config_dir`] (reading the config files), [`files`]
 //!    (rewriting a file in place), [`interrupt`],
 //!    [`wait`], [`shell`] (the one output channel).
 //! 4. Adapters, thin, SDK types in and model data out: [`download`], [`ec2`], [`ec2_inventory`],
@@ -37,6 +37,7 @@ pub mod text;
 pub mod try_pool;
 pub mod user_data;
 
+pub mod budget;
 pub mod config_dir;
 pub mod files;
 pub mod interrupt;

@@ -13,6 +13,7 @@ pub mod change;
 pub mod cleanup;
 pub mod deploy;
 pub mod diff;
+pub mod each;
 pub mod history;
 pub mod managed;
 pub mod pin;
