@@ -140,6 +140,11 @@ fn one_failing_build_does_not_stop_the_other_and_exits_1() {
             .contains("the guest reported")
     );
     assert_eq!(by_name("w")["images"].as_object().map(|m| m.len()), Some(2));
+    assert!(
+        run.stderr.contains("tc-ami: error: b: build failed"),
+        "{}",
+        run.stderr
+    );
     w2.ec2.assert_nothing_left_but_images();
 }
 

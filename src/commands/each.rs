@@ -116,13 +116,10 @@ where
     finish(ctx, &slots)
 }
 
-/// Prints one worker type's block (stdout) or failure (stderr), without `--json`.
+/// Prints one worker type's block (stdout, without `--json`) or failure (stderr).
 fn show(ctx: &Ctx, slot: &Slot, after_another: bool) {
-    if ctx.shell.is_json() {
-        return;
-    }
     match &slot.outcome {
-        Some(Ok(done)) if !done.human.trim().is_empty() => {
+        Some(Ok(done)) if !ctx.shell.is_json() && !done.human.trim().is_empty() => {
             if after_another {
                 println!();
             }
