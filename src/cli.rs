@@ -51,9 +51,19 @@ pub enum Command {
     BaseAmi(BaseAmiArgs),
     /// Build an image for the worker type, copy it to its regions, store the password.
     Build {
-        /// The worker type: worker-types/<W>.toml.
-        #[arg(short = 'w', long = "worker-type", value_name = "W")]
-        worker_type: String,
+        /// The worker type: worker-types/<W>.toml; repeat it to build several at once.
+        #[arg(
+            short = 'w',
+            long = "worker-type",
+            value_name = "W",
+            required_unless_present = "all"
+        )]
+        worker_type: Vec<String>,
+        /// Build every worker type of worker-types/.
+        #[arg(long, conflicts_with = "worker_type")]
+        all: bool,
+        #[command(flatten)]
+        jobs: Jobs,
         /// On a failure after the launch, keep the build instance with its key pair and
         /// security group for TTL (default 4h) to look inside, instead of removing them; prints
         /// how to get in. `cleanup` removes them after the TTL. Not after Ctrl-C or SIGTERM.
@@ -165,9 +175,20 @@ pub enum Command {
     /// a changed first-boot script, --max-age), deploy it to W (trying it first when W has a
     /// try_task), and report; never promotes, never asks.
     Auto {
-        /// The worker type: worker-types/<W>.toml (meant for staging).
-        #[arg(short = 'w', long = "worker-type", value_name = "W")]
-        worker_type: String,
+        /// The worker type: worker-types/<W>.toml (meant for staging); repeat it for several.
+        /// Never one that is another's promote_to (production).
+        #[arg(
+            short = 'w',
+            long = "worker-type",
+            value_name = "W",
+            required_unless_present = "all"
+        )]
+        worker_type: Vec<String>,
+        /// Every worker type that declares a promote_to (the staging ones).
+        #[arg(long, conflicts_with = "worker_type")]
+        all: bool,
+        #[command(flatten)]
+        jobs: Jobs,
         /// Also rebuild when the live image is older than this (`30d`, `12h`; at most 3650d).
         #[arg(long, value_name = "DURATION", value_parser = parse_max_age)]
         max_age: Option<Duration>,
@@ -175,9 +196,11 @@ pub enum Command {
     /// The live images per region, their age, the last deployment, how far the rollout is,
     /// and whether a newer base AMI exists.
     Status {
-        /// One worker type; default: all of worker-types/.
+        /// The worker type (repeatable); default: all of worker-types/.
         #[arg(short = 'w', long = "worker-type", value_name = "W")]
-        worker_type: Option<String>,
+        worker_type: Vec<String>,
+        #[command(flatten)]
+        jobs: Jobs,
     },
     /// Fill in the SHA-256 of every download the first-boot script pins (its `$Pins` block):
     /// downloads each URL and writes the hashes into the script, changing no other byte.
@@ -295,6 +318,28 @@ impl HookArgs {
         } else {
             commands::read_only(ctx, run).await
         }
+    }
+}
+
+/// How many worker types at once, for the commands that take several.
+#[derive(Debug, clap::Args)]
+pub struct Jobs {
+    /// How many worker types to work on at once (1: one after the other).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = commands::each::DEFAULT_JOBS,
+        value_parser = parse_jobs
+    )]
+    pub jobs: usize,
+}
+
+/// `--jobs N`: a whole number, at least 1.
+fn parse_jobs(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("at least 1 (1 runs the worker types one after the other)".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err("a whole number, at least 1".into()),
     }
 }
 
@@ -520,8 +565,8 @@ pub async fn run(ctx: &Ctx, command: Command) -> Outcome {
             check,
             force,
         } => read_only(ctx, pin::run(ctx, worker_type.as_deref(), check, force)).await,
-        Command::Status { worker_type } => {
-            read_only(ctx, status::run(ctx, worker_type.as_deref())).await
+        Command::Status { worker_type, jobs } => {
+            read_only(ctx, status::run(ctx, &worker_type, jobs.jobs)).await
         }
         Command::Hook(args) => args.run(ctx).await,
         Command::Completions { shell } => completions(ctx, shell).into(),
@@ -538,16 +583,32 @@ async fn run_changing(ctx: &Ctx, command: Command) -> Outcome {
     match command {
         Command::Build {
             worker_type,
+            all,
+            jobs,
             keep_on_failure,
-        } => changing(ctx, build::run(ctx, &worker_type, keep_on_failure)).await,
+        } => match worker_type.as_slice() {
+            [one] if !all => changing(ctx, build::run(ctx, one, keep_on_failure)).await,
+            several => {
+                let build = build::run_several(ctx, several, jobs.jobs, keep_on_failure);
+                changing(ctx, build).await
+            }
+        },
         Command::Deploy(args) => args.run(ctx).await,
         Command::DebugInstance(args) => args.run(ctx).await,
         Command::Auto {
             worker_type,
+            all,
+            jobs,
             max_age,
         } => {
             let asked = auto::AutoAsked { max_age };
-            changing(ctx, auto::run(ctx, &worker_type, asked)).await
+            match worker_type.as_slice() {
+                [one] if !all => changing(ctx, auto::run(ctx, one, asked)).await,
+                several => {
+                    let auto = auto::run_several(ctx, several, jobs.jobs, asked);
+                    changing(ctx, auto).await
+                }
+            }
         }
         Command::Rollback {
             worker_type,

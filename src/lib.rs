@@ -10,7 +10,8 @@
 //!    [`ami_names`], [`managed`], [`rollout`], [`try_pool`], [`guest_console`],
 //!    [`debug_instance`], [`staleness`], [`cron`] (the Hooks service's cron patterns), [`hook`]
 //!    (the nightly hook: scopes, role, definition).
-//! 3. Runtime support, no network: [`config_dir`] (reading the config files), [`files`]
+//! 3. Runtime support, no network: [`budget`] (the EC2 poll budget), [`config_dir`] (reading
+//!    the config files), [`files`]
 //!    (rewriting a file in place), [`interrupt`],
 //!    [`wait`], [`shell`] (the one output channel).
 //! 4. Adapters, thin, SDK types in and model data out: [`download`], [`ec2`], [`ec2_debug`],
@@ -44,6 +45,7 @@ pub mod text;
 pub mod try_pool;
 pub mod user_data;
 
+pub mod budget;
 pub mod config_dir;
 pub mod files;
 pub mod interrupt;

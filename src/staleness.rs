@@ -189,6 +189,43 @@ pub fn decide(f: &Facts<'_>) -> Decision {
     }
 }
 
+/// The worker types `auto` runs on, from every worker type's name with its `promote_to`:
+/// the ones given (`-w`, each once, in order), or with none given (`--all`) every one that
+/// declares a `promote_to`, the staging ones. Never one that is another's `promote_to`: auto
+/// deploys with nobody looking, and production is reached only by a person's `promote`.
+pub fn auto_selection(
+    all: &[(String, Option<String>)],
+    given: &[String],
+) -> Result<Vec<String>, String> {
+    let production_of = |w: &str| {
+        all.iter()
+            .find(|(_, to)| to.as_deref() == Some(w))
+            .map(|(from, _)| from.clone())
+    };
+    let mut chosen: Vec<String> = Vec::new();
+    for w in given {
+        if let Some(staging) = production_of(w) {
+            return Err(format!(
+                "`{w}` is the production worker type of `{staging}` (its promote_to): auto never deploys there; run `tc-ami auto -w {staging}`, then `tc-ami promote --from {staging} --to {w}`"
+            ));
+        }
+        if !chosen.contains(w) {
+            chosen.push(w.clone());
+        }
+    }
+    if given.is_empty() {
+        chosen = all
+            .iter()
+            .filter(|(_, to)| to.is_some())
+            .map(|(name, _)| name.clone())
+            .collect();
+        if chosen.is_empty() {
+            return Err("--all: no worker type declares `promote_to` (auto --all runs on the staging worker types, those that name their production); name them with -w W".into());
+        }
+    }
+    Ok(chosen)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,5 +411,31 @@ mod tests {
                 ..
             }]
         ));
+    }
+
+    fn types(list: &[(&str, Option<&str>)]) -> Vec<(String, Option<String>)> {
+        list.iter()
+            .map(|(n, t)| (n.to_string(), t.map(str::to_string)))
+            .collect()
+    }
+
+    #[test]
+    fn auto_runs_on_the_given_or_the_staging_worker_types_never_on_production() {
+        let all = types(&[("prod", None), ("staging", Some("prod")), ("other", None)]);
+        let given = |g: &[&str]| g.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(auto_selection(&all, &[]), Ok(vec!["staging".to_string()]));
+        assert_eq!(
+            auto_selection(&all, &given(&["other", "staging", "other"])),
+            Ok(vec!["other".to_string(), "staging".to_string()])
+        );
+        let refused = auto_selection(&all, &given(&["staging", "prod"])).unwrap_err();
+        assert!(refused.starts_with("`prod` is the production worker type of `staging`"));
+        assert!(refused.contains("tc-ami promote --from staging --to prod"));
+        let none = types(&[("a", None)]);
+        assert!(
+            auto_selection(&none, &[])
+                .unwrap_err()
+                .contains("no worker type declares")
+        );
     }
 }

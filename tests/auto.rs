@@ -435,3 +435,65 @@ fn a_bad_worker_type_is_an_error_in_the_report_before_anything_is_asked() {
     assert_eq!(stats["total"], 0, "{stats:#}");
     assert!(world.tc.requests().is_empty());
 }
+
+#[test]
+fn several_worker_types_in_one_run_the_staging_ones_with_all_and_never_production() {
+    let world = World::new();
+    let images = deployed(&world);
+    world.cfg.worker_type(
+        "w",
+        POOL,
+        "regions = [\"us-east-1\"]\npromote_to = \"prod\"",
+    );
+    world.cfg.worker_type(
+        "s",
+        "proj-servo/win2016-staging",
+        "regions = [\"us-east-1\"]",
+    );
+    world.cfg.worker_type("prod", "proj-servo/prod", "");
+
+    // Production is refused before any call.
+    world.ec2.server.post("/_sandbox/stats/reset", json!({}));
+    let refused = world.tc_ami().run(&["auto", "-w", "prod"]);
+    refused.assert_code(1);
+    assert!(
+        refused.stderr.trim().lines().count() == 1
+            && refused
+                .stderr
+                .contains("`prod` is the production worker type of `w` (its promote_to): auto never deploys there"),
+        "{}",
+        refused.stderr
+    );
+    let stats = world.ec2.stats();
+    assert_eq!(stats["requests"], json!({}), "{stats:#}");
+
+    // Two at once: w is up to date, s (whose pool's image does not exist) is rebuilt and
+    // deployed; one document, an entry per worker type in the order given.
+    let run = world
+        .tc_ami()
+        .run(&["--json", "auto", "-w", "w", "-w", "s", "--jobs", "2"]);
+    run.assert_code(0);
+    let doc = run.json();
+    let entries = doc["workerTypes"].as_array().expect("workerTypes");
+    assert_eq!(entries.len(), 2, "{doc:#}");
+    assert_eq!(entries[0]["worker_type"], "w");
+    assert_eq!(entries[0]["decision"], "up_to_date", "{doc:#}");
+    assert_eq!(entries[0]["live"]["image"], images["us-west-2"].as_str());
+    assert_eq!(entries[1]["worker_type"], "s");
+    assert_eq!(entries[1]["decision"], "rebuild", "{doc:#}");
+    assert_eq!(entries[1]["pushed"], true, "{doc:#}");
+    assert!(entries[1]["error"].is_null(), "{doc:#}");
+    assert!(run.stderr.contains("s: "), "{}", run.stderr);
+
+    // --all: the worker types that name a promote_to, here w alone.
+    let all = world.tc_ami().run(&["--json", "auto", "--all"]);
+    all.assert_code(0);
+    let doc = all.json();
+    let names: Vec<&str> = doc["workerTypes"]
+        .as_array()
+        .expect("workerTypes")
+        .iter()
+        .map(|e| e["worker_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["w"], "{doc:#}");
+}

@@ -52,6 +52,10 @@ DEFAULTS: dict[str, Any] = {
         # fail: the script gives up after fail_after_seconds: it writes
         #       `TC-AMI-FAILED: <fail_reason>` to the console and does NOT shut down.
         "mode": "stop",
+        # {worker type: mode}: the mode of a build instance whose tag
+        # tc-ami:worker-type names that worker type (null: `mode` for all), so that
+        # builds of several worker types at once can fare differently.
+        "mode_by_worker_type": None,
         # Seconds after `running` until the guest shuts down.
         "shutdown_after_seconds": 3,
         # The stages the first-boot script announces on the serial console
@@ -196,6 +200,13 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     _num(cfg["guest"], "shutdown_after_seconds", "guest.")
     if cfg["guest"]["mode"] not in GUEST_MODES:
         raise ConfigError(f"guest.mode: must be one of {', '.join(GUEST_MODES)}, got {cfg['guest']['mode']!r}")
+    by = cfg["guest"]["mode_by_worker_type"]
+    if by is not None and (
+        not isinstance(by, dict) or not all(isinstance(k, str) and v in GUEST_MODES for k, v in by.items())
+    ):
+        raise ConfigError(
+            f"guest.mode_by_worker_type: must be null or an object of worker type -> one of {', '.join(GUEST_MODES)}, got {by!r}"
+        )
     _validate_console(cfg["guest"])
     for key in ("image_fail", "copy_fail", "password_data_crlf"):
         _bool(cfg, key)

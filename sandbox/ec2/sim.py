@@ -90,6 +90,7 @@ from .events import EventLog, Scheduler
 log = logging.getLogger("ec2-sandbox")
 
 BUILD_TAG = "tc-ami:build-id"
+WORKER_TYPE_TAG = "tc-ami:worker-type"
 
 STATE_CODES = {
     "pending": 0,
@@ -417,13 +418,18 @@ class Simulator:
             user_data_error=err,
             public_key=pub,
             password_error=perr,
-            guest_mode=self.config.get("guest", "mode"),
+            guest_mode=self._guest_mode(backend.tags.get(inst.id, {}).get(WORKER_TYPE_TAG)),
         )
         self.instances[inst.id] = s
         if not ok:
             log.warning("%s instance %s: user data check failed, the guest will never shut down: %s", s.region, s.id, err)
         self._set_instance_state(inst, s.region, "pending", "api:RunInstances", frm=None)
         self._later(s, self.config.get("instance_boot_seconds"), self._boot, "boot")
+
+    def _guest_mode(self, worker_type: str | None) -> str:
+        """guest.mode, or guest.mode_by_worker_type's entry for the instance's worker type."""
+        by = self.config.get("guest", "mode_by_worker_type") or {}
+        return by.get(worker_type, self.config.get("guest", "mode"))
 
     def on_launch_scheduled_shutdown(self, backend: Any, inst: Any, seconds: int) -> None:
         """A Windows instance that is not a build instance, whose user data runs

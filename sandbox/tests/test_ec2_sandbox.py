@@ -416,6 +416,25 @@ def test_guest_modes(sb: Sandbox) -> None:
     assert instance(ec2, never)["StateReason"]["Code"] == "Client.UserInitiatedShutdown"
 
 
+def test_guest_mode_by_worker_type(sb: Sandbox) -> None:
+    """guest.mode_by_worker_type: the mode of a build instance follows its tc-ami:worker-type tag."""
+    ec2 = sb.ec2()
+    ec2.create_key_pair(KeyName="k")
+    sb.post("/_sandbox/config", {"guest": {"mode_by_worker_type": {"bad": "fail"}, "fail_after_seconds": 0.3}})
+
+    def tagged(worker_type: str) -> str:
+        tags = [{"Key": BUILD_TAG, "Value": "b1"}, {"Key": "tc-ami:worker-type", "Value": worker_type}]
+        return launch(ec2, "k", TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
+
+    bad, good = tagged("bad"), tagged("good")
+    wait_for(lambda: instance(ec2, good)["State"]["Name"] == "stopped", what="the other worker type's guest stops")
+    modes = {i["id"]: i["guest_mode"] for i in sb.state()["regions"]["us-west-2"]["instances"]}
+    assert (modes[bad], modes[good]) == ("fail", "stop")
+    assert instance(ec2, bad)["State"]["Name"] == "running"
+    for wrong in ({"x": "sleep"}, ["bad"], {"bad": 1}):
+        assert sb.call("POST", "/_sandbox/config", {"guest": {"mode_by_worker_type": wrong}})[0] == 400, wrong
+
+
 def console_text(ec2: Any, iid: str, latest: bool = True) -> tuple[str, dict[str, Any]]:
     """The console text. The wire carries base64; botocore decodes `Output` itself
     (botocore.handlers.decode_console_output), other SDKs do not."""

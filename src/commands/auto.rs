@@ -14,6 +14,7 @@ use crate::commands::base_ami::find_base_image;
 use crate::commands::build::script_user_data;
 use crate::commands::change::Asked;
 use crate::commands::deploy::{DeployAsked, Deployed, deploy};
+use crate::commands::each;
 use crate::commands::managed::FilesAsked;
 use crate::commands::try_cmd::{TryFirst, TryNotPassed};
 use crate::config::WorkerType;
@@ -24,7 +25,7 @@ use crate::model::Image;
 use crate::model::codes::NO_SUCH_IMAGE;
 use crate::model::tags::{BASE_IMAGE_ID, CREATED_AT, USER_DATA_SHA256};
 use crate::pool::{definition, live_images};
-use crate::staleness::{Decision, Facts, decide};
+use crate::staleness::{Decision, Facts, auto_selection, decide};
 use crate::taskcluster::{TcEnv, WorkerManagerApi};
 use crate::user_data::user_data_sha256;
 
@@ -62,6 +63,15 @@ pub struct AutoReport {
 }
 
 pub async fn run(ctx: &Ctx, worker_type: &str, asked: AutoAsked) -> Result<u8> {
+    // Never production: the other worker types that can be read name their promote_to.
+    let all: Vec<_> = crate::config_dir::list_worker_types(&ctx.config_dir)
+        .into_iter()
+        .filter_map(|name| {
+            let wt = load_worker_type(&ctx.config_dir, &name).ok()?;
+            Some((name, wt.promote_to))
+        })
+        .collect();
+    auto_selection(&all, &[worker_type.to_string()]).map_err(anyhow::Error::msg)?;
     let report = auto_one(ctx, worker_type, asked).await?;
     ctx.shell.result(&report.text(), &report.to_json());
     Ok(match &report.error {
@@ -72,6 +82,26 @@ pub async fn run(ctx: &Ctx, worker_type: &str, asked: AutoAsked) -> Result<u8> {
         }
         None => 0,
     })
+}
+
+/// `auto` on several worker types (`-w` repeated, or `--all`: the staging ones, see
+/// [`auto_selection`]), at most `jobs` at once ([`each::run_each`]): a block per worker type
+/// in the order given, `--json` one document with each report (a failed run's too).
+pub async fn run_several(ctx: &Ctx, given: &[String], jobs: usize, asked: AutoAsked) -> Result<u8> {
+    let all = each::worker_types(ctx, &[])?
+        .into_iter()
+        .map(|name| load_worker_type(&ctx.config_dir, &name).map(|wt| (name, wt.promote_to)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let names = auto_selection(&all, given).map_err(anyhow::Error::msg)?;
+    each::run_each(ctx, &names, jobs, |ctx, name| async move {
+        let report = auto_one(&ctx, &name, asked).await?;
+        Ok(each::Done {
+            human: report.text(),
+            json: report.to_json(),
+            failed: report.error.as_ref().map(|e| format!("auto failed: {e}")),
+        })
+    })
+    .await
 }
 
 /// The whole run for one worker type. A failure is in the report (`error`), with what was

@@ -7,8 +7,8 @@ use anyhow::{Context, Result, anyhow};
 use rand::Rng;
 
 use crate::build::{new_build_id, plan_build};
-use crate::commands::Ctx;
 use crate::commands::base_ami::find_base_image;
+use crate::commands::{Ctx, each};
 use crate::config::{PasswordDestination, WorkerType};
 use crate::config_dir::load_worker_type;
 use crate::duration::format_duration;
@@ -31,6 +31,34 @@ pub async fn run(ctx: &Ctx, worker_type: &str, keep_on_failure: Option<Duration>
     let json = serde_json::to_value(&report)?;
     ctx.shell.result(&human.join("\n"), &json);
     Ok(0)
+}
+
+/// `build -w A -w B …` (or `--all`, `given` empty): the builds of several worker types, at most
+/// `jobs` at once ([`each::run_each`]). Each prints `W<TAB>region<TAB>image` lines. Shielded
+/// as a whole: an interrupt starts no more builds, and each one running stops at its next step
+/// and removes what it made, as a build alone does.
+pub async fn run_several(
+    ctx: &Ctx,
+    given: &[String],
+    jobs: usize,
+    keep_on_failure: Option<Duration>,
+) -> Result<u8> {
+    let names = each::worker_types(ctx, given)?;
+    let _builds = ctx.cancel.shield(ShieldKind::Own, "the builds");
+    each::run_each(ctx, &names, jobs, |ctx, name| async move {
+        let wt = load_worker_type(&ctx.config_dir, &name)?;
+        let report = build_images(&ctx, &wt, keep_on_failure).await?;
+        let human: Vec<String> = report
+            .images
+            .iter()
+            .map(|(region, id)| format!("{name}\t{region}\t{id}"))
+            .collect();
+        Ok(each::Done::ok(
+            human.join("\n"),
+            serde_json::to_value(&report)?,
+        ))
+    })
+    .await
 }
 
 /// Builds an image for `wt` and its copies; on failure everything is removed (with

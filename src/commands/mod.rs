@@ -15,6 +15,7 @@ pub mod cleanup;
 pub mod debug_instance;
 pub mod deploy;
 pub mod diff;
+pub mod each;
 pub mod history;
 pub mod hook;
 pub mod managed;

@@ -1,4 +1,4 @@
-//! `tc-ami status [-w W]`: per worker type, the live image per region with its name and age,
+//! `tc-ami status [-w W …] [--jobs N]`: per worker type, the live image per region with its name and age,
 //! the last deployment, how far the rollout is (workers on current and archived launch
 //! configs), and whether a newer base AMI exists than the live image's.
 
@@ -10,9 +10,10 @@ use serde_json::{Value, json};
 use crate::base_ami::newer_base;
 use crate::commands::Ctx;
 use crate::commands::base_ami::find_base_image;
+use crate::commands::each;
 use crate::commands::rollout;
 use crate::config::WorkerType;
-use crate::config_dir::{list_worker_types, load_worker_type};
+use crate::config_dir::load_worker_type;
 use crate::duration::format_age;
 use crate::ec2::Ec2;
 use crate::model::tags::{BASE_IMAGE_ID, BASE_IMAGE_NAME};
@@ -121,10 +122,6 @@ pub fn render(doc: &Value) -> String {
         s(&doc["worker_type"]),
         s(&doc["workerPoolId"])
     );
-    if let Some(err) = doc["error"].as_str() {
-        out.push_str(&format!("  error: {err}\n"));
-        return out;
-    }
     for l in doc["live"].as_array().into_iter().flatten() {
         if l["exists"] == true {
             out.push_str(&format!(
@@ -176,38 +173,20 @@ pub fn render(doc: &Value) -> String {
     out
 }
 
-pub async fn run(ctx: &Ctx, worker_type: Option<&str>) -> Result<u8> {
-    let names = match worker_type {
-        Some(w) => vec![w.to_string()],
-        None => list_worker_types(&ctx.config_dir),
-    };
-    if names.is_empty() {
-        anyhow::bail!(
-            "no worker types in {}: add worker-types/<W>.toml or pass -C DIR",
-            ctx.config_dir.join("worker-types").display()
-        );
-    }
-    let wts = names
-        .iter()
-        .map(|n| load_worker_type(&ctx.config_dir, n))
-        .collect::<Result<Vec<_>, _>>()?;
+pub async fn run(ctx: &Ctx, given: &[String], jobs: usize) -> Result<u8> {
+    let names = each::worker_types(ctx, given)?;
     let env = TcEnv::from_env(true)?;
     let wm = WorkerManagerApi::new(&env)?;
     let secrets = SecretsApi::new(&env)?;
-    let docs = join_all(wts.iter().map(|wt| async {
+    let (wm, secrets) = (&wm, &secrets);
+    each::run_each(ctx, &names, jobs, |ctx, name| async move {
+        let wt = load_worker_type(&ctx.config_dir, &name)?;
         // Each worker type with its own AWS credentials (aws_credentials_secret).
-        let ec2 = crate::ops::aws_credentials::ec2_for(wt).await;
-        match async { one(&ec2?, &wm, &secrets, wt).await }.await {
-            Ok(doc) => doc,
-            Err(e) => json!({"worker_type": wt.name, "workerPoolId": wt.worker_pool_id, "error": format!("{e:#}")}),
-        }
-    }))
-    .await;
-    let failed = docs.iter().any(|d| d.get("error").is_some());
-    let human: Vec<String> = docs.iter().map(render).collect();
-    ctx.shell
-        .result(human.join("\n").trim_end(), &json!({"workerTypes": docs}));
-    Ok(if failed { 1 } else { 0 })
+        let ec2 = crate::ops::aws_credentials::ec2_for(&wt).await?;
+        let doc = one(&ec2, wm, secrets, &wt).await?;
+        Ok(each::Done::ok(render(&doc), doc))
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -511,6 +511,7 @@ impl<'a> Builder<'a> {
             self.plan.build_timeout,
             POLL_INTERVAL,
             || async {
+                crate::budget::poll(region).await;
                 match ec2.describe_instance(region, instance_id).await? {
                     // A quick guest may already be shutting down by the first poll: it ran.
                     Some(i)
@@ -552,6 +553,7 @@ impl<'a> Builder<'a> {
                 polls += 1;
                 let check_state = polls.is_multiple_of(PASSWORD_POLLS_PER_STATE_CHECK);
                 async move {
+                    crate::budget::poll(region).await;
                     if !check_state {
                         return ec2.get_password_data(region, instance_id).await;
                     }
@@ -562,6 +564,7 @@ impl<'a> Builder<'a> {
                         )
                     {
                         // Stopped: the password data, if Windows made it, is still there.
+                        crate::budget::poll(region).await;
                         if let Some(data) = ec2.get_password_data(region, instance_id).await? {
                             return Ok(Some(data));
                         }
@@ -621,6 +624,7 @@ impl<'a> Builder<'a> {
     /// One look at the instance: Some once the guest has shut it down; an error if someone else
     /// stopped it, or it is terminating.
     async fn check_stopped(&self, instance_id: &str) -> Result<Option<()>> {
+        crate::budget::poll(self.region()).await;
         match self
             .ec2
             .describe_instance(self.region(), instance_id)
@@ -648,6 +652,7 @@ impl<'a> Builder<'a> {
     /// will not give the console (a missing `ec2:GetConsoleOutput` permission, an instance type
     /// without `Latest` support), the wait goes on without it.
     async fn read_console(&self, instance_id: &str) -> Result<()> {
+        crate::budget::poll(self.region()).await;
         let output = match self.ec2.console_output(self.region(), instance_id).await {
             Ok(Some(output)) => output,
             Ok(None) => return Ok(()),

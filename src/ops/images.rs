@@ -103,6 +103,7 @@ pub async fn wait_available(
         timeout,
         POLL_INTERVAL,
         || async {
+            crate::budget::poll(region).await;
             let image = match ec2.describe_images(region, &ids).await {
                 Ok(images) => images.into_iter().next(),
                 Err(e) if has_code(&e, &[ErrorCode::AmiNotFound]) => None,

@@ -94,6 +94,7 @@ pub async fn terminate_and_wait(
     let pacer = Pacer::new(pace);
     loop {
         pacer.pause().await;
+        crate::budget::poll(region).await;
         let left: BTreeMap<String, InstanceStateName> = ec2
             .instance_states(region, ids)
             .await?

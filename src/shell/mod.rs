@@ -21,6 +21,9 @@ pub struct Shell {
     /// A step of a larger command (`auto` runs deploy): its result and documents go to stderr,
     /// its JSON document nowhere, so that stdout carries only the larger command's.
     nested: bool,
+    /// When several worker types run at once: the one this shell speaks for, at the start of
+    /// each line it writes on stderr (see [`Shell::labelled`]).
+    label: Option<&'static str>,
 }
 
 impl Shell {
@@ -29,6 +32,7 @@ impl Shell {
             json,
             verbosity,
             nested: false,
+            label: None,
         }
     }
 
@@ -40,6 +44,22 @@ impl Shell {
             nested: true,
             ..self
         }
+    }
+
+    /// The same shell for one of several worker types running at once: its notes, warnings and
+    /// progress lines start with `<label>: `, and progress is plain lines (one spinner per
+    /// worker type would overwrite each other). The label lives as long as the process (a few
+    /// worker type names per run).
+    pub fn labelled(&self, label: &str) -> Shell {
+        Shell {
+            label: Some(Box::leak(label.to_string().into_boxed_str())),
+            ..*self
+        }
+    }
+
+    /// `<label>: ` when labelled, else nothing.
+    fn prefix(&self) -> String {
+        self.label.map(|l| format!("{l}: ")).unwrap_or_default()
     }
 
     /// Sends `tracing`'s events to stderr: warnings by default, tc-ami's debug events (each AWS
@@ -101,18 +121,18 @@ impl Shell {
 
     /// A line for the person at the terminal (stderr).
     pub fn note(&self, text: &str) {
-        eprintln!("{text}");
+        eprintln!("{}{text}", self.prefix());
     }
 
     /// A warning for the person at the terminal (stderr): `tc-ami: warning: …`.
     pub fn warn(&self, text: &str) {
-        eprintln!("tc-ami: warning: {text}");
+        eprintln!("tc-ami: warning: {}{text}", self.prefix());
     }
 
     /// A line shown only at `-v` or more.
     pub fn verbose(&self, text: impl FnOnce() -> String) {
         if self.verbosity > 0 {
-            eprintln!("{}", text());
+            eprintln!("{}{}", self.prefix(), text());
         }
     }
 
@@ -132,7 +152,7 @@ impl Shell {
 
     /// A spinner with the stage on a terminal, timestamped lines otherwise (stderr).
     pub fn progress(&self) -> Progress {
-        Progress::new()
+        Progress::new(self.label)
     }
 
     /// A bar with a count on a terminal, a timestamped line per change otherwise (stderr).

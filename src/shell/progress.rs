@@ -10,6 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::duration::{format_duration, format_elapsed};
 
 pub struct Progress {
+    /// `<worker type>: ` on every line when several run at once (no spinner then).
+    prefix: String,
     started: Instant,
     bar: Option<ProgressBar>,
     stage: Mutex<Option<(String, Instant)>>,
@@ -19,9 +21,10 @@ pub struct Progress {
 
 impl Progress {
     /// Made by [`super::Shell::progress`].
-    pub(super) fn new() -> Self {
+    pub(super) fn new(label: Option<&str>) -> Self {
         let step_started: Arc<Mutex<Option<Instant>>> = Arc::default();
-        let bar = std::io::stderr().is_terminal().then(|| {
+        let spinner = std::io::stderr().is_terminal() && label.is_none();
+        let bar = spinner.then(|| {
             let bar = ProgressBar::new_spinner();
             let since = step_started.clone();
             // The step's own elapsed time, redrawn on every tick: ` (1m3s)`.
@@ -41,6 +44,7 @@ impl Progress {
             bar
         });
         Progress {
+            prefix: label.map(|l| format!("{l}: ")).unwrap_or_default(),
             started: Instant::now(),
             bar,
             stage: Mutex::new(None),
@@ -51,8 +55,9 @@ impl Progress {
     fn line(&self, text: &str) {
         let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
         let line = format!(
-            "{now} [{:>7.1}s] {text}",
-            self.started.elapsed().as_secs_f64()
+            "{now} [{:>7.1}s] {}{text}",
+            self.started.elapsed().as_secs_f64(),
+            self.prefix
         );
         match &self.bar {
             Some(bar) => bar.println(line),
