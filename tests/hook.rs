@@ -12,6 +12,8 @@ const IMAGE: &str = "registry.example/tc-ami@sha256:0123456789abcdef0123456789ab
 const QUEUE: &str = "proj-servo/docker";
 const HOOK: &str = "project-servo/tc-ami-w";
 const HISTORY: &str = "project/servo/tc-ami/deployments/proj-servo/win2016";
+/// A config repository's URL (no request goes to it: only the definition is looked at).
+const CONFIG_REPO: &str = "https://git.example/servo/tc-ami-config.git";
 
 /// May read pools and hooks, not write hooks.
 const HOOK_READER_ID: &str = "tc-ami-hook-reader";
@@ -97,20 +99,25 @@ fn python_json(code: &str, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("python printed JSON")
 }
 
+/// The emulator's validator on the official schema (the service's ajv rules, formats too):
+/// null when `def` is a valid createHook request body, else the service's message.
+fn schema_message(def: &Value) -> Value {
+    python_json(
+        "import json, sys\nfrom tc_emulator_lib.validation import SchemaSet\nfrom tc_emulator_lib.server import GENERATED_DIR\n\
+         s = SchemaSet(GENERATED_DIR)\nbody = json.loads(sys.argv[1])\n\
+         print(json.dumps({'message': s.message('hooks', 'v1/create-hook-request.json#', body, 'http://x')}))",
+        &[&def.to_string()],
+    )["message"]
+        .clone()
+}
+
 #[test]
 fn the_printed_definition_validates_against_the_official_schema() {
     let w = world();
     let run = w.tc_ami().run(&["hook", "-w", "w"]);
     run.assert_code(0);
     let def: Value = serde_json::from_str(&run.stdout).expect("stdout is the definition");
-    // The emulator's validator on the official schema (the service's ajv rules, formats too).
-    let check = python_json(
-        "import json, sys\nfrom tc_emulator_lib.validation import SchemaSet\nfrom tc_emulator_lib.server import GENERATED_DIR\n\
-         s = SchemaSet(GENERATED_DIR)\nbody = json.loads(sys.argv[1])\n\
-         print(json.dumps({'message': s.message('hooks', 'v1/create-hook-request.json#', body, 'http://x')}))",
-        &[&def.to_string()],
-    );
-    assert_eq!(check["message"], Value::Null, "{check}");
+    assert_eq!(schema_message(&def), Value::Null);
     let task = &def["task"];
     assert_eq!(task["taskQueueId"], QUEUE);
     assert_eq!(task["payload"]["image"], IMAGE);
@@ -122,6 +129,8 @@ fn the_printed_definition_validates_against_the_official_schema() {
         task["payload"]["features"],
         json!({"taskclusterProxy": true})
     );
+    // Without a config repository: the image holds the config, no env.
+    assert_eq!(task["payload"].get("env"), None);
     // build 30s + 2 × image 30s + 30 min of the rest; the deadline adds an hour to get a worker.
     assert_eq!(task["payload"]["maxRunTime"], 1890);
     assert_eq!(task["deadline"], json!({"$fromNow": "92 minutes"}));
@@ -155,6 +164,83 @@ fn the_printed_definition_validates_against_the_official_schema() {
     assert_eq!(role, role_scopes());
     // Nothing was written.
     assert_eq!(calls(&w, "createHook") + calls(&w, "updateHook"), 0);
+}
+
+#[test]
+fn with_a_config_repo_the_task_checks_it_out_and_the_definition_still_validates() {
+    use tc_ami::hook::CHECKOUT_SCRIPT;
+    let w = world();
+    let run = w.tc_ami().run(&[
+        "hook",
+        "-w",
+        "w",
+        "--config-repo",
+        CONFIG_REPO,
+        "--config-ref",
+        "refs/heads/main",
+    ]);
+    run.assert_code(0);
+    let def: Value = serde_json::from_str(&run.stdout).expect("stdout is the definition");
+    assert_eq!(schema_message(&def), Value::Null);
+    let payload = &def["task"]["payload"];
+    // A fixed script; every value reaches it through the payload's env.
+    assert_eq!(
+        payload["command"],
+        json!(["/bin/sh", "-c", CHECKOUT_SCRIPT])
+    );
+    assert_eq!(
+        payload["env"],
+        json!({"TC_AMI_CONFIG_REPO": CONFIG_REPO, "TC_AMI_CONFIG_REF": "refs/heads/main", "TC_AMI_WORKER_TYPE": "w"})
+    );
+    assert_eq!(payload["image"], IMAGE);
+    assert_eq!(payload["features"], json!({"taskclusterProxy": true}));
+    assert_eq!(payload["maxRunTime"], 1890);
+    assert_eq!(strings(&def["task"]["scopes"]), plain_scopes());
+    assert!(
+        def["metadata"]["description"]
+            .as_str()
+            .unwrap()
+            .contains(&format!(
+                "on a shallow checkout of {CONFIG_REPO} (refs/heads/main)"
+            )),
+        "{def}"
+    );
+    // From the worker type's keys; a flag wins over its key.
+    w.cfg.worker_type(
+        "k",
+        POOL,
+        &format!(
+            "regions = [\"us-east-1\"]\nhook_image = \"{IMAGE}\"\nhook_task_queue = \"{QUEUE}\"\n\
+             hook_config_repo = \"git@git.example:servo/tc-ami-config.git\"\nhook_config_ref = \"main\""
+        ),
+    );
+    let env = |args: &[&str]| {
+        let run = w.tc_ami().run(args);
+        run.assert_code(0);
+        let def: Value = serde_json::from_str(&run.stdout).unwrap();
+        def["task"]["payload"]["env"].clone()
+    };
+    assert_eq!(
+        env(&["hook", "-w", "k"]),
+        json!({"TC_AMI_CONFIG_REPO": "git@git.example:servo/tc-ami-config.git", "TC_AMI_CONFIG_REF": "main", "TC_AMI_WORKER_TYPE": "k"})
+    );
+    assert_eq!(
+        env(&[
+            "hook",
+            "-w",
+            "k",
+            "--config-repo",
+            CONFIG_REPO,
+            "--config-ref",
+            "v2"
+        ]),
+        json!({"TC_AMI_CONFIG_REPO": CONFIG_REPO, "TC_AMI_CONFIG_REF": "v2", "TC_AMI_WORKER_TYPE": "k"})
+    );
+    // No ref: the remote's default branch, and no TC_AMI_CONFIG_REF.
+    assert_eq!(
+        env(&["hook", "-w", "w", "--config-repo", CONFIG_REPO]),
+        json!({"TC_AMI_CONFIG_REPO": CONFIG_REPO, "TC_AMI_WORKER_TYPE": "w"})
+    );
 }
 
 #[test]
@@ -234,13 +320,90 @@ fn missing_or_bad_inputs_are_one_line_errors() {
             &["hook", "-w", "w", "--image", "a b"],
             "--image `a b` is not a Docker image reference",
         ),
+        (
+            &["hook", "-w", "w", "--config-repo", "http://git.example/a"],
+            "--config-repo: `http://git.example/a` is not a repository URL tc-ami accepts: use https://host/path, ssh://[user@]host[:port]/path, user@host:path (ssh) or file:///path",
+        ),
+        (
+            &[
+                "hook",
+                "-w",
+                "w",
+                "--config-repo",
+                "https://ci:s3cret@git.example/a",
+            ],
+            "--config-repo: `https://***@git.example/a` holds credentials",
+        ),
+        (
+            &[
+                "hook",
+                "-w",
+                "w",
+                "--config-repo",
+                "https://git.example/a;touch x #",
+            ],
+            "--config-repo: it has a space or a control character",
+        ),
+        (
+            &[
+                "hook",
+                "-w",
+                "w",
+                "--config-repo",
+                "ssh://-oProxyCommand=x/a",
+            ],
+            "is not a repository URL tc-ami accepts",
+        ),
+        (
+            &[
+                "hook",
+                "-w",
+                "w",
+                "--config-repo",
+                CONFIG_REPO,
+                "--config-ref",
+                "a..b",
+            ],
+            "--config-ref: `a..b` is not a git ref name: it has `..`",
+        ),
+        (
+            &[
+                "hook",
+                "-w",
+                "w",
+                "--config-repo",
+                CONFIG_REPO,
+                "--config-ref=-b",
+            ],
+            "--config-ref: `-b` is not a git ref name: it starts with `-`",
+        ),
+        (
+            &["hook", "-w", "w", "--config-ref", "main"],
+            "a config ref `main` without a config repository: pass --config-repo URL or set hook_config_repo in",
+        ),
+        (
+            &["hook", "-w", "badrepo"],
+            "bad value for `hook_config_repo`: `git://git.example/a` is not a repository URL tc-ami accepts",
+        ),
+        (
+            &["hook", "-w", "badref"],
+            "bad value for `hook_config_ref`: `main lock` is not a git ref name",
+        ),
     ];
+    w.cfg.worker_type(
+        "badrepo",
+        POOL,
+        "hook_config_repo = \"git://git.example/a\"",
+    );
+    w.cfg
+        .worker_type("badref", POOL, "hook_config_ref = \"main lock\"");
     for (args, want) in cases {
         let run = w.tc_ami().run(args);
         run.assert_code(1);
         let line = run.error_line();
         assert!(line.contains(want), "{args:?}: {line}");
         assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {}", run.stderr);
+        run.assert_hides("s3cret");
     }
     // A pool outside proj-…: no default hook group.
     w.cfg.worker_type(
