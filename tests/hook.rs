@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::{Value, json};
@@ -693,14 +694,8 @@ fn hook_to_task_to_auto_through_the_proxy_deploys_the_pool() {
     w.tc_ami()
         .run(&["hook", "-w", "w", "--apply", "--yes"])
         .assert_code(0);
-    let fired = python_json(
-        "import json, sys, taskcluster\n\
-         opts = {'rootUrl': sys.argv[1], 'credentials': {'clientId': sys.argv[2], 'accessToken': sys.argv[3]}}\n\
-         fired = taskcluster.Hooks(opts).triggerHook('project-servo', 'tc-ami-w', {})\n\
-         print(json.dumps({'taskId': fired['taskId'], 'task': taskcluster.Queue(opts).task(fired['taskId'])}))",
-        &[&w.tc.server.url, OPERATOR_ID, OPERATOR_TOKEN],
-    );
-    let (task, task_id) = (&fired["task"], fired["taskId"].as_str().unwrap());
+    let (task, task_id) = trigger(&w);
+    let (task, task_id) = (&task, task_id.as_str());
     assert_eq!(task["payload"]["features"]["taskclusterProxy"], true);
     let command = strings(&task["payload"]["command"]);
     assert_eq!(command[0], "tc-ami", "{command:?}");
@@ -743,4 +738,239 @@ fn hook_to_task_to_auto_through_the_proxy_deploys_the_pool() {
     history.assert_code(0);
     let latest = &history.json()["deployments"][0];
     assert_eq!(latest["who"], format!("task {task_id}"), "{latest}");
+}
+
+/// Runs git in `dir` with a fixed identity and no user or system configuration.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .args([
+            "-c",
+            "user.name=tc-ami tests",
+            "-c",
+            "user.email=tests@example.invalid",
+        ])
+        .args(args)
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Fires the hook with the official client, as the operator; the task and its id.
+fn trigger(w: &World) -> (Value, String) {
+    let fired = python_json(
+        "import json, sys, taskcluster\n\
+         opts = {'rootUrl': sys.argv[1], 'credentials': {'clientId': sys.argv[2], 'accessToken': sys.argv[3]}}\n\
+         fired = taskcluster.Hooks(opts).triggerHook('project-servo', 'tc-ami-w', {})\n\
+         print(json.dumps({'taskId': fired['taskId'], 'task': taskcluster.Queue(opts).task(fired['taskId'])}))",
+        &[&w.tc.server.url, OPERATOR_ID, OPERATOR_TOKEN],
+    );
+    let id = fired["taskId"].as_str().expect("a taskId").to_string();
+    (fired["task"].clone(), id)
+}
+
+/// Runs the task's command exactly as its payload gives it, in `workdir`, as a docker-worker
+/// runs it with the taskcluster-proxy feature: the payload's `env`, `TASKCLUSTER_PROXY_URL` at
+/// the proxy stand-in (signing with the task's scopes), `TASK_ID`, no Taskcluster credentials;
+/// the image's `tc-ami` is the built binary, first on the `PATH`.
+/// Also returns how many requests went through the proxy.
+fn run_task(w: &World, task: &Value, task_id: &str, workdir: &Path) -> (Run, usize) {
+    use support::proxy::Proxy;
+    let scopes = strings(&task["scopes"]);
+    let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    let proxy = Proxy::start(&w.tc, (OPERATOR_ID, OPERATOR_TOKEN), &scopes);
+    let worker = w.tc_ami().through_proxy(&proxy, task_id);
+    let command = strings(&task["payload"]["command"]);
+    let mut cmd = Command::new(&command[0]);
+    cmd.args(&command[1..]).env_clear().current_dir(workdir);
+    for (k, v) in worker.cmd.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    for (k, v) in task["payload"]["env"].as_object().expect("an env") {
+        cmd.env(k, v.as_str().expect("a string"));
+    }
+    let bin = Path::new(env!("CARGO_BIN_EXE_tc-ami"))
+        .parent()
+        .expect("the binary's directory");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    cmd.env("PATH", path).env("TMPDIR", workdir);
+    let run = Run::from(cmd.output().expect("run the task's command"));
+    (run, proxy.forwarded().len())
+}
+
+/// The nightly path with the config in a repository: the pool runs an image built from the
+/// first-boot script of the repository's first commit; a second commit changes the script (in
+/// the repository only: the local config directory keeps the old one); the hook with
+/// `--config-repo file://…` fires, and its task's real command, the fixed shell script with the
+/// payload's env, checks the repository out and runs `auto` on it: it rebuilds for `script
+/// changed` alone and deploys. Fired again with `--config-ref main`, it fetches that ref and
+/// finds the image up to date.
+#[test]
+fn the_task_checks_out_the_config_repository_and_rebuilds_for_a_changed_script() {
+    use tc_ami::hook::CHECKOUT_SCRIPT;
+    let w = world();
+    let repo = tempfile::tempdir().expect("tempdir");
+    for file in [
+        "base-ami.txt",
+        "scripts/first-boot.ps1",
+        "worker-types/w.toml",
+    ] {
+        let to = repo.path().join(file);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(w.cfg.path().join(file), to).unwrap();
+    }
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    git(repo.path(), &["add", "."]);
+    git(repo.path(), &["commit", "-q", "-m", "the config"]);
+    let built = w.build();
+    let west = built["us-west-2"].as_str().unwrap().to_string();
+    w.tc_ami()
+        .run(&["deploy", "-w", "w", "--image", &west, "--yes"])
+        .assert_code(0);
+    // A change to the first-boot script, committed to the repository.
+    let script = repo.path().join("scripts/first-boot.ps1");
+    let mut text = std::fs::read_to_string(&script).unwrap();
+    text.push_str("# a change merged after the deploy\r\n");
+    std::fs::write(&script, text).unwrap();
+    // The guest simulator checks the user data against the changed script.
+    w.ec2
+        .configure(json!({"first_boot_script": script.display().to_string()}));
+    git(
+        repo.path(),
+        &["commit", "-q", "-a", "-m", "first-boot: a change"],
+    );
+    let head = git(repo.path(), &["rev-parse", "HEAD"]);
+
+    let url = format!("file://{}", repo.path().display());
+    w.tc_ami()
+        .run(&["hook", "-w", "w", "--config-repo", &url, "--apply", "--yes"])
+        .assert_code(0);
+    let (task, task_id) = trigger(&w);
+    assert_eq!(
+        task["payload"]["command"],
+        json!(["/bin/sh", "-c", CHECKOUT_SCRIPT])
+    );
+    let workdir = tempfile::tempdir().expect("tempdir");
+    let (run, forwarded) = run_task(&w, &task, &task_id, workdir.path());
+    run.assert_code(0);
+    assert!(forwarded > 0);
+    assert!(
+        run.stderr
+            .contains(&format!("tc-ami: config repository {url} at commit {head}")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(
+            "w: rebuilding and deploying to worker pool proj-servo/win2016: script changed"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stdout.contains("newer base image"), "{}", run.stdout);
+    let old: Vec<&str> = built
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let (active, _) = w.pool();
+    assert_eq!(active.len(), 4);
+    assert!(
+        active.iter().all(|lc| !old.contains(&image_of(lc))),
+        "the pool still runs {old:?}; stderr:\n{}",
+        run.stderr
+    );
+    let history = w.tc_ami().run(&["--json", "history", "-w", "w"]);
+    assert_eq!(
+        history.json()["deployments"][0]["who"],
+        format!("task {task_id}")
+    );
+
+    // With a ref: fetched, and the image built from it is up to date.
+    w.tc_ami()
+        .run(&[
+            "hook",
+            "-w",
+            "w",
+            "--config-repo",
+            &url,
+            "--config-ref",
+            "main",
+            "--apply",
+            "--yes",
+        ])
+        .assert_code(0);
+    let (task, task_id) = trigger(&w);
+    assert_eq!(task["payload"]["env"]["TC_AMI_CONFIG_REF"], "main");
+    let (run, forwarded) = run_task(&w, &task, &task_id, workdir.path());
+    run.assert_code(0);
+    assert!(forwarded > 0);
+    assert!(
+        run.stderr
+            .contains(&format!("tc-ami: config repository {url} at commit {head}")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("w: the live image is up to date; nothing to build or deploy"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// Values full of shell syntax pass the checks (only whitespace and control characters are
+/// refused in a URL's path; `$`, `;`, `(` and backquotes are allowed in a ref name), go through
+/// the definition and JSON-e's rendering unchanged, and the task's script hands each to git as
+/// one argument: git fails to clone or fetch, and nothing of them ran, with a ref or without.
+#[test]
+fn a_value_with_shell_syntax_is_never_run_by_the_tasks_script() {
+    let w = world();
+    let url = "file:///nonexistent/a$(touch${IFS}pwned-1)`touch${IFS}pwned-2`;touch${IFS}pwned-3|touch${IFS}pwned-4&&'q'";
+    let git_ref = "main$(touch${IFS}pwned-5)`touch${IFS}pwned-6`;touch${IFS}pwned-7";
+    let workdir = tempfile::tempdir().expect("tempdir");
+    for with_ref in [false, true] {
+        let mut args = vec!["hook", "-w", "w", "--config-repo", url, "--apply", "--yes"];
+        if with_ref {
+            args.extend(["--config-ref", git_ref]);
+        }
+        w.tc_ami().run(&args).assert_code(0);
+        let (task, task_id) = trigger(&w);
+        assert_eq!(task["payload"]["env"]["TC_AMI_CONFIG_REPO"], url);
+        if with_ref {
+            assert_eq!(task["payload"]["env"]["TC_AMI_CONFIG_REF"], git_ref);
+        }
+        let (run, forwarded) = run_task(&w, &task, &task_id, workdir.path());
+        assert_ne!(run.code, 0, "{}", run.stderr);
+        assert!(run.stderr.contains("fatal:"), "{}", run.stderr);
+        assert_eq!(forwarded, 0, "tc-ami never ran");
+    }
+    let mut pwned = Vec::new();
+    let mut dirs = vec![workdir.path().to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path.clone());
+            }
+            if path.to_string_lossy().contains("pwned") {
+                pwned.push(path);
+            }
+        }
+    }
+    assert!(pwned.is_empty(), "a value ran as shell text: {pwned:?}");
 }
