@@ -1,7 +1,7 @@
 //! `tc-ami hook -w W [--config-repo URL [--config-ref REF]] [--apply]`: the hook that runs
 //! `tc-ami auto -w W` nightly inside Taskcluster (on a checkout of the config repository, or
-//! the config directory in the image), printed as a createHook request body, or created or updated through the Hooks
-//! service after the usual diff and confirmation.
+//! the config directory in the image), printed as a createHook request body, or created or
+//! updated through the Hooks service after the usual diff and confirmation.
 
 use std::io::IsTerminal;
 
