@@ -273,8 +273,8 @@ pub struct HookArgs {
     /// fields, seconds first; UTC). Default: nightly at 03:00 UTC.
     #[arg(long, value_name = "CRON")]
     pub schedule: Option<String>,
-    /// The Docker image the task runs in (holding tc-ami and the config directory as its
-    /// working directory); default: the worker type's hook_image.
+    /// The Docker image the task runs in (holding tc-ami, and git with --config-repo, else the
+    /// config directory as its working directory); default: the worker type's hook_image.
     #[arg(long, value_name = "DOCKER_IMAGE")]
     pub image: Option<String>,
     /// The task queue (a docker-worker pool) the task runs on; default: the worker type's
@@ -291,6 +291,16 @@ pub struct HookArgs {
     /// The hook's and task's owner (an email address); default: the pool's owner.
     #[arg(long, value_name = "EMAIL")]
     pub owner: Option<String>,
+    /// The config repository the task checks out (shallow) and runs `tc-ami -C <checkout>
+    /// auto` on, so each run sees its current worker types and first-boot script: https://,
+    /// ssh://, user@host:path or file:///; default: the worker type's hook_config_repo; without
+    /// either, the image holds the config directory.
+    #[arg(long, value_name = "URL")]
+    pub config_repo: Option<String>,
+    /// The git ref of the config repository to check out (a branch, a tag, refs/heads/…);
+    /// default: the worker type's hook_config_ref, else the remote's default branch.
+    #[arg(long, value_name = "REF")]
+    pub config_ref: Option<String>,
     /// Create or update the hook through the Hooks service, after showing the diff.
     #[arg(long)]
     pub apply: bool,
@@ -309,6 +319,8 @@ impl HookArgs {
             hook_group: self.hook_group,
             hook_id: self.hook_id,
             owner: self.owner,
+            config_repo: self.config_repo,
+            config_ref: self.config_ref,
             apply: self.apply,
             yes: self.yes,
         };

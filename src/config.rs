@@ -80,7 +80,15 @@ const KEYS: &[(&str, &str)] = &[
     ),
     (
         "hook_image",
-        "the Docker image (with tc-ami and this config directory) the hook's task runs in, e.g. \"registry/name@sha256:<digest>\"",
+        "the Docker image (with tc-ami, and this config directory, or git with hook_config_repo) the hook's task runs in, e.g. \"registry/name@sha256:<digest>\"",
+    ),
+    (
+        "hook_config_repo",
+        "the config repository the hook's task checks out, e.g. \"https://github.com/servo/tc-ami-config.git\" (https://, ssh://, user@host:path or file:///, no credentials)",
+    ),
+    (
+        "hook_config_ref",
+        "the git ref of hook_config_repo the hook's task checks out, e.g. \"main\" or \"refs/heads/main\"",
     ),
     (
         "hook_task_queue",
@@ -128,6 +136,9 @@ pub struct WorkerType {
     /// `tc-ami hook`: the Docker image of the hook's task, and its task queue.
     pub hook_image: Option<String>,
     pub hook_task_queue: Option<String>,
+    /// `tc-ami hook`: the config repository the hook's task checks out, and its ref.
+    pub hook_config_repo: Option<String>,
+    pub hook_config_ref: Option<String>,
     /// The Taskcluster secret holding the AWS credentials of every EC2 call for this worker
     /// type; None: the standard AWS credential chain.
     pub aws_credentials_secret: Option<String>,
@@ -452,6 +463,8 @@ pub fn parse_worker_type(
         config_files: config_files.iter().map(|f| config_dir.join(f)).collect(),
         hook_image: r.string("hook_image")?,
         hook_task_queue: r.hook_task_queue()?,
+        hook_config_repo: r.checked("hook_config_repo", crate::hook::check_config_repo)?,
+        hook_config_ref: r.checked("hook_config_ref", crate::hook::check_config_ref)?,
         aws_credentials_secret,
     })
 }
@@ -578,6 +591,21 @@ impl Reader<'_> {
                 Err(self.bad("hook_task_queue", format!("`{q}` is not a task queue id")))
             }
             q => Ok(q),
+        }
+    }
+
+    /// A string key that `check` accepts (its message, when not, is the error's).
+    fn checked(
+        &self,
+        key: &str,
+        check: fn(&str) -> Result<(), String>,
+    ) -> Result<Option<String>, ConfigError> {
+        match self.string(key)? {
+            Some(v) => match check(&v) {
+                Ok(()) => Ok(Some(v)),
+                Err(m) => Err(self.bad(key, m)),
+            },
+            None => Ok(None),
         }
     }
 

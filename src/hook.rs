@@ -2,7 +2,8 @@
 //!
 //! Pure: the scopes `auto` on a worker type needs (the README's "Taskcluster scopes" table,
 //! row by row), the scopes the hook's role must hold, which of them a project administrator
-//! of the community deployment may grant, and the createHook request body.
+//! of the community deployment may grant, the config repository's URL and ref, and the
+//! createHook request body.
 
 use std::time::Duration;
 
@@ -291,6 +292,181 @@ pub fn max_run_time(build_timeout: Duration, image_timeout: Duration, tries: boo
         + OTHER_WORK
 }
 
+/// The payload `env` variables [`CHECKOUT_SCRIPT`] reads: the config repository, the ref to
+/// check out (absent: the remote's default branch) and the worker type.
+pub const ENV_CONFIG_REPO: &str = "TC_AMI_CONFIG_REPO";
+pub const ENV_CONFIG_REF: &str = "TC_AMI_CONFIG_REF";
+pub const ENV_WORKER_TYPE: &str = "TC_AMI_WORKER_TYPE";
+
+/// The task's shell script when the config comes from a repository: fixed text, run as
+/// `/bin/sh -c`, that reads every value from the environment (the payload's `env`) and only
+/// ever expands it inside double quotes, so no value becomes shell text. A shallow checkout
+/// into a fresh directory (a plain clone for the default branch, a fetch of the ref
+/// otherwise), the commit it got on stderr, then `tc-ami -C <checkout> auto -w W`. No `${`:
+/// the hook's task is a JSON-e template, which would read it as an interpolation.
+pub const CHECKOUT_SCRIPT: &str = "set -e
+dir=$(mktemp -d)
+if [ -n \"$TC_AMI_CONFIG_REF\" ]; then
+  git init -q \"$dir\"
+  git -C \"$dir\" fetch -q --depth 1 -- \"$TC_AMI_CONFIG_REPO\" \"$TC_AMI_CONFIG_REF\"
+  git -C \"$dir\" checkout -q --detach FETCH_HEAD
+else
+  git clone -q --depth 1 -- \"$TC_AMI_CONFIG_REPO\" \"$dir\"
+fi
+printf 'tc-ami: config repository %s at commit %s\\n' \"$TC_AMI_CONFIG_REPO\" \"$(git -C \"$dir\" rev-parse HEAD)\" >&2
+exec tc-ami -C \"$dir\" auto -w \"$TC_AMI_WORKER_TYPE\"
+";
+
+/// The forms of a config repository URL tc-ami accepts, for error messages.
+pub const REPO_FORMS: &str =
+    "https://host/path, ssh://[user@]host[:port]/path, user@host:path (ssh) or file:///path";
+
+/// A host name as git hands it to ssh or an HTTP client: letters, digits, `.` and `-`, not
+/// starting with `-` (an ssh "host" like `-oProxyCommand=…` would be an option).
+fn valid_host(h: &str) -> bool {
+    h.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && h.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+}
+
+/// `host[:port]`.
+fn valid_host_port(hp: &str) -> bool {
+    match hp.split_once(':') {
+        Some((h, port)) => {
+            valid_host(h) && !port.is_empty() && port.chars().all(|c| c.is_ascii_digit())
+        }
+        None => valid_host(hp),
+    }
+}
+
+/// A user name in an ssh URL: no password, not an option.
+fn valid_user(u: &str) -> bool {
+    u.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && u.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-')
+}
+
+/// A URL as an error message may show it: whatever stands before an `@` in front of the host
+/// (a user, or a password) replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").map_or(("", url), |(s, r)| (s, r));
+    let end = rest.find('/').unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => {
+            let sep = if scheme.is_empty() { "" } else { "://" };
+            format!("{scheme}{sep}***{}", &rest[at..])
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Checks a config repository URL: one of [`REPO_FORMS`], no whitespace or control
+/// characters, no credentials (the hook's definition is readable by anyone who may read the
+/// hook, and its task's log shows the URL). `Err` says what is wrong, for a one-line error.
+pub fn check_config_repo(url: &str) -> Result<(), String> {
+    if url.is_empty() {
+        return Err("it is empty".into());
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("it has a space or a control character".into());
+    }
+    fn with_path(rest: &str) -> Option<(&str, &str)> {
+        rest.split_once('/').filter(|(_, p)| !p.is_empty())
+    }
+    let ok = if let Some(rest) = url.strip_prefix("https://") {
+        let Some((authority, _)) = with_path(rest) else {
+            return Err(format!(
+                "`{}` has no repository path after the host",
+                redact_url(url)
+            ));
+        };
+        if authority.contains('@') {
+            return Err(format!(
+                "`{}` holds credentials, which do not belong in a hook definition anyone may read: use a public repository's URL, or ssh with a key in the image",
+                redact_url(url)
+            ));
+        }
+        valid_host_port(authority)
+    } else if let Some(rest) = url.strip_prefix("ssh://") {
+        match with_path(rest) {
+            Some((authority, _)) => match authority.split_once('@') {
+                Some((user, hp)) => valid_user(user) && valid_host_port(hp),
+                None => valid_host_port(authority),
+            },
+            None => false,
+        }
+    } else if let Some(path) = url.strip_prefix("file://") {
+        path.starts_with('/') && path.len() > 1
+    } else if url.contains("://") {
+        false
+    } else {
+        // scp-like: user@host:path, with no `/` before the `:` (git's own rule).
+        match url.split_once(':') {
+            Some((user_host, path)) if !user_host.contains('/') && !path.is_empty() => {
+                user_host
+                    .split_once('@')
+                    .is_some_and(|(u, h)| valid_user(u) && valid_host(h))
+                    && !path.starts_with('-')
+            }
+            _ => false,
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` is not a repository URL tc-ami accepts: use {REPO_FORMS}",
+            redact_url(url)
+        ))
+    }
+}
+
+/// Checks a git ref name as `git check-ref-format --allow-onelevel` does (a branch `main`, a
+/// tag `v1`, or `refs/heads/main`), and not starting with `-` (it would be read as an
+/// option). `Err` says which rule it breaks.
+pub fn check_config_ref(r: &str) -> Result<(), String> {
+    let rule = if r.is_empty() {
+        "it is empty"
+    } else if r.starts_with('-') {
+        "it starts with `-`"
+    } else if r == "@" {
+        "`@` alone is not a ref"
+    } else if r
+        .chars()
+        .any(|c| c.is_ascii_control() || " ~^:?*[\\".contains(c))
+    {
+        "it has a space, a control character or one of ~ ^ : ? * [ \\"
+    } else if r.contains("..") || r.contains("@{") || r.contains("//") {
+        "it has `..`, `@{` or `//`"
+    } else if r.starts_with('/') || r.ends_with('/') || r.ends_with('.') {
+        "it starts or ends with `/`, or ends with `.`"
+    } else if r
+        .split('/')
+        .any(|c| c.starts_with('.') || c.ends_with(".lock"))
+    {
+        "a component starts with `.` or ends with `.lock`"
+    } else {
+        return Ok(());
+    };
+    Err(format!(
+        "`{r}` is not a git ref name: {rule} (a branch like main, a tag, or refs/heads/main)"
+    ))
+}
+
+/// The config repository the hook's task checks out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigRepo<'a> {
+    pub url: &'a str,
+    /// None: the remote's default branch (a plain clone).
+    pub git_ref: Option<&'a str>,
+}
+
+/// A string as JSON-e renders it unchanged: the Hooks service renders the hook's task as a
+/// JSON-e template, where `${` starts an interpolation and `$${` stands for `${`.
+pub fn jsone_literal(s: &str) -> String {
+    s.replace("${", "$${")
+}
+
 /// Everything the hook definition is made of.
 #[derive(Debug, Clone)]
 pub struct HookSpec<'a> {
@@ -308,17 +484,50 @@ pub struct HookSpec<'a> {
     /// The deployment's root URL, without a trailing slash (the task's `metadata.source` is the
     /// hook's page there).
     pub root_url: &'a str,
+    /// Where the task gets the config directory: None, the image's working directory.
+    pub config_repo: Option<ConfigRepo<'a>>,
+}
+
+/// The task's docker-worker payload (`workers/docker-worker/schemas/v1/payload.yml`): with a
+/// config repository, [`CHECKOUT_SCRIPT`] and its `env`; else `tc-ami auto -w W` in the
+/// image's working directory.
+fn payload(s: &HookSpec) -> Value {
+    let mut p = json!({
+        "image": s.image,
+        "command": ["tc-ami", "auto", "-w", s.worker_type],
+        "maxRunTime": s.max_run_time.as_secs(),
+        "features": {"taskclusterProxy": true},
+    });
+    if let Some(repo) = &s.config_repo {
+        let mut env = serde_json::Map::new();
+        env.insert(ENV_CONFIG_REPO.into(), jsone_literal(repo.url).into());
+        if let Some(r) = repo.git_ref {
+            env.insert(ENV_CONFIG_REF.into(), jsone_literal(r).into());
+        }
+        env.insert(ENV_WORKER_TYPE.into(), jsone_literal(s.worker_type).into());
+        p["command"] = json!(["/bin/sh", "-c", CHECKOUT_SCRIPT]);
+        p["env"] = Value::Object(env);
+    }
+    p
 }
 
 /// The createHook request body (`hooks/v1/create-hook-request.json`).
 pub fn hook_definition(s: &HookSpec) -> Value {
     let name = format!("tc-ami auto -w {}", s.worker_type);
-    let run = s.max_run_time.as_secs();
     let deadline_minutes = (s.max_run_time + WAIT_FOR_WORKER).as_secs().div_ceil(60);
+    let config = match &s.config_repo {
+        Some(r) => format!(
+            ", on a shallow checkout of {} ({})",
+            jsone_literal(r.url),
+            r.git_ref
+                .map_or("its default branch".to_string(), jsone_literal)
+        ),
+        None => String::new(),
+    };
     let description = format!(
-        "Runs `tc-ami auto -w {w}` in the image {image}: rebuilds the image of worker pool {p} \
-         when it is stale, deploys it there and tries it; never promotes. Made by `tc-ami hook \
-         -w {w}`; its task's scopes are those of the role `hook-id:{g}/{h}`.",
+        "Runs `tc-ami auto -w {w}` in the image {image}{config}: rebuilds the image of worker \
+         pool {p} when it is stale, deploys it there and tries it; never promotes. Made by \
+         `tc-ami hook -w {w}`; its task's scopes are those of the role `hook-id:{g}/{h}`.",
         w = s.worker_type,
         image = s.image,
         p = s.pool_id,
@@ -347,12 +556,7 @@ pub fn hook_definition(s: &HookSpec) -> Value {
                 "source": format!("{}/hooks/{}/{}", s.root_url, s.hook_group, s.hook_id),
             },
             "scopes": s.scopes,
-            "payload": {
-                "image": s.image,
-                "command": ["tc-ami", "auto", "-w", s.worker_type],
-                "maxRunTime": run,
-                "features": {"taskclusterProxy": true},
-            },
+            "payload": payload(s),
         },
         "bindings": [],
         "triggerSchema": {"type": "object", "additionalProperties": false},
@@ -523,6 +727,7 @@ mod tests {
             scopes: &scopes,
             max_run_time: Duration::from_secs(3600),
             root_url: "https://tc.example",
+            config_repo: None,
         });
         let p = &d["task"]["payload"];
         assert_eq!(p["command"], json!(["tc-ami", "auto", "-w", "w"]));
@@ -531,6 +736,135 @@ mod tests {
         assert_eq!(d["task"]["deadline"]["$fromNow"], "120 minutes");
         assert_eq!(d["task"]["scopes"], json!(["a"]));
         assert_eq!(d["schedule"], json!(["0 0 3 * * *"]));
+        assert_eq!(p.get("env"), None);
+    }
+
+    #[test]
+    fn definition_with_a_config_repo_runs_the_fixed_script_with_its_env() {
+        let scopes = vec![];
+        let mut spec = HookSpec {
+            worker_type: "w",
+            pool_id: "proj-servo/win2016",
+            hook_group: "project-servo",
+            hook_id: "tc-ami-w",
+            image: "img",
+            task_queue_id: "proj-servo/docker",
+            schedule: DEFAULT_SCHEDULE,
+            owner: "o@example.com",
+            scopes: &scopes,
+            max_run_time: Duration::from_secs(3600),
+            root_url: "https://tc.example",
+            config_repo: Some(ConfigRepo {
+                url: "https://example.com/a;$(x)/${y}",
+                git_ref: Some("refs/heads/main"),
+            }),
+        };
+        let p = hook_definition(&spec)["task"]["payload"].clone();
+        assert_eq!(p["command"], json!(["/bin/sh", "-c", CHECKOUT_SCRIPT]));
+        assert_eq!(
+            p["env"],
+            json!({"TC_AMI_CONFIG_REPO": "https://example.com/a;$(x)/$${y}",
+                   "TC_AMI_CONFIG_REF": "refs/heads/main", "TC_AMI_WORKER_TYPE": "w"})
+        );
+        spec.config_repo = Some(ConfigRepo {
+            url: "https://example.com/c",
+            git_ref: None,
+        });
+        let d = hook_definition(&spec);
+        assert_eq!(d["task"]["payload"]["env"].get(ENV_CONFIG_REF), None);
+        let text = d["metadata"]["description"].as_str().unwrap();
+        assert!(text.contains("checkout of https://example.com/c (its default branch)"));
+    }
+
+    #[test]
+    fn the_script_expands_values_only_in_double_quotes_and_has_no_jsone_interpolation() {
+        assert!(!CHECKOUT_SCRIPT.contains("${"));
+        for var in [ENV_CONFIG_REPO, ENV_CONFIG_REF, ENV_WORKER_TYPE] {
+            let uses: Vec<_> = CHECKOUT_SCRIPT.match_indices(&format!("${var}")).collect();
+            assert!(!uses.is_empty(), "{var}");
+            for (at, _) in uses {
+                let after = at + var.len() + 1;
+                assert_eq!(&CHECKOUT_SCRIPT[at - 1..at], "\"", "{var} at {at}");
+                assert_eq!(&CHECKOUT_SCRIPT[after..after + 1], "\"", "{var} at {at}");
+            }
+        }
+        assert_eq!(jsone_literal("a${b}$${c}"), "a$${b}$$${c}");
+    }
+
+    #[test]
+    fn repository_urls() {
+        for ok in [
+            "https://github.com/servo/tc-ami-config.git",
+            "https://git.example:8443/a/b",
+            "ssh://git@github.com/servo/x.git",
+            "ssh://host:22/x",
+            "git@github.com:servo/x.git",
+            "file:///srv/git/config",
+        ] {
+            assert_eq!(check_config_repo(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("", "it is empty"),
+            ("https://github.com/a b", "a space"),
+            ("https://x/a\nb", "a space or a control character"),
+            ("https://github.com/", "no repository path"),
+            (
+                "https://user:token@github.com/a",
+                "`https://***@github.com/a` holds credentials",
+            ),
+            (
+                "http://user:token@github.com/a",
+                "`http://***@github.com/a` is not",
+            ),
+            ("http://github.com/a", "not a repository URL tc-ami accepts"),
+            ("git://github.com/a", "not a repository URL"),
+            ("ext::sh -c x", "a space"),
+            ("ext::x", "not a repository URL"),
+            ("ssh://-oProxyCommand=x/y", "not a repository URL"),
+            ("ssh://git@-host/y", "not a repository URL"),
+            ("git@host:-x", "not a repository URL"),
+            ("github.com:a/b", "not a repository URL"),
+            ("/srv/git/config", "not a repository URL"),
+            ("-u", "not a repository URL"),
+            ("file://", "not a repository URL"),
+        ] {
+            let e = check_config_repo(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+            assert!(!e.contains("token"), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn ref_names() {
+        for ok in ["main", "refs/heads/main", "v1.2", "release/2026-11", "a@b"] {
+            assert_eq!(check_config_ref(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            ("-x", "starts with `-`"),
+            ("@", "`@` alone"),
+            ("a b", "a space"),
+            ("a;b c", "a space"),
+            ("a~1", "one of"),
+            ("a:b", "one of"),
+            ("a\\b", "one of"),
+            ("a..b", "`..`"),
+            ("a@{1}", "`@{`"),
+            ("a//b", "`//`"),
+            ("/a", "starts or ends"),
+            ("a/", "starts or ends"),
+            ("a.", "ends with `.`"),
+            ("a/.b", "starts with `.`"),
+            ("a.lock", "`.lock`"),
+        ] {
+            let e = check_config_ref(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+            assert!(
+                e.starts_with(&format!("`{bad}` is not a git ref name")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

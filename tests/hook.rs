@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::{Value, json};
@@ -12,6 +13,8 @@ const IMAGE: &str = "registry.example/tc-ami@sha256:0123456789abcdef0123456789ab
 const QUEUE: &str = "proj-servo/docker";
 const HOOK: &str = "project-servo/tc-ami-w";
 const HISTORY: &str = "project/servo/tc-ami/deployments/proj-servo/win2016";
+/// A config repository's URL (no request goes to it: only the definition is looked at).
+const CONFIG_REPO: &str = "https://git.example/servo/tc-ami-config.git";
 
 /// May read pools and hooks, not write hooks.
 const HOOK_READER_ID: &str = "tc-ami-hook-reader";
@@ -97,20 +100,25 @@ fn python_json(code: &str, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("python printed JSON")
 }
 
+/// The emulator's validator on the official schema (the service's ajv rules, formats too):
+/// null when `def` is a valid createHook request body, else the service's message.
+fn schema_message(def: &Value) -> Value {
+    python_json(
+        "import json, sys\nfrom tc_emulator_lib.validation import SchemaSet\nfrom tc_emulator_lib.server import GENERATED_DIR\n\
+         s = SchemaSet(GENERATED_DIR)\nbody = json.loads(sys.argv[1])\n\
+         print(json.dumps({'message': s.message('hooks', 'v1/create-hook-request.json#', body, 'http://x')}))",
+        &[&def.to_string()],
+    )["message"]
+        .clone()
+}
+
 #[test]
 fn the_printed_definition_validates_against_the_official_schema() {
     let w = world();
     let run = w.tc_ami().run(&["hook", "-w", "w"]);
     run.assert_code(0);
     let def: Value = serde_json::from_str(&run.stdout).expect("stdout is the definition");
-    // The emulator's validator on the official schema (the service's ajv rules, formats too).
-    let check = python_json(
-        "import json, sys\nfrom tc_emulator_lib.validation import SchemaSet\nfrom tc_emulator_lib.server import GENERATED_DIR\n\
-         s = SchemaSet(GENERATED_DIR)\nbody = json.loads(sys.argv[1])\n\
-         print(json.dumps({'message': s.message('hooks', 'v1/create-hook-request.json#', body, 'http://x')}))",
-        &[&def.to_string()],
-    );
-    assert_eq!(check["message"], Value::Null, "{check}");
+    assert_eq!(schema_message(&def), Value::Null);
     let task = &def["task"];
     assert_eq!(task["taskQueueId"], QUEUE);
     assert_eq!(task["payload"]["image"], IMAGE);
@@ -122,6 +130,8 @@ fn the_printed_definition_validates_against_the_official_schema() {
         task["payload"]["features"],
         json!({"taskclusterProxy": true})
     );
+    // Without a config repository: the image holds the config, no env.
+    assert_eq!(task["payload"].get("env"), None);
     // build 30s + 2 × image 30s + 30 min of the rest; the deadline adds an hour to get a worker.
     assert_eq!(task["payload"]["maxRunTime"], 1890);
     assert_eq!(task["deadline"], json!({"$fromNow": "92 minutes"}));
@@ -155,6 +165,83 @@ fn the_printed_definition_validates_against_the_official_schema() {
     assert_eq!(role, role_scopes());
     // Nothing was written.
     assert_eq!(calls(&w, "createHook") + calls(&w, "updateHook"), 0);
+}
+
+#[test]
+fn with_a_config_repo_the_task_checks_it_out_and_the_definition_still_validates() {
+    use tc_ami::hook::CHECKOUT_SCRIPT;
+    let w = world();
+    let run = w.tc_ami().run(&[
+        "hook",
+        "-w",
+        "w",
+        "--config-repo",
+        CONFIG_REPO,
+        "--config-ref",
+        "refs/heads/main",
+    ]);
+    run.assert_code(0);
+    let def: Value = serde_json::from_str(&run.stdout).expect("stdout is the definition");
+    assert_eq!(schema_message(&def), Value::Null);
+    let payload = &def["task"]["payload"];
+    // A fixed script; every value reaches it through the payload's env.
+    assert_eq!(
+        payload["command"],
+        json!(["/bin/sh", "-c", CHECKOUT_SCRIPT])
+    );
+    assert_eq!(
+        payload["env"],
+        json!({"TC_AMI_CONFIG_REPO": CONFIG_REPO, "TC_AMI_CONFIG_REF": "refs/heads/main", "TC_AMI_WORKER_TYPE": "w"})
+    );
+    assert_eq!(payload["image"], IMAGE);
+    assert_eq!(payload["features"], json!({"taskclusterProxy": true}));
+    assert_eq!(payload["maxRunTime"], 1890);
+    assert_eq!(strings(&def["task"]["scopes"]), plain_scopes());
+    assert!(
+        def["metadata"]["description"]
+            .as_str()
+            .unwrap()
+            .contains(&format!(
+                "on a shallow checkout of {CONFIG_REPO} (refs/heads/main)"
+            )),
+        "{def}"
+    );
+    // From the worker type's keys; a flag wins over its key.
+    w.cfg.worker_type(
+        "k",
+        POOL,
+        &format!(
+            "regions = [\"us-east-1\"]\nhook_image = \"{IMAGE}\"\nhook_task_queue = \"{QUEUE}\"\n\
+             hook_config_repo = \"git@git.example:servo/tc-ami-config.git\"\nhook_config_ref = \"main\""
+        ),
+    );
+    let env = |args: &[&str]| {
+        let run = w.tc_ami().run(args);
+        run.assert_code(0);
+        let def: Value = serde_json::from_str(&run.stdout).unwrap();
+        def["task"]["payload"]["env"].clone()
+    };
+    assert_eq!(
+        env(&["hook", "-w", "k"]),
+        json!({"TC_AMI_CONFIG_REPO": "git@git.example:servo/tc-ami-config.git", "TC_AMI_CONFIG_REF": "main", "TC_AMI_WORKER_TYPE": "k"})
+    );
+    assert_eq!(
+        env(&[
+            "hook",
+            "-w",
+            "k",
+            "--config-repo",
+            CONFIG_REPO,
+            "--config-ref",
+            "v2"
+        ]),
+        json!({"TC_AMI_CONFIG_REPO": CONFIG_REPO, "TC_AMI_CONFIG_REF": "v2", "TC_AMI_WORKER_TYPE": "k"})
+    );
+    // No ref: the remote's default branch, and no TC_AMI_CONFIG_REF.
+    assert_eq!(
+        env(&["hook", "-w", "w", "--config-repo", CONFIG_REPO]),
+        json!({"TC_AMI_CONFIG_REPO": CONFIG_REPO, "TC_AMI_WORKER_TYPE": "w"})
+    );
 }
 
 #[test]
@@ -234,13 +321,90 @@ fn missing_or_bad_inputs_are_one_line_errors() {
             &["hook", "-w", "w", "--image", "a b"],
             "--image `a b` is not a Docker image reference",
         ),
+        (
+            &["hook", "-w", "w", "--config-repo", "http://git.example/a"],
+            "--config-repo: `http://git.example/a` is not a repository URL tc-ami accepts: use https://host/path, ssh://[user@]host[:port]/path, user@host:path (ssh) or file:///path",
+        ),
+        (
+            &[
+                "hook",
+                "-w",
+                "w",
+                "--config-repo",
+                "https://ci:s3cret@git.example/a",
+            ],
+            "--config-repo: `https://***@git.example/a` holds credentials",
+        ),
+        (
+            &[
+                "hook",
+                "-w",
+                "w",
+                "--config-repo",
+                "https://git.example/a;touch x #",
+            ],
+            "--config-repo: it has a space or a control character",
+        ),
+        (
+            &[
+                "hook",
+                "-w",
+                "w",
+                "--config-repo",
+                "ssh://-oProxyCommand=x/a",
+            ],
+            "is not a repository URL tc-ami accepts",
+        ),
+        (
+            &[
+                "hook",
+                "-w",
+                "w",
+                "--config-repo",
+                CONFIG_REPO,
+                "--config-ref",
+                "a..b",
+            ],
+            "--config-ref: `a..b` is not a git ref name: it has `..`",
+        ),
+        (
+            &[
+                "hook",
+                "-w",
+                "w",
+                "--config-repo",
+                CONFIG_REPO,
+                "--config-ref=-b",
+            ],
+            "--config-ref: `-b` is not a git ref name: it starts with `-`",
+        ),
+        (
+            &["hook", "-w", "w", "--config-ref", "main"],
+            "a config ref `main` without a config repository: pass --config-repo URL or set hook_config_repo in",
+        ),
+        (
+            &["hook", "-w", "badrepo"],
+            "bad value for `hook_config_repo`: `git://git.example/a` is not a repository URL tc-ami accepts",
+        ),
+        (
+            &["hook", "-w", "badref"],
+            "bad value for `hook_config_ref`: `main lock` is not a git ref name",
+        ),
     ];
+    w.cfg.worker_type(
+        "badrepo",
+        POOL,
+        "hook_config_repo = \"git://git.example/a\"",
+    );
+    w.cfg
+        .worker_type("badref", POOL, "hook_config_ref = \"main lock\"");
     for (args, want) in cases {
         let run = w.tc_ami().run(args);
         run.assert_code(1);
         let line = run.error_line();
         assert!(line.contains(want), "{args:?}: {line}");
         assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {}", run.stderr);
+        run.assert_hides("s3cret");
     }
     // A pool outside proj-…: no default hook group.
     w.cfg.worker_type(
@@ -530,14 +694,8 @@ fn hook_to_task_to_auto_through_the_proxy_deploys_the_pool() {
     w.tc_ami()
         .run(&["hook", "-w", "w", "--apply", "--yes"])
         .assert_code(0);
-    let fired = python_json(
-        "import json, sys, taskcluster\n\
-         opts = {'rootUrl': sys.argv[1], 'credentials': {'clientId': sys.argv[2], 'accessToken': sys.argv[3]}}\n\
-         fired = taskcluster.Hooks(opts).triggerHook('project-servo', 'tc-ami-w', {})\n\
-         print(json.dumps({'taskId': fired['taskId'], 'task': taskcluster.Queue(opts).task(fired['taskId'])}))",
-        &[&w.tc.server.url, OPERATOR_ID, OPERATOR_TOKEN],
-    );
-    let (task, task_id) = (&fired["task"], fired["taskId"].as_str().unwrap());
+    let (task, task_id) = trigger(&w);
+    let (task, task_id) = (&task, task_id.as_str());
     assert_eq!(task["payload"]["features"]["taskclusterProxy"], true);
     let command = strings(&task["payload"]["command"]);
     assert_eq!(command[0], "tc-ami", "{command:?}");
@@ -580,4 +738,239 @@ fn hook_to_task_to_auto_through_the_proxy_deploys_the_pool() {
     history.assert_code(0);
     let latest = &history.json()["deployments"][0];
     assert_eq!(latest["who"], format!("task {task_id}"), "{latest}");
+}
+
+/// Runs git in `dir` with a fixed identity and no user or system configuration.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .args([
+            "-c",
+            "user.name=tc-ami tests",
+            "-c",
+            "user.email=tests@example.invalid",
+        ])
+        .args(args)
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Fires the hook with the official client, as the operator; the task and its id.
+fn trigger(w: &World) -> (Value, String) {
+    let fired = python_json(
+        "import json, sys, taskcluster\n\
+         opts = {'rootUrl': sys.argv[1], 'credentials': {'clientId': sys.argv[2], 'accessToken': sys.argv[3]}}\n\
+         fired = taskcluster.Hooks(opts).triggerHook('project-servo', 'tc-ami-w', {})\n\
+         print(json.dumps({'taskId': fired['taskId'], 'task': taskcluster.Queue(opts).task(fired['taskId'])}))",
+        &[&w.tc.server.url, OPERATOR_ID, OPERATOR_TOKEN],
+    );
+    let id = fired["taskId"].as_str().expect("a taskId").to_string();
+    (fired["task"].clone(), id)
+}
+
+/// Runs the task's command exactly as its payload gives it, in `workdir`, as a docker-worker
+/// runs it with the taskcluster-proxy feature: the payload's `env`, `TASKCLUSTER_PROXY_URL` at
+/// the proxy stand-in (signing with the task's scopes), `TASK_ID`, no Taskcluster credentials;
+/// the image's `tc-ami` is the built binary, first on the `PATH`.
+/// Also returns how many requests went through the proxy.
+fn run_task(w: &World, task: &Value, task_id: &str, workdir: &Path) -> (Run, usize) {
+    use support::proxy::Proxy;
+    let scopes = strings(&task["scopes"]);
+    let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    let proxy = Proxy::start(&w.tc, (OPERATOR_ID, OPERATOR_TOKEN), &scopes);
+    let worker = w.tc_ami().through_proxy(&proxy, task_id);
+    let command = strings(&task["payload"]["command"]);
+    let mut cmd = Command::new(&command[0]);
+    cmd.args(&command[1..]).env_clear().current_dir(workdir);
+    for (k, v) in worker.cmd.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    for (k, v) in task["payload"]["env"].as_object().expect("an env") {
+        cmd.env(k, v.as_str().expect("a string"));
+    }
+    let bin = Path::new(env!("CARGO_BIN_EXE_tc-ami"))
+        .parent()
+        .expect("the binary's directory");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    cmd.env("PATH", path).env("TMPDIR", workdir);
+    let run = Run::from(cmd.output().expect("run the task's command"));
+    (run, proxy.forwarded().len())
+}
+
+/// The nightly path with the config in a repository: the pool runs an image built from the
+/// first-boot script of the repository's first commit; a second commit changes the script (in
+/// the repository only: the local config directory keeps the old one); the hook with
+/// `--config-repo file://…` fires, and its task's real command, the fixed shell script with the
+/// payload's env, checks the repository out and runs `auto` on it: it rebuilds for `script
+/// changed` alone and deploys. Fired again with `--config-ref main`, it fetches that ref and
+/// finds the image up to date.
+#[test]
+fn the_task_checks_out_the_config_repository_and_rebuilds_for_a_changed_script() {
+    use tc_ami::hook::CHECKOUT_SCRIPT;
+    let w = world();
+    let repo = tempfile::tempdir().expect("tempdir");
+    for file in [
+        "base-ami.txt",
+        "scripts/first-boot.ps1",
+        "worker-types/w.toml",
+    ] {
+        let to = repo.path().join(file);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(w.cfg.path().join(file), to).unwrap();
+    }
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    git(repo.path(), &["add", "."]);
+    git(repo.path(), &["commit", "-q", "-m", "the config"]);
+    let built = w.build();
+    let west = built["us-west-2"].as_str().unwrap().to_string();
+    w.tc_ami()
+        .run(&["deploy", "-w", "w", "--image", &west, "--yes"])
+        .assert_code(0);
+    // A change to the first-boot script, committed to the repository.
+    let script = repo.path().join("scripts/first-boot.ps1");
+    let mut text = std::fs::read_to_string(&script).unwrap();
+    text.push_str("# a change merged after the deploy\r\n");
+    std::fs::write(&script, text).unwrap();
+    // The guest simulator checks the user data against the changed script.
+    w.ec2
+        .configure(json!({"first_boot_script": script.display().to_string()}));
+    git(
+        repo.path(),
+        &["commit", "-q", "-a", "-m", "first-boot: a change"],
+    );
+    let head = git(repo.path(), &["rev-parse", "HEAD"]);
+
+    let url = format!("file://{}", repo.path().display());
+    w.tc_ami()
+        .run(&["hook", "-w", "w", "--config-repo", &url, "--apply", "--yes"])
+        .assert_code(0);
+    let (task, task_id) = trigger(&w);
+    assert_eq!(
+        task["payload"]["command"],
+        json!(["/bin/sh", "-c", CHECKOUT_SCRIPT])
+    );
+    let workdir = tempfile::tempdir().expect("tempdir");
+    let (run, forwarded) = run_task(&w, &task, &task_id, workdir.path());
+    run.assert_code(0);
+    assert!(forwarded > 0);
+    assert!(
+        run.stderr
+            .contains(&format!("tc-ami: config repository {url} at commit {head}")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(
+            "w: rebuilding and deploying to worker pool proj-servo/win2016: script changed"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stdout.contains("newer base image"), "{}", run.stdout);
+    let old: Vec<&str> = built
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let (active, _) = w.pool();
+    assert_eq!(active.len(), 4);
+    assert!(
+        active.iter().all(|lc| !old.contains(&image_of(lc))),
+        "the pool still runs {old:?}; stderr:\n{}",
+        run.stderr
+    );
+    let history = w.tc_ami().run(&["--json", "history", "-w", "w"]);
+    assert_eq!(
+        history.json()["deployments"][0]["who"],
+        format!("task {task_id}")
+    );
+
+    // With a ref: fetched, and the image built from it is up to date.
+    w.tc_ami()
+        .run(&[
+            "hook",
+            "-w",
+            "w",
+            "--config-repo",
+            &url,
+            "--config-ref",
+            "main",
+            "--apply",
+            "--yes",
+        ])
+        .assert_code(0);
+    let (task, task_id) = trigger(&w);
+    assert_eq!(task["payload"]["env"]["TC_AMI_CONFIG_REF"], "main");
+    let (run, forwarded) = run_task(&w, &task, &task_id, workdir.path());
+    run.assert_code(0);
+    assert!(forwarded > 0);
+    assert!(
+        run.stderr
+            .contains(&format!("tc-ami: config repository {url} at commit {head}")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("w: the live image is up to date; nothing to build or deploy"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// Values full of shell syntax pass the checks (only whitespace and control characters are
+/// refused in a URL's path; `$`, `;`, `(` and backquotes are allowed in a ref name), go through
+/// the definition and JSON-e's rendering unchanged, and the task's script hands each to git as
+/// one argument: git fails to clone or fetch, and nothing of them ran, with a ref or without.
+#[test]
+fn a_value_with_shell_syntax_is_never_run_by_the_tasks_script() {
+    let w = world();
+    let url = "file:///nonexistent/a$(touch${IFS}pwned-1)`touch${IFS}pwned-2`;touch${IFS}pwned-3|touch${IFS}pwned-4&&'q'";
+    let git_ref = "main$(touch${IFS}pwned-5)`touch${IFS}pwned-6`;touch${IFS}pwned-7";
+    let workdir = tempfile::tempdir().expect("tempdir");
+    for with_ref in [false, true] {
+        let mut args = vec!["hook", "-w", "w", "--config-repo", url, "--apply", "--yes"];
+        if with_ref {
+            args.extend(["--config-ref", git_ref]);
+        }
+        w.tc_ami().run(&args).assert_code(0);
+        let (task, task_id) = trigger(&w);
+        assert_eq!(task["payload"]["env"]["TC_AMI_CONFIG_REPO"], url);
+        if with_ref {
+            assert_eq!(task["payload"]["env"]["TC_AMI_CONFIG_REF"], git_ref);
+        }
+        let (run, forwarded) = run_task(&w, &task, &task_id, workdir.path());
+        assert_ne!(run.code, 0, "{}", run.stderr);
+        assert!(run.stderr.contains("fatal:"), "{}", run.stderr);
+        assert_eq!(forwarded, 0, "tc-ami never ran");
+    }
+    let mut pwned = Vec::new();
+    let mut dirs = vec![workdir.path().to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path.clone());
+            }
+            if path.to_string_lossy().contains("pwned") {
+                pwned.push(path);
+            }
+        }
+    }
+    assert!(pwned.is_empty(), "a value ran as shell text: {pwned:?}");
 }

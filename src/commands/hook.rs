@@ -1,6 +1,7 @@
-//! `tc-ami hook -w W [--apply]`: the hook that runs `tc-ami auto -w W` nightly inside
-//! Taskcluster, printed as a createHook request body, or created or updated through the Hooks
-//! service after the usual diff and confirmation.
+//! `tc-ami hook -w W [--config-repo URL [--config-ref REF]] [--apply]`: the hook that runs
+//! `tc-ami auto -w W` nightly inside Taskcluster (on a checkout of the config repository, or
+//! the config directory in the image), printed as a createHook request body, or created or
+//! updated through the Hooks service after the usual diff and confirmation.
 
 use std::io::IsTerminal;
 
@@ -13,9 +14,10 @@ use crate::config::{WorkerType, valid_worker_pool_id};
 use crate::config_dir::load_worker_type;
 use crate::diff::{pretty, unified_diff, use_color};
 use crate::hook::{
-    DEFAULT_SCHEDULE, Grantor, HookSpec, ScopeFacts, auto_scopes, comparable, default_hook_group,
-    default_hook_id, grantor, hook_definition, max_run_time, project_of_pool, role_scopes,
-    try_task_facts, valid_hook_group, valid_hook_id, valid_image,
+    ConfigRepo, DEFAULT_SCHEDULE, Grantor, HookSpec, ScopeFacts, auto_scopes, check_config_ref,
+    check_config_repo, comparable, default_hook_group, default_hook_id, grantor, hook_definition,
+    max_run_time, project_of_pool, role_scopes, try_task_facts, valid_hook_group, valid_hook_id,
+    valid_image,
 };
 use crate::taskcluster::{TcEnv, WorkerManagerApi};
 use crate::taskcluster_hooks::HooksApi;
@@ -31,6 +33,9 @@ pub struct HookAsk {
     pub hook_group: Option<String>,
     pub hook_id: Option<String>,
     pub owner: Option<String>,
+    /// The config repository the task checks out (else the image holds the config).
+    pub config_repo: Option<String>,
+    pub config_ref: Option<String>,
     pub apply: bool,
     pub yes: bool,
 }
@@ -42,6 +47,29 @@ struct Inputs {
     task_queue: String,
     group: String,
     id: String,
+    /// The config repository and its ref (None: the remote's default branch).
+    config_repo: Option<(String, Option<String>)>,
+}
+
+/// The config repository and ref, from the flags or the worker type's keys (which
+/// `config.rs` already checked), each checked; a ref needs a repository.
+fn config_repo(ask: &HookAsk, wt: &WorkerType) -> Result<Option<(String, Option<String>)>> {
+    let file = wt.file.display();
+    if let Some(url) = &ask.config_repo {
+        check_config_repo(url).map_err(|m| anyhow!("--config-repo: {m}"))?;
+    }
+    if let Some(r) = &ask.config_ref {
+        check_config_ref(r).map_err(|m| anyhow!("--config-ref: {m}"))?;
+    }
+    let url = ask.config_repo.clone().or(wt.hook_config_repo.clone());
+    let git_ref = ask.config_ref.clone().or(wt.hook_config_ref.clone());
+    match (url, git_ref) {
+        (Some(url), r) => Ok(Some((url, r))),
+        (None, Some(r)) => bail!(
+            "a config ref `{r}` without a config repository: pass --config-repo URL or set hook_config_repo in {file} (or drop --config-ref / hook_config_ref)"
+        ),
+        (None, None) => Ok(None),
+    }
 }
 
 fn inputs(ask: &HookAsk, wt: &WorkerType) -> Result<Inputs> {
@@ -51,7 +79,7 @@ fn inputs(ask: &HookAsk, wt: &WorkerType) -> Result<Inputs> {
         anyhow!("--schedule `{schedule}` is not a pattern the Hooks service accepts: {m} (cron-parser's syntax: six fields with seconds first, e.g. \"{DEFAULT_SCHEDULE}\" for 03:00 UTC)")
     })?;
     let image = ask.image.clone().or(wt.hook_image.clone()).ok_or_else(|| {
-        anyhow!("no Docker image for the hook's task: pass --image IMAGE or set hook_image in {file} (an image holding tc-ami and this config directory as its working directory)")
+        anyhow!("no Docker image for the hook's task: pass --image IMAGE or set hook_image in {file} (an image holding tc-ami, and git with --config-repo, else this config directory as its working directory)")
     })?;
     if !valid_image(&image) {
         bail!(
@@ -83,6 +111,7 @@ fn inputs(ask: &HookAsk, wt: &WorkerType) -> Result<Inputs> {
         task_queue,
         group,
         id,
+        config_repo: config_repo(ask, wt)?,
     })
 }
 
@@ -145,6 +174,10 @@ pub async fn run(ctx: &Ctx, ask: &HookAsk) -> Result<u8> {
         scopes: &scopes,
         max_run_time: run_time,
         root_url: &env.root_url,
+        config_repo: inputs.config_repo.as_ref().map(|(url, r)| ConfigRepo {
+            url,
+            git_ref: r.as_deref(),
+        }),
     });
     let role = role_doc(&wt, &inputs, &scopes);
     if !ask.apply {
