@@ -881,6 +881,18 @@ impl World {
         json!({"definition": definition, "launchConfigs": lcs})
     }
 
+    /// The reads of the pool [`POOL`] (`workerPool`) so far, from the request log.
+    pub fn pool_reads(&self) -> usize {
+        let tail = format!("/worker-pool/{POOL}");
+        self.tc
+            .requests()
+            .iter()
+            .filter(|r| r["apiMethod"] == "workerPool")
+            .filter_map(|r| r["path"].as_str())
+            .filter(|p| p.replace("%2F", "/").replace("%2f", "/").ends_with(&tail))
+            .count()
+    }
+
     /// The `updateWorkerPool` requests so far, those that change nothing included.
     pub fn updates(&self) -> usize {
         self.tc.state()["requests"]
