@@ -886,7 +886,7 @@ impl WorkerManagerApi {
             "listWorkerPools",
             "",
             "workerPools",
-            "listing the worker pools".to_string(),
+            "listing the worker pools",
         );
         let listed = self
             .signed
