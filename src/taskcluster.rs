@@ -210,23 +210,25 @@ impl TcEnv {
     /// As [`TcEnv::explain`], but a 403 names the scope the call needs (`scope`, the API
     /// reference's expression filled in) on one line.
     pub fn explain_scope(&self, what: &str, scope: &str, err: anyhow::Error) -> anyhow::Error {
-        match taskcluster::err_status_code(&err).map(|s| s.as_u16()) {
-            Some(403) => anyhow::Error::new(CallError {
-                status: Some(403),
-                missing_scopes: vec![scope.to_string()],
-                message: match &self.proxy_url {
-                    Some(_) => format!(
-                        "{what}: {} the scope `{scope}` at {} (403); add it to the task's scopes",
-                        self.lacking(),
-                        self.root_url
-                    ),
-                    None => format!(
-                        "{what}: {} the scope `{scope}` at {} (403); add it to the client's scopes, or use a client that has it",
-                        self.lacking(),
-                        self.root_url
-                    ),
-                },
-            }),
+        match status_of(&err) {
+            Some(403) if err.downcast_ref::<CallError>().is_none() => {
+                anyhow::Error::new(CallError {
+                    status: Some(403),
+                    missing_scopes: vec![scope.to_string()],
+                    message: match &self.proxy_url {
+                        Some(_) => format!(
+                            "{what}: {} the scope `{scope}` at {} (403); add it to the task's scopes",
+                            self.lacking(),
+                            self.root_url
+                        ),
+                        None => format!(
+                            "{what}: {} the scope `{scope}` at {} (403); add it to the client's scopes, or use a client that has it",
+                            self.lacking(),
+                            self.root_url
+                        ),
+                    },
+                })
+            }
             _ => self.explain(what, err),
         }
     }
@@ -245,9 +247,12 @@ impl TcEnv {
 
     /// Turns a client error into one line that names the root URL and what to fix. The result
     /// is a [`CallError`], which keeps the status and, on a 403, the scopes the service says
-    /// are missing.
+    /// are missing. An error that already is one is kept as it is.
     pub fn explain(&self, what: &str, err: anyhow::Error) -> anyhow::Error {
-        let status = taskcluster::err_status_code(&err).map(|s| s.as_u16());
+        if err.downcast_ref::<CallError>().is_some() {
+            return err;
+        }
+        let status = status_of(&err);
         // The crate puts the service's message as context on 4xx errors.
         let service_message = err
             .chain()
@@ -355,9 +360,14 @@ pub struct CallError {
     message: String,
 }
 
-/// The status of a failed call, when it was a [`CallError`] with an answer.
+/// The HTTP status of a failed Taskcluster call, when the service answered: from a
+/// [`CallError`] (an explained error, as every method here returns) or from the crate's own
+/// error (a request's error before [`TcEnv::explain`]), so that either may be asked.
 pub fn status_of(err: &anyhow::Error) -> Option<u16> {
-    err.downcast_ref::<CallError>().and_then(|e| e.status)
+    match err.downcast_ref::<CallError>() {
+        Some(e) => e.status,
+        None => taskcluster::err_status_code(err).map(|s| s.as_u16()),
+    }
 }
 
 /// The scopes an `InsufficientScopes` message says the client is missing: the strings of the
@@ -410,8 +420,8 @@ pub async fn call<T>(
     let ms = started.elapsed().as_millis() as u64;
     let outcome = match &result {
         Ok(_) => "ok".to_string(),
-        Err(e) => match taskcluster::err_status_code(e) {
-            Some(status) => status.as_u16().to_string(),
+        Err(e) => match status_of(e) {
+            Some(status) => status.to_string(),
             None => "no answer".to_string(),
         },
     };
@@ -487,7 +497,7 @@ impl Signed {
     }
 
     /// GETs `url` and parses its JSON; errors as the crate makes them (a 4xx carries the
-    /// service's message as context, so [`TcEnv::explain`] and `err_status_code` work).
+    /// service's message as context, so [`TcEnv::explain`] and [`status_of`] work).
     async fn get_json(&self, url: &str) -> Result<Value> {
         let url = reqwest::Url::parse(url).with_context(|| format!("bad URL {url}"))?;
         let mut backoff = Backoff::new(&Retry::default());
@@ -548,6 +558,73 @@ impl Signed {
     }
 }
 
+/// One paged listing: the call (`service.method(target)` in the call log), the key of its
+/// items in each page, what it is (for messages), and the scope a 403 names (None: the
+/// service's message names the missing scopes).
+struct Listing<'a> {
+    service: &'static str,
+    method: &'static str,
+    target: &'a str,
+    key: &'a str,
+    what: String,
+    scope: Option<String>,
+}
+
+impl<'a> Listing<'a> {
+    fn new(
+        service: &'static str,
+        method: &'static str,
+        target: &'a str,
+        key: &'a str,
+        what: impl Into<String>,
+    ) -> Self {
+        Listing {
+            service,
+            method,
+            target,
+            key,
+            what: what.into(),
+            scope: None,
+        }
+    }
+
+    /// A 403 names `scope` (the API reference's expression, filled in).
+    fn naming(self, scope: String) -> Self {
+        Listing {
+            scope: Some(scope),
+            ..self
+        }
+    }
+}
+
+impl Signed {
+    /// Every item of `listing`, each page from `url_for(continuationToken)` signed with its
+    /// query, parsed into `T`. A failure is explained by `env` (a [`CallError`]: [`status_of`]
+    /// gives its status, so a caller can still take a 404 or a 403 as an answer).
+    async fn list<T: DeserializeOwned>(
+        &self,
+        env: &TcEnv,
+        listing: Listing<'_>,
+        url_for: impl Fn(Option<&str>) -> Result<String>,
+    ) -> Result<Vec<T>> {
+        let Listing {
+            service,
+            method,
+            target,
+            key,
+            what,
+            scope,
+        } = listing;
+        let items = call(service, method, target, self.all_pages(key, url_for))
+            .await
+            .map_err(|e| match &scope {
+                Some(scope) => env.explain_scope(&what, scope, e),
+                None => env.explain(&what, e),
+            })?;
+        parse_items(&what, items)
+    }
+}
+
 /// Parses listed items into `T`, naming the listing when one does not fit.
 fn parse_items<T: DeserializeOwned>(what: &str, items: Vec<Value>) -> Result<Vec<T>> {
     items
@@ -595,7 +672,7 @@ impl SecretsApi {
                     .map(|e| e.with_timezone(&chrono::Utc)),
             })),
             // 410: expired recently (the API reference); 404: no such secret.
-            Err(e) if matches!(status(&e), Some(404 | 410)) => Ok(None),
+            Err(e) if matches!(status_of(&e), Some(404 | 410)) => Ok(None),
             Err(e) => Err(self.env.explain(&format!("reading secret `{name}`"), e)),
         }
     }
@@ -622,7 +699,7 @@ impl SecretsApi {
     pub async fn remove(&self, name: &str) -> Result<()> {
         match call("secrets", "remove", name, self.client.remove(name)).await {
             Ok(()) => Ok(()),
-            Err(e) if status(&e) == Some(404) => Ok(()),
+            Err(e) if status_of(&e) == Some(404) => Ok(()),
             Err(e) => Err(self.env.explain(&format!("removing secret `{name}`"), e)),
         }
     }
@@ -633,10 +710,6 @@ impl SecretsApi {
 pub struct StoredSecret {
     pub value: Value,
     pub expires: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-fn status(e: &anyhow::Error) -> Option<u16> {
-    taskcluster::err_status_code(e).map(|s| s.as_u16())
 }
 
 /// What listWorkerPools gave.
@@ -666,45 +739,39 @@ impl WorkerManagerApi {
 
     /// Every worker of the pool, stopped ones too (`listWorkersForWorkerPool`, every page).
     pub async fn list_workers(&self, pool_id: &str) -> Result<Vec<Worker>> {
-        let url_for = |token: Option<&str>| {
-            self.client
-                .listWorkersForWorkerPool_url(pool_id, token, None, None, None)
-        };
-        let what = format!("listing the workers of worker pool {pool_id}");
-        let items = call(
+        let listing = Listing::new(
             "worker-manager",
             "listWorkersForWorkerPool",
             pool_id,
-            self.signed.all_pages("workers", url_for),
+            "workers",
+            format!("listing the workers of worker pool {pool_id}"),
         )
-        .await
-        .map_err(|e| {
-            let scope = format!("worker-manager:list-workers:{pool_id}");
-            self.env.explain_scope(&what, &scope, e)
-        })?;
-        parse_items(&what, items)
+        .naming(format!("worker-manager:list-workers:{pool_id}"));
+        self.signed
+            .list(&self.env, listing, |token| {
+                self.client
+                    .listWorkersForWorkerPool_url(pool_id, token, None, None, None)
+            })
+            .await
     }
 
     /// Every launch config the pool has had, archived ones too
     /// (`listWorkerPoolLaunchConfigs?includeArchived=true`, every page).
     pub async fn launch_configs(&self, pool_id: &str) -> Result<Vec<LaunchConfigRecord>> {
-        let url_for = |token: Option<&str>| {
-            self.client
-                .listWorkerPoolLaunchConfigs_url(pool_id, token, None, Some("true"))
-        };
-        let what = format!("listing the launch configs of worker pool {pool_id}");
-        let items = call(
+        let listing = Listing::new(
             "worker-manager",
             "listWorkerPoolLaunchConfigs",
             pool_id,
-            self.signed.all_pages("workerPoolLaunchConfigs", url_for),
+            "workerPoolLaunchConfigs",
+            format!("listing the launch configs of worker pool {pool_id}"),
         )
-        .await
-        .map_err(|e| {
-            let scope = format!("worker-manager:get-worker-pool:{pool_id}");
-            self.env.explain_scope(&what, &scope, e)
-        })?;
-        parse_items(&what, items)
+        .naming(format!("worker-manager:get-worker-pool:{pool_id}"));
+        self.signed
+            .list(&self.env, listing, |token| {
+                self.client
+                    .listWorkerPoolLaunchConfigs_url(pool_id, token, None, Some("true"))
+            })
+            .await
     }
 
     /// Removes a worker (`removeWorker`: the provider terminates its instance). False when the
@@ -714,9 +781,7 @@ impl WorkerManagerApi {
         let request = self.client.removeWorker(pool_id, group, id);
         match call("worker-manager", "removeWorker", &target, request).await {
             Ok(()) => Ok(true),
-            Err(e) if taskcluster::err_status_code(&e).map(|s| s.as_u16()) == Some(404) => {
-                Ok(false)
-            }
+            Err(e) if status_of(&e) == Some(404) => Ok(false),
             Err(e) => Err(self.env.explain_scope(
                 &format!("removing worker {group}/{id} of worker pool {pool_id}"),
                 &format!("worker-manager:remove-worker:{target}"),
@@ -750,7 +815,7 @@ impl WorkerManagerApi {
                 self.env.root_url,
                 json_kind(&v)
             ),
-            Err(e) if status(&e) == Some(404) => {
+            Err(e) if status_of(&e) == Some(404) => {
                 anyhow::bail!(
                     "worker pool {pool_id} does not exist at {} (404); check worker_pool_id, or create the pool first",
                     self.env.root_url
@@ -789,7 +854,7 @@ impl WorkerManagerApi {
         .await
         {
             Ok(v) => Ok(Some(v)),
-            Err(e) if taskcluster::err_status_code(&e).map(|s| s.as_u16()) == Some(404) => Ok(None),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
             Err(e) => Err(self
                 .env
                 .explain(&format!("fetching worker pool {pool_id}"), e)),
@@ -808,7 +873,7 @@ impl WorkerManagerApi {
         .await
         {
             Ok(_) => Ok(()),
-            Err(e) if taskcluster::err_status_code(&e).map(|s| s.as_u16()) == Some(404) => Ok(()),
+            Err(e) if status_of(&e) == Some(404) => Ok(()),
             Err(e) => Err(self
                 .env
                 .explain(&format!("deleting worker pool {pool_id}"), e)),
@@ -818,16 +883,19 @@ impl WorkerManagerApi {
     /// Every worker pool the credentials can list (listWorkerPools, every page, each pool as
     /// `workerPool` returns it), or, when the client may not list them (403), why.
     pub async fn list_pools(&self) -> Result<PoolList> {
-        const WHAT: &str = "listing the worker pools";
-        let url_for = |token: Option<&str>| self.client.listWorkerPools_url(token, None);
-        let listed = call(
+        let listing = Listing::new(
             "worker-manager",
             "listWorkerPools",
             "",
-            self.signed.all_pages("workerPools", url_for),
-        )
-        .await
-        .map_err(|e| self.env.explain(WHAT, e));
+            "workerPools",
+            "listing the worker pools",
+        );
+        let listed = self
+            .signed
+            .list(&self.env, listing, |token| {
+                self.client.listWorkerPools_url(token, None)
+            })
+            .await;
         match listed {
             Ok(pools) => Ok(PoolList::Pools(pools)),
             Err(e) if status_of(&e) == Some(403) => Ok(PoolList::NotAllowed(format!("{e:#}"))),
@@ -897,7 +965,7 @@ impl QueueApi {
         .await
         {
             Ok(_) => Ok(()),
-            Err(e) if matches!(status(&e), Some(404 | 409)) => Ok(()),
+            Err(e) if matches!(status_of(&e), Some(404 | 409)) => Ok(()),
             Err(e) => Err(self.env.explain(&format!("cancelling task {task_id}"), e)),
         }
     }
@@ -905,18 +973,22 @@ impl QueueApi {
     /// Every task of the group (the `tasks` entries of all pages, signed by tc-ami with their
     /// query); none for a group that does not exist (yet).
     pub async fn list_task_group(&self, group: &str) -> Result<Vec<Value>> {
-        let url_for = |token: Option<&str>| self.client.listTaskGroup_url(group, token, None);
-        match call(
+        let listing = Listing::new(
             "queue",
             "listTaskGroup",
             group,
-            self.signed.all_pages("tasks", url_for),
-        )
-        .await
-        {
-            Ok(tasks) => Ok(tasks),
-            Err(e) if status(&e) == Some(404) => Ok(vec![]),
-            Err(e) => Err(self.env.explain(&format!("listing task group {group}"), e)),
+            "tasks",
+            format!("listing task group {group}"),
+        );
+        let listed = self
+            .signed
+            .list(&self.env, listing, |token| {
+                self.client.listTaskGroup_url(group, token, None)
+            })
+            .await;
+        match listed {
+            Err(e) if status_of(&e) == Some(404) => Ok(vec![]),
+            listed => listed,
         }
     }
 
@@ -926,23 +998,20 @@ impl QueueApi {
         let (provisioner, worker_type) = task_queue_id.split_once('/').ok_or_else(|| {
             anyhow::anyhow!("task queue id `{task_queue_id}` is not <provisionerId>/<workerType>")
         })?;
-        let url_for = |token: Option<&str>| {
-            self.client
-                .listWorkers_url(provisioner, worker_type, token, None, None)
-        };
-        let what = format!("listing the Queue's workers of {task_queue_id}");
-        let items = call(
+        let listing = Listing::new(
             "queue",
             "listWorkers",
             task_queue_id,
-            self.signed.all_pages("workers", url_for),
+            "workers",
+            format!("listing the Queue's workers of {task_queue_id}"),
         )
-        .await
-        .map_err(|e| {
-            let scope = format!("queue:list-workers:{task_queue_id}");
-            self.env.explain_scope(&what, &scope, e)
-        })?;
-        parse_items(&what, items)
+        .naming(format!("queue:list-workers:{task_queue_id}"));
+        self.signed
+            .list(&self.env, listing, |token| {
+                self.client
+                    .listWorkers_url(provisioner, worker_type, token, None, None)
+            })
+            .await
     }
 
     /// The state of run `run_id` of a task (`status`); None when the Queue no longer has the
@@ -950,7 +1019,7 @@ impl QueueApi {
     pub async fn run_state(&self, task_id: &str, run_id: u32) -> Result<Option<RunState>> {
         let status = match call("queue", "status", task_id, self.client.status(task_id)).await {
             Ok(status) => status,
-            Err(e) if taskcluster::err_status_code(&e).map(|s| s.as_u16()) == Some(404) => {
+            Err(e) if status_of(&e) == Some(404) => {
                 return Ok(None);
             }
             Err(e) => {
@@ -993,6 +1062,103 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         TcEnv::from_vars(|k| map.get(k).cloned(), need)
+    }
+
+    /// A loopback server for the listing tests: answers each request with `answer(path with
+    /// its query)`, a status and a JSON body, one connection at a time; it lives as long as
+    /// the test process.
+    fn serve(answer: impl Fn(&str) -> (u16, Value) + Send + 'static) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().map_while(Result::ok) {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request = String::new();
+                reader.read_line(&mut request).unwrap();
+                let mut header = String::new();
+                while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                    header.clear();
+                }
+                let path = request.split_whitespace().nth(1).unwrap_or_default();
+                let (status, body) = answer(path);
+                let body = body.to_string();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_listing_reads_every_page_and_explains_a_failure() {
+        let url = serve(|path| match path {
+            "/items" => (
+                200,
+                serde_json::json!({"items": [1, 2], "continuationToken": "t1"}),
+            ),
+            "/items?continuationToken=t1" => (200, serde_json::json!({"items": [3]})),
+            "/odd" => (200, serde_json::json!({"items": ["three"]})),
+            "/refused" => (
+                403,
+                serde_json::json!({"message": "Client ID x does not have sufficient scopes"}),
+            ),
+            _ => (
+                404,
+                serde_json::json!({"message": "Task group does not exist"}),
+            ),
+        });
+        let e = env(&[("TASKCLUSTER_ROOT_URL", &url)], false).unwrap();
+        let signed = e.signed().unwrap();
+        let at = |path: &'static str| {
+            let url = url.clone();
+            move |token: Option<&str>| {
+                Ok(match token {
+                    None => format!("{url}{path}"),
+                    Some(t) => format!("{url}{path}?continuationToken={t}"),
+                })
+            }
+        };
+        let listing = |what: &str| Listing::new("queue", "listTaskGroup", "g", "items", what);
+        let all: Vec<u32> = signed
+            .list(&e, listing("listing g"), at("/items"))
+            .await
+            .unwrap();
+        assert_eq!(all, [1, 2, 3]);
+        let odd = signed
+            .list::<u32>(&e, listing("listing o"), at("/odd"))
+            .await;
+        let odd = odd.unwrap_err().to_string();
+        assert!(
+            odd.starts_with("listing o: an entry is not what the API promises"),
+            "{odd}"
+        );
+        // A 404 comes back explained, and its status can still be read.
+        let missing = signed
+            .list::<Value>(&e, listing("listing h"), at("/h"))
+            .await;
+        let missing = missing.unwrap_err();
+        assert!(missing.downcast_ref::<CallError>().is_some());
+        assert_eq!(status_of(&missing), Some(404));
+        let text = format!("listing h: {url} answered 404: Task group does not exist");
+        assert_eq!(missing.to_string(), text);
+        // Explaining it again keeps it as it is.
+        assert_eq!(e.explain("other", missing).to_string(), text);
+        // A 403 names the listing's scope.
+        let refused = listing("listing r").naming("queue:list-task-group:r".into());
+        let refused = signed.list::<Value>(&e, refused, at("/refused")).await;
+        let refused = refused.unwrap_err();
+        assert_eq!(status_of(&refused), Some(403));
+        let called = refused.downcast_ref::<CallError>().unwrap();
+        assert_eq!(called.missing_scopes, ["queue:list-task-group:r"]);
+        // The crate's own error, before it is explained, and an error without an answer.
+        let raw = signed.get_json(&format!("{url}/h")).await.unwrap_err();
+        assert!(raw.downcast_ref::<CallError>().is_none());
+        assert_eq!(status_of(&raw), Some(404));
+        assert_eq!(status_of(&anyhow::anyhow!("connection refused")), None);
     }
 
     #[test]

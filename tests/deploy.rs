@@ -14,6 +14,11 @@ fn deploy_builds_then_puts_the_images_in_every_launch_config() {
     let (before, _) = w.pool();
     let run = w.tc_ami().run(&["--json", "deploy", "-w", "w", "--yes"]);
     run.assert_code(0);
+    // The pool is read when the command starts, by the scope check before the build, after the
+    // build (the diff is computed against it), right before the push (someone else's change
+    // since the diff stops it) and after the push (its verification, which the rollout line
+    // uses too).
+    assert_eq!(w.pool_reads(), 5);
     let doc = run.json();
     assert_eq!(doc["pushed"], true);
     assert_eq!(doc["changed"], true);
@@ -259,6 +264,21 @@ fn a_concurrent_change_is_detected_and_not_overwritten() {
 }
 
 #[test]
+fn a_deploy_of_images_that_need_no_copy_reads_the_pool_four_times() {
+    let w = World::new();
+    let west = w.build()["us-west-2"].as_str().unwrap().to_string();
+    let reads = w.pool_reads();
+    w.tc_ami()
+        .run(&["deploy", "-w", "w", "--image", &west, "--yes"])
+        .assert_code(0);
+    // When the command starts (the diff), by the scope check right before the push (which posts
+    // the pool back unchanged), again after that update (someone else's change landing right
+    // after it stops the push: tests/scopes.rs), and after the push (its verification, which
+    // the rollout line uses too).
+    assert_eq!(w.pool_reads() - reads, 4);
+}
+
+#[test]
 fn a_burst_of_503s_is_survived() {
     let w = World::new();
     let images = w.build();
@@ -413,6 +433,10 @@ fn deploy_copies_an_image_to_the_regions_that_lack_it() {
         .tc_ami()
         .run(&["--json", "deploy", "-w", "west", "--image", &west, "--yes"]);
     run.assert_code(0);
+    // Read when the command starts (the diff is computed against it), by the scope check before
+    // the copy, right before the push (the copy took a while) and after the push (for its
+    // verification and the rollout line).
+    assert_eq!(w.pool_reads(), 4);
     let east = run.json()["images"]["us-east-1"]
         .as_str()
         .unwrap()

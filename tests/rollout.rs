@@ -8,9 +8,6 @@ use std::process::Command;
 use serde_json::{Value, json};
 use support::*;
 
-/// A client with what `rollout --retire --idle-only` needs besides worker-manager's scopes.
-const OPERATOR_ID: &str = "tc-ami-operator";
-const OPERATOR_TOKEN: &str = "test-operator-token-0123456789abcdefghijklm";
 /// A client that may deploy but not list the pool's workers.
 const DEPLOYER_ID: &str = "tc-ami-deployer";
 const DEPLOYER_TOKEN: &str = "test-deployer-token-0123456789abcdefghijklm";
@@ -18,8 +15,9 @@ const DEPLOYER_TOKEN: &str = "test-deployer-token-0123456789abcdefghijklm";
 const LISTER_ID: &str = "tc-ami-lister";
 const LISTER_TOKEN: &str = "test-lister-token-0123456789abcdefghijklmnop";
 
-/// An emulator with the sandbox's pools (win2016 with `min_capacity`), the operator client,
-/// and a frozen simulated clock: only `advance` and `time_scale` move it.
+/// An emulator with the sandbox's pools (win2016 with `min_capacity`) and a frozen simulated
+/// clock: only `advance` and `time_scale` move it. tc-ami runs as the harness's operator, which
+/// holds what `rollout --retire --idle-only` needs (the Queue's worker listing and task status).
 fn emulator(min_capacity: u32) -> Tc {
     let mut pools = seed_pools();
     for p in pools.as_array_mut().unwrap() {
@@ -30,9 +28,7 @@ fn emulator(min_capacity: u32) -> Tc {
     Tc::start_with(
         pools,
         json!({
-            "clients": [{"clientId": OPERATOR_ID, "accessToken": OPERATOR_TOKEN,
-                         "scopes": ["worker-manager:*", "queue:list-workers:*", "queue:status:*"]},
-                        {"clientId": LISTER_ID, "accessToken": LISTER_TOKEN,
+            "clients": [{"clientId": LISTER_ID, "accessToken": LISTER_TOKEN,
                          "scopes": ["worker-manager:get-worker-pool:*", "worker-manager:list-workers:*"]},
                         {"clientId": DEPLOYER_ID, "accessToken": DEPLOYER_TOKEN,
                          "scopes": ["worker-manager:get-worker-pool:*", "worker-manager:manage-worker-pool:*",
@@ -40,12 +36,6 @@ fn emulator(min_capacity: u32) -> Tc {
             "simulation": {"timeScale": 0},
         }),
     )
-}
-
-fn operator(w: &World) -> TcAmi {
-    w.tc_ami()
-        .env("TASKCLUSTER_CLIENT_ID", OPERATOR_ID)
-        .env("TASKCLUSTER_ACCESS_TOKEN", OPERATOR_TOKEN)
 }
 
 /// The pool's current launch config ids in a region.
@@ -207,7 +197,7 @@ fn retiring() -> Retiring {
 fn retire_idle_only_spares_the_busy_worker_and_the_current_ones() {
     let r = retiring();
     let w = &r.w;
-    let run = operator(w).run(&[
+    let run = w.tc_ami().run(&[
         "--json",
         "rollout",
         "-w",
@@ -280,7 +270,9 @@ fn retire_dry_run_and_without_confirmation_change_nothing() {
     let r = retiring();
     let w = &r.w;
     let before = w.tc.workers();
-    let run = operator(w).run(&["rollout", "-w", "w", "--retire", "--idle-only", "--dry-run"]);
+    let run = w
+        .tc_ami()
+        .run(&["rollout", "-w", "w", "--retire", "--idle-only", "--dry-run"]);
     run.assert_code(0);
     let table = &run.stdout;
     assert!(
@@ -304,7 +296,7 @@ fn retire_dry_run_and_without_confirmation_change_nothing() {
     );
 
     // No terminal and no --yes: refused, one line.
-    let run = operator(w).run(&["rollout", "-w", "w", "--retire"]);
+    let run = w.tc_ami().run(&["rollout", "-w", "w", "--retire"]);
     run.assert_code(1);
     assert_eq!(
         run.error_line(),

@@ -409,11 +409,16 @@ fn deploy_tries_with_the_worker_type_s_try_task_and_no_try_skips_it() {
         .unwrap()
         .1
         .clone();
+    let reads = world.pool_reads();
     let run = world
         .tc_ami()
         .run(&["deploy", "-w", "w", "--image", &west, "--yes"]);
     run.assert_code(0);
     assert!(run.stderr.contains("passed after"), "{}", run.stderr);
+    // Read when the command starts, by the scope check before the try, after the try (the diff
+    // is computed again), right before the push and after it (the verification and the
+    // rollout line).
+    assert_eq!(world.pool_reads() - reads, 5);
     assert!(
         run.stderr.contains("deployed to worker pool"),
         "{}",

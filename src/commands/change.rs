@@ -457,8 +457,8 @@ pub async fn confirm(shell: &Shell, yes: bool, action: &str) -> Result<()> {
 /// What became of a push that went out.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Pushed {
-    /// The pool, fetched again, holds what was pushed.
-    Verified,
+    /// The pool, fetched again (as here), holds what was pushed.
+    Verified(Value),
     /// It could not be shown to (why): changed again at once, or not readable.
     Unverified(String),
 }
@@ -506,7 +506,7 @@ pub async fn push(wm: &WorkerManagerApi, change: &Change) -> Result<Pushed> {
         .await?;
     Ok(match wm.get_pool(pool_id).await {
         Ok(after) => match verify_pushed(&change.patched.after, &after) {
-            Ok(()) => Pushed::Verified,
+            Ok(()) => Pushed::Verified(after),
             Err(e) => Pushed::Unverified(e),
         },
         Err(e) => Pushed::Unverified(format!("{e:#}")),
@@ -645,12 +645,15 @@ pub async fn review_and_push(
     asked: Asked,
 ) -> Result<bool> {
     let no_files = FilePlan::default();
-    review_and_push_with_files(ctx, to, change, record, asked, &no_files).await
+    review_and_push_with_files(ctx, to, change, record, asked, &no_files)
+        .await
+        .map(|verified| verified.is_some())
 }
 
 /// [`review_and_push`], and the files that declare the pool's image ids: their change is shown
 /// after the pool diff, and they are written once the push is verified (not on a dry run, not
-/// when the push fails or cannot be verified).
+/// when the push fails or cannot be verified). Returns the pool as read back after the push,
+/// holding what was pushed (None: nothing was pushed).
 pub async fn review_and_push_with_files(
     ctx: &Ctx,
     to: &PushTo<'_>,
@@ -658,23 +661,23 @@ pub async fn review_and_push_with_files(
     record: RecordAs,
     asked: Asked,
     files: &FilePlan,
-) -> Result<bool> {
+) -> Result<Option<Value>> {
     change.show(ctx, crate::diff::DEFAULT_CONTEXT);
     files.show(&ctx.shell);
     let mut report = change.to_json();
-    let pushed = if !change.patched.changed {
+    let verified = if !change.patched.changed {
         ctx.shell.note(&format!(
             "worker pool {} is up to date: {}; nothing to push",
             change.pool_id,
             change.images_text()
         ));
-        false
+        None
     } else if asked.dry_run {
         ctx.shell.note(&format!(
             "dry run: nothing pushed to worker pool {}",
             change.pool_id
         ));
-        false
+        None
     } else {
         confirm(
             &ctx.shell,
@@ -694,7 +697,7 @@ pub async fn review_and_push_with_files(
         if !to.proven {
             prove_access(to.env, to.wm, to.store, &change.before, Before::Push).await?;
         }
-        push_and_record(ctx, to, change, record, files).await?;
+        let verified = push_and_record(ctx, to, change, record, files).await?;
         ctx.shell.note(&format!(
             "{done} to worker pool {}: {}{}",
             change.pool_id,
@@ -706,27 +709,30 @@ pub async fn review_and_push_with_files(
                 .map(|d| format!(" (deploymentId {d})"))
                 .unwrap_or_default()
         ));
-        true
+        Some(verified)
     };
-    report["pushed"] = Value::Bool(pushed);
+    report["pushed"] = Value::Bool(verified.is_some());
     if !files.is_empty() {
-        report["files"] = files.to_json(pushed);
+        report["files"] = files.to_json(verified.is_some());
     }
     ctx.shell.json_doc(&report);
-    Ok(pushed)
+    Ok(verified)
 }
 
 /// Pushes the change and appends it to the pool's history, also when the push could not be
 /// verified (the record says so): the pool may have changed, and the history must know. Until
 /// the push starts, an interrupt stops it with nothing changed; from then on, the push, its
-/// verification and the record are finished (they cannot be undone half-way).
+/// verification and the record are finished (they cannot be undone half-way). Returns the pool
+/// as read back, holding what was pushed.
 async fn push_and_record(
     ctx: &Ctx,
     to: &PushTo<'_>,
     change: &Change,
     record: RecordAs,
     files: &FilePlan,
-) -> Result<()> {
+) -> Result<Value> {
+    // Read again even right after the scope check: its update came in between, and someone
+    // else's change after it must stop the push too (tests/scopes.rs).
     recheck(to.wm, change).await?;
     let _pushing = start_push(&ctx.cancel, &change.pool_id)?;
     ctx.shell.note(&format!(
@@ -737,7 +743,7 @@ async fn push_and_record(
     // The files only once the pool is seen to hold the push; a file that cannot be written does
     // not stop the record.
     let written = match pushed {
-        Pushed::Verified => files.write(&ctx.shell).map_err(|e| {
+        Pushed::Verified(_) => files.write(&ctx.shell).map_err(|e| {
             anyhow!(
                 "pushed to worker pool {}, but {e:#} (or `tc-admin apply` will put the old images back)",
                 change.pool_id
@@ -758,7 +764,7 @@ async fn push_and_record(
         undoes_outside_change: record.undoes_outside_change,
         from: record.from,
         tried: None,
-        unverified: pushed != Pushed::Verified,
+        unverified: !matches!(pushed, Pushed::Verified(_)),
     };
     let recorded = match to.store.record(&deployment).await {
         Ok(recorded) => recorded,
@@ -774,15 +780,15 @@ async fn push_and_record(
             });
         }
     };
-    if let Pushed::Unverified(why) = pushed {
-        bail!(
+    match pushed {
+        Pushed::Verified(after) => written.map(|()| after),
+        Pushed::Unverified(why) => bail!(
             "pushed to {}, but the pool does not hold what was pushed: {why}; recorded as #{} (unverified) in the secret {}; the files that declare its images were not changed",
             change.pool_id,
             recorded.seq,
             to.store.name
-        );
+        ),
     }
-    written
 }
 
 /// The push begins unless an interrupt has arrived: from here on it is finished whatever

@@ -112,10 +112,11 @@ pub async fn deploy(ctx: &Ctx, worker_type: &str, d: &DeployAsked<'_>) -> Result
         undoes_outside_change: false,
         from: None,
     };
-    let pushed = review_and_push_with_files(ctx, &to, &change, record, asked, &file_plan).await?;
-    if pushed {
-        rollout_note(ctx, &t.wm, &wt.worker_pool_id, &wt.name).await;
+    let verified = review_and_push_with_files(ctx, &to, &change, record, asked, &file_plan).await?;
+    if let Some(pool) = &verified {
+        rollout_note(ctx, &t.wm, &wt.worker_pool_id, pool, &wt.name).await;
     }
+    let pushed = verified.is_some();
     Ok(Deployed {
         deployment_id: change.patched.deployment_id.clone().filter(|_| pushed),
         images: change.images,
@@ -209,10 +210,11 @@ async fn copy_for(
     }))
 }
 
-/// The last line of a deploy: how far the rollout is, and the command that follows it. Not
-/// being allowed to list the workers does not fail a deploy that was pushed.
-async fn rollout_note(ctx: &Ctx, wm: &WorkerManagerApi, pool_id: &str, name: &str) {
-    let look = crate::commands::rollout::look(wm, pool_id, None).await;
+/// The last line of a deploy: how far the rollout is, and the command that follows it, from the
+/// pool as read back after the push (`pool`). Not being allowed to list the workers does not
+/// fail a deploy that was pushed.
+async fn rollout_note(ctx: &Ctx, wm: &WorkerManagerApi, pool_id: &str, pool: &Value, name: &str) {
+    let look = crate::commands::rollout::look(wm, pool_id, Some(pool)).await;
     let line = crate::commands::rollout::rollout_line(&look);
     let follow = format!("`tc-ami rollout -w {name} --watch`");
     ctx.shell.note(&match look {

@@ -308,8 +308,35 @@ impl Tc {
     }
 
     /// As [`Tc::start`], with `extra` added to the seed: its `clients` and `roles` join the
-    /// default ones; any other key (`simulation`, `secrets`, …) is set as given.
+    /// default ones (a client with the id of a default client takes its place); any other key
+    /// (`simulation`, `secrets`, …) is set as given.
     pub fn start_with(pools: Value, extra: Value) -> Tc {
+        Tc::launch(Tc::seed(pools, extra), &[])
+    }
+
+    /// The emulator with `seed`, started with `args` besides the port, the seed and `--quiet`;
+    /// tc-ami runs as the operator.
+    fn launch(seed: Value, args: &[String]) -> Tc {
+        let mut file = tempfile::NamedTempFile::new().expect("seed file");
+        file.write_all(seed.to_string().as_bytes())
+            .expect("write seed");
+        let mut all = vec![
+            "--port".to_string(),
+            "0".into(),
+            "--seed".into(),
+            file.path().display().to_string(),
+            "--quiet".into(),
+        ];
+        all.extend_from_slice(args);
+        Tc {
+            server: Server::start("sandbox/tc_emulator.py", &all),
+            _seed: file,
+            client: (OPERATOR_ID, OPERATOR_TOKEN),
+        }
+    }
+
+    /// The seed of [`Tc::start_with`].
+    fn seed(pools: Value, extra: Value) -> Value {
         let sandbox = sandbox_seed();
         // The community deployment's anonymous role goes to the operator only, so that the
         // other clients hold exactly the scopes listed here.
@@ -360,34 +387,20 @@ impl Tc {
         });
         for (k, v) in extra.as_object().cloned().unwrap_or_default() {
             match (k.as_str(), v) {
-                ("clients", Value::Array(more)) => seed["clients"]
-                    .as_array_mut()
-                    .expect("clients")
-                    .extend(more),
+                ("clients", Value::Array(more)) => {
+                    let clients = seed["clients"].as_array_mut().expect("clients");
+                    for client in more {
+                        clients.retain(|c| c["clientId"] != client["clientId"]);
+                        clients.push(client);
+                    }
+                }
                 ("roles", Value::Array(more)) => {
                     seed["roles"].as_array_mut().expect("roles").extend(more)
                 }
                 (_, v) => seed[k.as_str()] = v,
             }
         }
-        let mut file = tempfile::NamedTempFile::new().expect("seed file");
-        file.write_all(seed.to_string().as_bytes())
-            .expect("write seed");
-        let server = Server::start(
-            "sandbox/tc_emulator.py",
-            &[
-                "--port".into(),
-                "0".into(),
-                "--seed".into(),
-                file.path().display().to_string(),
-                "--quiet".into(),
-            ],
-        );
-        Tc {
-            server,
-            _seed: file,
-            client: (OPERATOR_ID, OPERATOR_TOKEN),
-        }
+        seed
     }
 
     pub fn state(&self) -> Value {
@@ -871,6 +884,18 @@ impl World {
         json!({"definition": definition, "launchConfigs": lcs})
     }
 
+    /// The reads of the pool [`POOL`] (`workerPool`) so far, from the request log.
+    pub fn pool_reads(&self) -> usize {
+        let tail = format!("/worker-pool/{POOL}");
+        self.tc
+            .requests()
+            .iter()
+            .filter(|r| r["apiMethod"] == "workerPool")
+            .filter_map(|r| r["path"].as_str())
+            .filter(|p| p.replace("%2F", "/").replace("%2f", "/").ends_with(&tail))
+            .count()
+    }
+
     /// The `updateWorkerPool` requests so far, those that change nothing included.
     pub fn updates(&self) -> usize {
         self.tc.state()["requests"]
@@ -925,49 +950,29 @@ pub fn junk_server() -> String {
 pub const TRY_ADMIN_SCOPES: [&str; 3] = ["worker-manager:*", "secrets:*", "queue:*"];
 
 impl Tc {
-    /// The emulator for `try`: the admin also holds the Queue's scopes, simulated workers start
+    /// The emulator for `try`: the seed of [`Tc::start_with`] where the admin also holds the
+    /// Queue's scopes and the history reader may try too; simulated workers start
     /// only on images that are available in `ec2` (and fail their tasks when the image carries
     /// `sandbox:task-outcome=failed`), and the simulated clock runs `time_scale` real seconds
     /// per simulated second (0.001: a 600 s task takes 0.6 s).
     pub fn start_simulating(pools: Value, ec2: &Ec2, time_scale: f64) -> Tc {
-        let seed = json!({
-            "clients": [
-                {"clientId": ADMIN_ID, "accessToken": ADMIN_TOKEN, "scopes": TRY_ADMIN_SCOPES},
-                {"clientId": READONLY_ID, "accessToken": READONLY_TOKEN, "scopes": ["worker-manager:get-worker-pool:*", "worker-manager:list-worker-pools"]},
-                // May try (pools, the Queue) and read the history, not record a deployment.
-                {"clientId": HISTORY_READER_ID, "accessToken": HISTORY_READER_TOKEN, "scopes": [
-                    "worker-manager:*", "queue:*", "secrets:get:project/servo/*",
-                ]},
-            ],
-            "providers": {
-                "community-tc-workers-aws": {"providerType": "aws", "setup": "ok"},
-                "aws": {"setup": "ok"},
-            },
-            "workerPools": pools,
-            "secrets": {},
-        });
-        let mut file = tempfile::NamedTempFile::new().expect("seed file");
-        file.write_all(seed.to_string().as_bytes())
-            .expect("write seed");
-        let server = Server::start(
-            "sandbox/tc_emulator.py",
-            &[
-                "--port".into(),
-                "0".into(),
-                "--seed".into(),
-                file.path().display().to_string(),
-                "--quiet".into(),
-                "--ec2-url".into(),
-                ec2.server.url.clone(),
-                "--time-scale".into(),
-                time_scale.to_string(),
-            ],
-        );
+        let extra = json!({"clients": [
+            {"clientId": ADMIN_ID, "accessToken": ADMIN_TOKEN, "scopes": TRY_ADMIN_SCOPES},
+            // May try (pools, the Queue) and read the history, not record a deployment.
+            {"clientId": HISTORY_READER_ID, "accessToken": HISTORY_READER_TOKEN, "scopes": [
+                "worker-manager:*", "queue:*", "secrets:get:project/servo/*",
+            ]},
+        ]});
+        let args = [
+            "--ec2-url".to_string(),
+            ec2.server.url.clone(),
+            "--time-scale".into(),
+            time_scale.to_string(),
+        ];
         Tc {
-            server,
-            _seed: file,
             // try needs the Queue's scopes (TRY_ADMIN_SCOPES): the broad admin runs it.
             client: (ADMIN_ID, ADMIN_TOKEN),
+            ..Tc::launch(Tc::seed(pools, extra), &args)
         }
     }
 
