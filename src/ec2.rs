@@ -475,6 +475,19 @@ impl Ec2 {
 
     /// The instance, or None while EC2 does not know it yet (eventual consistency).
     pub async fn describe_instance(&self, region: &str, id: &str) -> Result<Option<Instance>> {
+        Ok(self
+            .describe_sdk_instance(region, id)
+            .await?
+            .as_ref()
+            .map(instance_from_sdk))
+    }
+
+    /// The instance as the SDK describes it, or None when EC2 does not know it in `region`.
+    pub(crate) async fn describe_sdk_instance(
+        &self,
+        region: &str,
+        id: &str,
+    ) -> Result<Option<aws_sdk_ec2::types::Instance>> {
         let req = self.client(region).describe_instances().instance_ids(id);
         let out = match call("DescribeInstances", region, id, req.send()).await {
             Ok(out) => out,
@@ -486,7 +499,7 @@ impl Ec2 {
             .iter()
             .flat_map(|r| r.instances())
             .find(|i| i.instance_id() == Some(id))
-            .map(instance_from_sdk))
+            .cloned())
     }
 
     /// The instance and its public IPv4 address, if it has one.

@@ -6,8 +6,7 @@ use aws_sdk_ec2::types::{IpPermission, IpRange, Ipv6Range};
 use chrono::{DateTime, Utc};
 
 use crate::debug_instance::{Cidr, DebugInstance};
-use crate::ec2::{Ec2, call, filter, has_code, live_instances, tags_map};
-use crate::model::codes::ErrorCode;
+use crate::ec2::{Ec2, call, filter, live_instances, tags_map};
 use crate::model::tags;
 
 /// The largest page DescribeInstances serves.
@@ -109,17 +108,10 @@ impl Ec2 {
     /// The instance `id` in `region`, whatever its tags (`debug_id` None: not a debug
     /// instance); None when EC2 does not know it there.
     pub async fn find_instance(&self, region: &str, id: &str) -> Result<Option<DebugInstance>> {
-        let req = self.client(region).describe_instances().instance_ids(id);
-        let out = match call("DescribeInstances", region, id, req.send()).await {
-            Ok(out) => out,
-            Err(e) if has_code(&e, &[ErrorCode::InstanceNotFound]) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        Ok(out
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .find(|i| i.instance_id() == Some(id))
+        Ok(self
+            .describe_sdk_instance(region, id)
+            .await?
+            .as_ref()
             .map(|i| debug_instance(region, i)))
     }
 }

@@ -813,7 +813,7 @@ impl WorkerManagerApi {
             Ok(v) => anyhow::bail!(
                 "fetching worker pool {pool_id}: {} answered with a JSON {} instead of a worker pool",
                 self.env.root_url,
-                json_kind(&v)
+                crate::text::json_kind(&v)
             ),
             Err(e) if status_of(&e) == Some(404) => {
                 anyhow::bail!(
@@ -1037,17 +1037,6 @@ impl QueueApi {
                 anyhow::anyhow!("the status of task {task_id} is not what the API promises: {e}")
             }),
         }
-    }
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
     }
 }
 

@@ -4,6 +4,7 @@
 //! call, checked for its shape, and used as static credentials for every EC2 client of that
 //! worker type. Its values never reach a message or the log.
 
+use crate::text::json_kind;
 use anyhow::{Result, anyhow, bail};
 use serde_json::Value;
 
@@ -48,7 +49,10 @@ impl AwsKeys {
 /// names and kinds.
 pub fn parse_aws_keys(value: &Value) -> Result<AwsKeys, String> {
     let Value::Object(map) = value else {
-        return Err(format!("it holds a JSON {}, not an object", kind(value)));
+        return Err(format!(
+            "it holds a JSON {}, not an object",
+            json_kind(value)
+        ));
     };
     if let Some(k) = map.keys().find(|k| {
         !matches!(
@@ -63,7 +67,7 @@ pub fn parse_aws_keys(value: &Value) -> Result<AwsKeys, String> {
             None => Ok(None),
             Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(Secret::new(s.trim()))),
             Some(Value::String(_)) => Err(format!("`{key}` is empty")),
-            Some(v) => Err(format!("`{key}` is a JSON {}, not a string", kind(v))),
+            Some(v) => Err(format!("`{key}` is a JSON {}, not a string", json_kind(v))),
         }
     };
     let required = |key: &str| string(key)?.ok_or_else(|| format!("it has no `{key}`"));
@@ -72,17 +76,6 @@ pub fn parse_aws_keys(value: &Value) -> Result<AwsKeys, String> {
         secret_access_key: required("secret_access_key")?,
         session_token: string("session_token")?,
     })
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
 }
 
 /// The EC2 adapter for `wt`: with the keys of its `aws_credentials_secret` when it has one
