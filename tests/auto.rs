@@ -22,16 +22,6 @@ fn deployed(world: &World) -> BTreeMap<String, String> {
     images
 }
 
-/// The pool's history as `tc-ami --json history` shows it.
-fn history(world: &World) -> Vec<Value> {
-    let run = world.tc_ami().run(&["--json", "history", "-w", "w"]);
-    run.assert_code(0);
-    run.json()["deployments"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 /// The Taskcluster API methods called so far, in order.
 fn tc_methods(world: &World) -> Vec<String> {
     world
@@ -42,26 +32,11 @@ fn tc_methods(world: &World) -> Vec<String> {
         .collect()
 }
 
-/// The images' ids the pool's active launch configs run, region → id.
-fn pool_images(world: &World) -> BTreeMap<String, String> {
-    world
-        .pool()
-        .0
-        .iter()
-        .map(|lc| {
-            (
-                lc["configuration"]["region"].as_str().unwrap().to_string(),
-                image_of(lc).to_string(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn nothing_to_do_makes_only_describe_calls_and_no_taskcluster_write() {
     let world = World::new();
     let images = deployed(&world);
-    let (shape, records) = (world.pool_shape(), history(&world));
+    let (shape, records) = (world.pool_shape(), world.history());
     let before = tc_methods(&world).len();
     world.ec2.server.post("/_sandbox/stats/reset", json!({}));
 
@@ -99,7 +74,7 @@ fn nothing_to_do_makes_only_describe_calls_and_no_taskcluster_write() {
         "Taskcluster calls: {after:?}"
     );
     assert_eq!(world.pool_shape(), shape);
-    assert_eq!(history(&world), records);
+    assert_eq!(world.history(), records);
 
     // The human report.
     let human = world.tc_ami().run(&["auto", "-w", "w"]);
@@ -162,7 +137,7 @@ fn a_newer_base_image_is_built_tried_and_deployed_then_nothing_to_do() {
         images.values().all(|i| !old.values().any(|o| o == i)),
         "{doc:#}"
     );
-    assert_eq!(pool_images(&world), images);
+    assert_eq!(world.live_images(), images);
     assert_eq!(doc["pushed"], true);
     let deployment_id = doc["deploymentId"].as_str().unwrap();
     assert!(
@@ -186,7 +161,7 @@ fn a_newer_base_image_is_built_tried_and_deployed_then_nothing_to_do() {
     assert!(doc["error"].is_null());
     assert!(doc["duration_seconds"].as_f64().unwrap() > 0.0);
     // The history: the first deploy, the try, the deploy of auto.
-    let mut records = history(&world);
+    let mut records = world.history();
     records.sort_by_key(|r| r["seq"].as_u64());
     let kinds: Vec<&str> = records
         .iter()
@@ -270,7 +245,7 @@ fn a_changed_first_boot_script_is_a_reason_to_rebuild() {
     assert!(doc["try"].is_null(), "w has no try_task: {doc:#}");
     let images: BTreeMap<String, String> = serde_json::from_value(doc["images"].clone()).unwrap();
     assert_ne!(images, old);
-    assert_eq!(pool_images(&world), images);
+    assert_eq!(world.live_images(), images);
     world.ec2.assert_nothing_left_but_images();
 }
 
@@ -278,7 +253,7 @@ fn a_changed_first_boot_script_is_a_reason_to_rebuild() {
 fn max_age_rebuilds_and_a_failing_build_leaves_nothing_and_changes_nothing() {
     let world = World::new();
     let old = deployed(&world);
-    let (shape, records) = (world.pool_shape(), history(&world));
+    let (shape, records) = (world.pool_shape(), world.history());
     let images_before = world.ec2.all("images").len();
     world
         .ec2
@@ -317,8 +292,8 @@ fn max_age_rebuilds_and_a_failing_build_leaves_nothing_and_changes_nothing() {
     world.ec2.assert_nothing_left_but_images();
     assert_eq!(world.ec2.all("images").len(), images_before);
     assert_eq!(world.pool_shape(), shape);
-    assert_eq!(pool_images(&world), old);
-    assert_eq!(history(&world), records);
+    assert_eq!(world.live_images(), old);
+    assert_eq!(world.history(), records);
 
     // A bad --max-age: one line, before anything.
     let bad = world.tc_ami().run(&["auto", "-w", "w", "--max-age", "0s"]);
@@ -369,12 +344,12 @@ fn a_failed_try_pushes_nothing_and_exits_1_with_the_try_in_the_report() {
     assert_eq!(doc["try"]["images"], doc["images"]);
     assert_eq!(doc["pushed"], false);
     assert!(doc["deploymentId"].is_null() && doc["promote"]["command"].is_null());
-    assert_eq!(pool_images(&world), old);
+    assert_eq!(world.live_images(), old);
     // The scope check's update posts the pool back unchanged; nothing else was pushed.
     assert_eq!(world.pool_shape(), shape);
     assert_eq!(world.updates(), updates + 1);
     assert!(world.tc.live_try_pools().is_empty());
-    let records = history(&world);
+    let records = world.history();
     assert!(
         records
             .iter()
@@ -387,7 +362,7 @@ fn a_failed_try_pushes_nothing_and_exits_1_with_the_try_in_the_report() {
 fn sigterm_during_the_build_removes_what_it_made_and_changes_no_pool() {
     let world = World::new();
     let old = deployed(&world);
-    let (shape, records) = (world.pool_shape(), history(&world));
+    let (shape, records) = (world.pool_shape(), world.history());
     world
         .ec2
         .configure(json!({"guest": {"shutdown_after_seconds": 30}}));
@@ -405,8 +380,8 @@ fn sigterm_during_the_build_removes_what_it_made_and_changes_no_pool() {
     assert!(run.error_line().contains("SIGTERM"), "{}", run.stderr);
     world.ec2.assert_nothing_left_but_images();
     assert_eq!(world.pool_shape(), shape);
-    assert_eq!(pool_images(&world), old);
-    assert_eq!(history(&world), records);
+    assert_eq!(world.live_images(), old);
+    assert_eq!(world.history(), records);
 }
 
 #[test]

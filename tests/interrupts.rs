@@ -24,25 +24,6 @@ fn fast_taskcluster(w: &World) {
         .post("/_emulator/faults", json!({"latency_ms": 0}));
 }
 
-/// The deployments recorded in the pool's history.
-fn history(w: &World) -> Vec<Value> {
-    let run = w.tc_ami().run(&["--json", "history", "-w", "w"]);
-    run.assert_code(0);
-    run.json()["deployments"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn live_west(w: &World) -> String {
-    let (active, _) = w.pool();
-    active
-        .iter()
-        .find(|lc| lc["configuration"]["region"] == "us-west-2")
-        .map(|lc| image_of(lc).to_string())
-        .unwrap()
-}
-
 /// Stopped before the change: the exit code, one final line saying nothing changed, and no
 /// push: the pool is as it was `before` (an update that posted it back unchanged, as the scope
 /// check does, changes nothing).
@@ -109,7 +90,7 @@ fn deploy_image_stops_before_the_push_finishes_it_during_and_stops_at_the_prompt
     assert_nothing_changed(&run, 130, "Ctrl-C (SIGINT)", &w, &seeded);
     let run = w.tc_ami().interrupt_at(&deploy, "secrets.get(", "TERM");
     assert_nothing_changed(&run, 143, "SIGTERM", &w, &seeded);
-    assert!(history(&w).is_empty());
+    assert!(w.history().is_empty());
 
     // During the push, twice: finished, verified and recorded, once.
     let start = mark(&w);
@@ -132,8 +113,8 @@ fn deploy_image_stops_before_the_push_finishes_it_during_and_stops_at_the_prompt
         run.stderr
     );
     fast_taskcluster(&w);
-    assert_eq!(live_west(&w), west);
-    assert_eq!(history(&w).len(), 1);
+    assert_eq!(w.live_image("us-west-2"), west);
+    assert_eq!(w.history().len(), 1);
 }
 
 #[test]
@@ -159,7 +140,7 @@ fn deploy_image_interrupted_while_copying_removes_the_copies_and_pushes_nothing(
         run.stderr
     );
     assert_eq!(w.pool_shape(), seeded, "pushed: {}", run.stderr);
-    assert!(history(&w).is_empty());
+    assert!(w.history().is_empty());
     let east: Vec<Value> = w
         .ec2
         .all("images")
@@ -189,8 +170,8 @@ fn rollback_stops_before_the_push_finishes_it_during_and_stops_at_the_prompt() {
     slow_taskcluster(&w);
     let run = w.tc_ami().interrupt_at(&rollback, "secrets.get(", "INT");
     assert_nothing_changed(&run, 130, "Ctrl-C (SIGINT)", &w, &deployed);
-    assert_eq!(live_west(&w), b);
-    assert_eq!(history(&w).len(), 2);
+    assert_eq!(w.live_image("us-west-2"), b);
+    assert_eq!(w.history().len(), 2);
 
     let start = mark(&w);
     let run = w
@@ -198,8 +179,8 @@ fn rollback_stops_before_the_push_finishes_it_during_and_stops_at_the_prompt() {
         .interrupt_at(&rollback, "pushing to worker pool", "INT");
     assert_push_finished(&run, &w, &start);
     fast_taskcluster(&w);
-    assert_eq!(live_west(&w), a);
-    let h = history(&w);
+    assert_eq!(w.live_image("us-west-2"), a);
+    let h = w.history();
     assert_eq!(h.len(), 3);
     assert_eq!(h[0]["kind"], "rollback");
 }
@@ -236,8 +217,8 @@ fn promote_stops_before_the_push_finishes_it_during_and_stops_at_the_prompt() {
         .interrupt_at(&promote, "pushing to worker pool", "INT");
     assert_push_finished(&run, &w, &start);
     fast_taskcluster(&w);
-    assert_eq!(live_west(&w), staged);
-    let h = history(&w);
+    assert_eq!(w.live_image("us-west-2"), staged);
+    let h = w.history();
     assert_eq!(h.len(), 1);
     assert_eq!(h[0]["kind"], "promote");
 }
@@ -284,7 +265,7 @@ fn deploy_that_builds_stops_in_the_build_or_after_it_and_pushes_nothing() {
         run.stderr
     );
     assert_eq!(w.pool_shape(), seeded, "pushed: {}", run.stderr);
-    assert!(history(&w).is_empty());
+    assert!(w.history().is_empty());
     w.ec2.assert_nothing_left_but_images();
 }
 

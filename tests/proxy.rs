@@ -16,15 +16,6 @@ const KEY_ID: &str = "AKIASECRETKEYID00001";
 const SECRET_KEY: &str = "wJalrXUtnFEMI-secret-access-key-from-the-secret";
 const SESSION_TOKEN: &str = "session-token-from-the-secret-0123456789";
 
-fn live_west(w: &World) -> String {
-    let (active, _) = w.pool();
-    active
-        .iter()
-        .find(|lc| lc["configuration"]["region"] == "us-west-2")
-        .map(|lc| image_of(lc).to_string())
-        .expect("a launch config in us-west-2")
-}
-
 /// The emulator's API requests from the `from`-th on.
 fn requests_since(w: &World, from: usize) -> Vec<Value> {
     w.tc.requests().into_iter().skip(from).collect()
@@ -34,7 +25,7 @@ fn requests_since(w: &World, from: usize) -> Vec<Value> {
 fn a_task_deploys_through_the_proxy_with_no_credentials_of_its_own() {
     let w = World::new();
     let west = w.build()["us-west-2"].as_str().unwrap().to_string();
-    assert_ne!(live_west(&w), west);
+    assert_ne!(w.live_image("us-west-2"), west);
     let proxy = Proxy::start(&w.tc, w.tc.client, &[]);
     let task = || w.tc_ami().through_proxy(&proxy, TASK_ID);
     let from = w.tc.requests().len();
@@ -42,7 +33,7 @@ fn a_task_deploys_through_the_proxy_with_no_credentials_of_its_own() {
     let run = task().run(&["deploy", "-w", "w", "--image", &west, "--yes"]);
     run.assert_code(0).assert_hides(OPERATOR_TOKEN);
     // The pool changed; the diff header still names the deployment, not the proxy.
-    assert_eq!(live_west(&w), west);
+    assert_eq!(w.live_image("us-west-2"), west);
     let out = format!("{}{}", run.stdout, run.stderr);
     assert!(
         out.contains(&format!(

@@ -31,24 +31,6 @@ fn accepted_updates(w: &World) -> usize {
         .unwrap_or(0)
 }
 
-fn history(w: &World) -> Vec<Value> {
-    let run = w.tc_ami().run(&["--json", "history", "-w", "w"]);
-    run.assert_code(0);
-    run.json()["deployments"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn live_west(w: &World) -> String {
-    let (active, _) = w.pool();
-    active
-        .iter()
-        .find(|lc| lc["configuration"]["region"] == "us-west-2")
-        .map(|lc| image_of(lc).to_string())
-        .unwrap()
-}
-
 #[test]
 fn a_project_administrator_runs_the_whole_flow() {
     // The default client of the tests: what a Servo project administrator holds.
@@ -74,16 +56,16 @@ fn a_project_administrator_runs_the_whole_flow() {
     let a = deploy();
     let b = deploy();
     let c = deploy();
-    assert_eq!(live_west(&w), c);
+    assert_eq!(w.live_image("us-west-2"), c);
     let run = w.tc_ami().run(&["diff", "-w", "w"]);
     run.assert_code(0);
     for back_to in [&b, &a] {
         w.tc_ami()
             .run(&["rollback", "-w", "w", "--yes"])
             .assert_code(0);
-        assert_eq!(live_west(&w), *back_to);
+        assert_eq!(w.live_image("us-west-2"), *back_to);
     }
-    let d = history(&w);
+    let d = w.history();
     assert_eq!(d.len(), 5, "{d:?}");
     assert!(d.iter().all(|r| r["who"] == OPERATOR_ID));
     let ids: std::collections::BTreeSet<&str> = d
@@ -117,7 +99,7 @@ fn a_project_administrator_runs_the_whole_flow() {
         "--json", "promote", "--from", "staging", "--to", "w", "--yes",
     ]);
     run.assert_code(0);
-    assert_eq!(history(&w)[0]["kind"], "promote");
+    assert_eq!(w.history()[0]["kind"], "promote");
     w.tc_ami()
         .run(&["cleanup", "-w", "w", "--yes"])
         .assert_code(0);
@@ -307,7 +289,7 @@ fn a_push_that_fails_verification_is_recorded_as_unverified() {
         )),
         "{err}"
     );
-    let d = history(&w);
+    let d = w.history();
     assert_eq!(d.len(), 1);
     assert_eq!(d[0]["unverified"], true);
     assert_eq!(d[0]["after"]["us-west-2"], west.as_str());
@@ -396,7 +378,7 @@ fn an_old_history_secret_is_read_and_the_new_one_written() {
             .len(),
         1
     );
-    assert_eq!(history(&w).len(), 2);
+    assert_eq!(w.history().len(), 2);
 }
 
 #[test]
@@ -432,7 +414,7 @@ fn two_deploys_at_once_both_leave_their_record() {
         "both runs must push for this test to mean anything: {:?}",
         runs.iter().map(|r| r.error_line()).collect::<Vec<_>>()
     );
-    let d = history(&w);
+    let d = w.history();
     assert_eq!(d.len(), 2, "{d:#?}");
     let mut seqs: Vec<u64> = d.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
     seqs.sort();
@@ -445,7 +427,7 @@ fn two_deploys_at_once_both_leave_their_record() {
     }
     // The push that was overwritten at once says so, in its exit and its record; the other
     // one is what is live.
-    let live = live_west(&w);
+    let live = w.live_image("us-west-2");
     for r in &d {
         let is_live = r["after"]["us-west-2"] == live.as_str();
         assert_eq!(r["unverified"] == true, !is_live, "{r}");

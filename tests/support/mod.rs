@@ -857,6 +857,42 @@ impl World {
         (active, lcs)
     }
 
+    /// The active launch config of the pool in `region`.
+    pub fn live_launch_config(&self, region: &str) -> Value {
+        let (active, _) = self.pool();
+        active
+            .into_iter()
+            .find(|lc| lc["configuration"]["region"] == region)
+            .unwrap_or_else(|| panic!("no active launch config in {region}"))
+    }
+
+    /// The image the pool's active launch config in `region` runs.
+    pub fn live_image(&self, region: &str) -> String {
+        image_of(&self.live_launch_config(region)).to_string()
+    }
+
+    /// The images the pool's active launch configs run, region → id.
+    pub fn live_images(&self) -> std::collections::BTreeMap<String, String> {
+        self.pool()
+            .0
+            .iter()
+            .map(|lc| {
+                let region = lc["configuration"]["region"].as_str().unwrap_or_default();
+                (region.to_string(), image_of(lc).to_string())
+            })
+            .collect()
+    }
+
+    /// The deployments of `w`'s history, as `tc-ami --json history -w w` shows them.
+    pub fn history(&self) -> Vec<Value> {
+        let run = self.tc_ami().run(&["--json", "history", "-w", "w"]);
+        run.assert_code(0);
+        run.json()["deployments"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// The pool as a push changes it: its definition but `lastModified`, and each launch
     /// config's id and whether it is archived (not their `lastModified`, which every update
     /// sets). An update that posts the pool back unchanged, as the scope check before a push
